@@ -1,0 +1,1 @@
+"""A simulated Kubernetes API server speaking the REST list/watch protocol."""
