@@ -1,0 +1,363 @@
+"""The HTTP face of the sandbox: kube-apiserver's REST paths over a Store.
+
+Routes discovery documents, list (with selectors and pagination), get, watch and writes on
+core and group paths, cluster-wide and namespaced, answers errors with Status bodies, checks
+the bearer token or client certificate, counts requests by verb and resource (tests use the
+counts to prove a client did or did not re-list), and applies the fault switches.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.python import log
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from . import resources, tls
+from .faults import Faults
+from .resources import ResourceType
+from .selectors import SelectorError, parse_field_selector, parse_label_selector
+from .status import ApiError, status_body
+from .store import Stored, Store, dumps
+from .watch import WatchStream
+
+LIST_BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a request path names."""
+
+    resource: ResourceType
+    namespace: str | None
+    name: str | None
+
+
+@dataclass(slots=True)
+class ApiSettings:
+    token: str | None = None
+    require_auth: bool = False
+    bookmark_interval: float = 60.0
+    server_address: str = "127.0.0.1:0"
+
+
+class KubernetesAPI(Resource):
+    """A leaf resource answering every path the way kube-apiserver would."""
+
+    isLeaf = True
+
+    def __init__(self, store: Store, faults: Faults, settings: ApiSettings,
+                 reactor: IReactorTime, control: Callable[[dict[str, Any]], Any]) -> None:
+        super().__init__()
+        self.store = store
+        self.faults = faults
+        self.settings = settings
+        self.reactor = reactor
+        self.control = control
+        self.requests: Counter[tuple[str, str]] = Counter()
+        self.watches: set[WatchStream] = set()
+
+    def render(self, request: Request) -> Any:
+        if self.faults.delay > 0:
+            self.reactor.callLater(self.faults.delay, self._serve, request)
+        else:
+            self._serve(request)
+        return NOT_DONE_YET
+
+    # -- dispatch -----------------------------------------------------------------
+
+    def _serve(self, request: Request) -> None:
+        if request.finished or request._disconnected:
+            return
+        try:
+            self._authenticate(request)
+            self._dispatch(request)
+        except ApiError as error:
+            self._send_error(request, error)
+        except Exception:  # noqa: BLE001 - a bug must answer 500, not hang the client
+            log.err(None, "sandbox: unhandled error serving " + request.uri.decode("latin-1"))
+            self._send_error(request, ApiError(500, "internal error in the sandbox"))
+
+    def _authenticate(self, request: Request) -> None:
+        if not self.settings.require_auth:
+            return
+        header = request.getHeader(b"authorization") or b""
+        if self.settings.token and header == b"Bearer " + self.settings.token.encode():
+            return
+        transport = request.channel.transport if request.channel else None
+        if transport is not None and tls.peer_common_name(transport) is not None:
+            return
+        raise ApiError(401, "Unauthorized")
+
+    def _dispatch(self, request: Request) -> None:
+        path = urlsplit(request.uri.decode("latin-1")).path.rstrip("/") or "/"
+        query = {k: v[-1] for k, v in parse_qs(urlsplit(request.uri.decode("latin-1")).query,
+                                                keep_blank_values=True).items()}
+        method = request.method.decode()
+        if path.startswith("/_sandbox"):
+            self._control(request, path, method)
+            return
+        document = self._discovery(path)
+        if document is not None:
+            if method != "GET":
+                raise ApiError(405, f"the server does not allow this method on {path}")
+            self._send_json(request, 200, document)
+            return
+        target = parse_path(path)
+        verb = _verb(method, target, query)
+        self.requests[(verb, target.resource.plural)] += 1
+        rule = self.faults.take_error(verb)
+        if rule is not None:
+            if rule.code == 429:
+                request.setHeader(b"retry-after", str(rule.retry_after).encode())
+            raise ApiError(rule.code, _FAULT_MESSAGES.get(rule.code, "injected fault"))
+        getattr(self, "_" + verb)(request, target, query)
+
+    def _discovery(self, path: str) -> Any:
+        if path == "/version":
+            return resources.SERVER_VERSION
+        if path in ("/healthz", "/livez", "/readyz"):
+            return "ok"
+        if path == "/api":
+            return resources.api_versions(self.settings.server_address)
+        if path == "/apis":
+            return resources.api_group_list()
+        parts = path.strip("/").split("/")
+        if parts[0] == "api" and len(parts) == 2:
+            return resources.resource_list("", parts[1]) or _missing()
+        if parts[0] == "apis" and len(parts) == 2:
+            return resources.api_group(parts[1]) or _missing()
+        if parts[0] == "apis" and len(parts) == 3:
+            return resources.resource_list(parts[1], parts[2]) or _missing()
+        return None
+
+    # -- verbs --------------------------------------------------------------------
+
+    def _list(self, request: Request, target: Target, query: dict[str, str]) -> None:
+        labels, fields = self._selectors(target.resource, query)
+        page = self.store.list(target.resource, namespace=target.namespace, labels=labels,
+                               fields=fields, limit=_int(query.get("limit", "0"), "limit"),
+                               continue_token=query.get("continue", ""))
+        meta: dict[str, Any] = {"resourceVersion": str(page.rv)}
+        if page.continue_token:
+            meta["continue"] = page.continue_token
+            if page.remaining is not None:
+                meta["remainingItemCount"] = page.remaining
+        head = (b'{"kind":"' + target.resource.list_kind.encode() + b'","apiVersion":"'
+                + target.resource.api_version.encode() + b'","metadata":' + dumps(meta)
+                + b',"items":[')
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", b"application/json")
+        _ListProducer(request, head, page.items).start()
+
+    def _watch(self, request: Request, target: Target, query: dict[str, str]) -> None:
+        labels, fields = self._selectors(target.resource, query)
+        timeout = query.get("timeoutSeconds")
+        stream = WatchStream(
+            request, store=self.store, resource=target.resource, namespace=target.namespace,
+            labels=labels, fields=fields,
+            bookmarks=_flag(query.get("allowWatchBookmarks")),
+            bookmark_interval=self.settings.bookmark_interval,
+            timeout=float(_int(timeout, "timeoutSeconds")) if timeout else None,
+            faults=self.faults, reactor=self.reactor, on_close=self.watches.discard)
+        self.watches.add(stream)
+        stream.start(query.get("resourceVersion", ""), _flag(query.get("sendInitialEvents")))
+
+    def _get(self, request: Request, target: Target, query: dict[str, str]) -> None:
+        assert target.name is not None
+        stored = self.store.get(target.resource, target.namespace or "", target.name)
+        self._send_stored(request, 200, stored)
+
+    def _create(self, request: Request, target: Target, query: dict[str, str]) -> None:
+        obj = _body(request)
+        if target.resource.namespaced and target.namespace is None:
+            raise ApiError(405, "POST requires a namespaced path for "
+                                f"{target.resource.plural}")
+        self._send_stored(request, 201, self.store.create(target.resource, obj, target.namespace))
+
+    def _update(self, request: Request, target: Target, query: dict[str, str]) -> None:
+        stored = self.store.replace(target.resource, _body(request), target.namespace,
+                                    target.name)
+        self._send_stored(request, 200, stored)
+
+    def _patch(self, request: Request, target: Target, query: dict[str, str]) -> None:
+        assert target.name is not None
+        content_type = (request.getHeader(b"content-type") or b"").split(b";")[0].strip()
+        if content_type not in (b"application/merge-patch+json",
+                                b"application/strategic-merge-patch+json"):
+            raise ApiError(415, f"the body of the request was in an unknown format - accepted "
+                                f"media types include: application/merge-patch+json, "
+                                f"application/strategic-merge-patch+json (got "
+                                f"{content_type.decode() or 'none'})")
+        stored = self.store.patch(target.resource, target.namespace or "", target.name,
+                                  _body(request))
+        self._send_stored(request, 200, stored)
+
+    def _delete(self, request: Request, target: Target, query: dict[str, str]) -> None:
+        assert target.name is not None
+        stored = self.store.delete(target.resource, target.namespace or "", target.name)
+        self._send_stored(request, 200, stored)
+
+    def _selectors(self, resource: ResourceType, query: dict[str, str]) -> Any:
+        try:
+            return (parse_label_selector(query.get("labelSelector")),
+                    parse_field_selector(query.get("fieldSelector"), resource.selectable_fields))
+        except SelectorError as error:
+            raise ApiError(400, str(error)) from None
+
+    # -- control endpoint ---------------------------------------------------------
+
+    def _control(self, request: Request, path: str, method: str) -> None:
+        if path == "/_sandbox/requests" and method == "GET":
+            counts = [{"verb": v, "resource": r, "count": n}
+                      for (v, r), n in sorted(self.requests.items())]
+            self._send_json(request, 200, {"requests": counts})
+        elif path == "/_sandbox/faults" and method == "GET":
+            self._send_json(request, 200, self.faults.describe())
+        elif path == "/_sandbox/faults" and method == "POST":
+            try:
+                result = self.control(_body(request))
+            except ValueError as error:
+                raise ApiError(400, str(error)) from None
+            self._send_json(request, 200, {"ok": True, "result": result})
+        else:
+            raise ApiError(404, f"no sandbox control at {method} {path}")
+
+    # -- responses ----------------------------------------------------------------
+
+    def _send_stored(self, request: Request, code: int, stored: Stored) -> None:
+        self._send_bytes(request, code, stored.body)
+
+    def _send_json(self, request: Request, code: int, document: Any) -> None:
+        self._send_bytes(request, code, dumps(document))
+
+    def _send_error(self, request: Request, error: ApiError) -> None:
+        if request.finished or request._disconnected:
+            return
+        if request.startedWriting:
+            request.finish()
+            return
+        self._send_bytes(request, error.code, dumps(error.status()))
+
+    def _send_bytes(self, request: Request, code: int, body: bytes) -> None:
+        request.setResponseCode(code)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"content-length", str(len(body)).encode())
+        request.write(body)
+        request.finish()
+
+
+_FAULT_MESSAGES = {
+    429: "Too many requests, please try again later.",
+    500: "Internal error occurred: injected by the sandbox",
+    503: "The server is currently unable to handle the request",
+    504: "The server was unable to return a response in the time allotted",
+    401: "Unauthorized",
+    403: "forbidden: injected by the sandbox",
+}
+
+
+class _ListProducer:
+    """Writes a list response in batches, pausing while the client's socket is full."""
+
+    def __init__(self, request: Request, head: bytes, items: list[Stored]) -> None:
+        self.request = request
+        self.head = head
+        self.items = items
+        self.index = 0
+
+    def start(self) -> None:
+        self.request.registerProducer(self, False)
+
+    def resumeProducing(self) -> None:
+        if self.request.finished or self.request._disconnected:
+            return
+        batch = self.items[self.index:self.index + LIST_BATCH]
+        chunk = b",".join(item.body for item in batch)
+        if self.index == 0:
+            chunk = self.head + chunk
+        elif batch:
+            chunk = b"," + chunk
+        self.index += len(batch)
+        if self.index >= len(self.items):
+            self.request.unregisterProducer()
+            self.request.write(chunk + b"]}")
+            self.request.finish()
+        else:
+            self.request.write(chunk)
+
+    def stopProducing(self) -> None:
+        self.index = len(self.items)
+
+
+def parse_path(path: str) -> Target:
+    """Map a REST path to a resource, namespace and name, or raise 404."""
+    parts = path.strip("/").split("/")
+    if parts[0] == "api" and len(parts) >= 3:
+        group, version, rest = "", parts[1], parts[2:]
+    elif parts[0] == "apis" and len(parts) >= 4:
+        group, version, rest = parts[1], parts[2], parts[3:]
+    else:
+        raise _missing_error()
+    namespace = None
+    if rest[0] == "namespaces" and len(rest) >= 3:
+        namespace, rest = rest[1], rest[2:]
+    if len(rest) > 2:
+        raise _missing_error()
+    resource = resources.by_path(group, version, rest[0])
+    if resource is None or (namespace is not None and not resource.namespaced):
+        raise _missing_error()
+    return Target(resource, namespace, rest[1] if len(rest) == 2 else None)
+
+
+def _verb(method: str, target: Target, query: dict[str, str]) -> str:
+    if target.name is None:
+        if method == "GET":
+            return "watch" if _flag(query.get("watch")) else "list"
+        if method == "POST":
+            return "create"
+    else:
+        verbs = {"GET": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+        if method in verbs:
+            if method == "GET" and _flag(query.get("watch")):
+                raise ApiError(400, "watch of a single object: use fieldSelector=metadata.name")
+            return verbs[method]
+    raise ApiError(405, f"the server does not allow this method on the requested resource "
+                        f"({method})")
+
+
+def _body(request: Request) -> Any:
+    raw = request.content.read() if request.content is not None else b""
+    try:
+        return json.loads(raw or b"null")
+    except ValueError:
+        raise ApiError(400, "the body of the request was in an unknown format - accepted "
+                            "media types include: application/json") from None
+
+
+def _flag(value: str | None) -> bool:
+    return value is not None and value.lower() in ("1", "true")
+
+
+def _int(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ApiError(400, f"invalid {name} parameter: {value!r}") from None
+
+
+def _missing_error() -> ApiError:
+    return ApiError(404, "the server could not find the requested resource")
+
+
+def _missing() -> Any:
+    raise _missing_error()
+
+
+__all__ = ["KubernetesAPI", "ApiSettings", "Target", "parse_path", "status_body"]

@@ -1,0 +1,386 @@
+"""The sandbox's object store: objects, one global resourceVersion, and a bounded event history.
+
+kube-apiserver keeps objects in etcd with a cluster-wide revision counter, and serves watches
+from a cache holding a limited window of recent events. Clients rely on three consequences,
+all reproduced here: every write bumps one counter that orders all events; a watch may resume
+from any resourceVersion still inside the window; and an older one is refused with 410 so the
+client re-lists. Objects are kept as their JSON bytes plus the few fields selectors need,
+so that 100,000 pods fit in memory and a list is a join of prepared byte strings.
+
+Everything here runs on the reactor thread; the store has no locks.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import copy
+import json
+import re
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+from . import defaults
+from .resources import ALL, NAMESPACES, SERVICES, ResourceType
+from .selectors import FieldSelector, LabelSelector
+from .status import ApiError, already_exists, not_found, too_old
+
+ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
+
+# The namespaces every cluster has.
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """One object as kept: its JSON and what selectors and routing need, nothing else."""
+
+    key: str
+    namespace: str
+    name: str
+    rv: int
+    labels: Mapping[str, str]
+    fields: Mapping[str, str]
+    body: bytes
+
+    def object(self) -> dict[str, Any]:
+        return json.loads(self.body)
+
+    def matches(self, namespace: str | None, labels: LabelSelector,
+                fields: FieldSelector) -> bool:
+        return ((namespace is None or self.namespace == namespace)
+                and labels.matches(self.labels) and fields.matches(self.fields))
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    type: str
+    rv: int
+    obj: Stored
+    previous: Stored | None = None
+
+
+@dataclass(slots=True)
+class Page:
+    items: list[Stored]
+    rv: int
+    continue_token: str = ""
+    remaining: int | None = None
+
+
+Listener = Callable[[Event], None]
+
+
+@dataclass(slots=True)
+class _Table:
+    """Objects and recent history of one resource type."""
+
+    objects: dict[str, Stored] = field(default_factory=dict)
+    history: deque[Event] = field(default_factory=deque)
+    # Every event with rv > floor is still in `history`.
+    floor: int = 0
+    listeners: set[Listener] = field(default_factory=set)
+
+
+def object_key(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}" if namespace else name
+
+
+class Store:
+    """All objects of one simulated cluster."""
+
+    def __init__(self, *, history_size: int = 10_000, service_cidr: str = "10.96.0.0/12",
+                 clock: Callable[[], float] = time.time) -> None:
+        self.rv = 1
+        self.history_size = history_size
+        self.clock = clock
+        self.allocator = defaults.ClusterIPAllocator(service_cidr)
+        self.tables: dict[ResourceType, _Table] = {r: _Table() for r in ALL}
+        self._snapshots: OrderedDict[tuple[ResourceType, int], list[Stored]] = OrderedDict()
+        for name in SYSTEM_NAMESPACES:
+            self.apply(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace",
+                                    "metadata": {"name": name}})
+
+    # -- reading -----------------------------------------------------------------
+
+    def get(self, resource: ResourceType, namespace: str, name: str) -> Stored:
+        found = self.tables[resource].objects.get(object_key(namespace, name))
+        if found is None:
+            raise not_found(resource.plural, name, resource.group)
+        return found
+
+    def count(self, resource: ResourceType) -> int:
+        return len(self.tables[resource].objects)
+
+    def items(self, resource: ResourceType) -> Iterable[Stored]:
+        return self.tables[resource].objects.values()
+
+    def list(self, resource: ResourceType, *, namespace: str | None = None,
+             labels: LabelSelector, fields: FieldSelector, limit: int = 0,
+             continue_token: str = "") -> Page:
+        """A consistent list: every page of a paginated list shows one resourceVersion."""
+        if continue_token:
+            rv, start = _decode_continue(continue_token)
+            snapshot = self._snapshots.get((resource, rv))
+            if snapshot is None:
+                raise ApiError(410, "The provided continue parameter is too old to display a "
+                                    "consistent list result. You can start a new list without "
+                                    "the continue parameter.")
+        else:
+            rv, start, snapshot = self.rv, "", self._snapshot(resource)
+        keys = _SortedKeys(snapshot)
+        end = len(snapshot)
+        index = keys.position(start)
+        if namespace is not None:
+            # A namespace's keys ("ns/name") are contiguous; "0" sorts right after "/".
+            index = max(index, keys.position(namespace + "/"))
+            end = keys.position(namespace + "0")
+        items: list[Stored] = []
+        while index < end and (limit <= 0 or len(items) < limit):
+            stored = snapshot[index]
+            index += 1
+            if stored.matches(None, labels, fields):
+                items.append(stored)
+        page = Page(items, rv)
+        if limit > 0 and index < end:
+            page.continue_token = _encode_continue(rv, snapshot[index - 1].key)
+            if not labels.requirements and not fields.terms:
+                page.remaining = end - index
+        return page
+
+    def _snapshot(self, resource: ResourceType) -> list[Stored]:
+        key = (resource, self.rv)
+        snapshot = self._snapshots.get(key)
+        if snapshot is None:
+            objects = self.tables[resource].objects
+            snapshot = [objects[k] for k in sorted(objects)]
+            self._snapshots[key] = snapshot
+            while len(self._snapshots) > 16:
+                self._snapshots.popitem(last=False)
+        return snapshot
+
+    # -- history and watchers ----------------------------------------------------
+
+    def floor(self, resource: ResourceType) -> int:
+        return self.tables[resource].floor
+
+    def events_since(self, resource: ResourceType, rv: int) -> list[Event]:
+        """Events after `rv`, or 410 if some of them have left the history window."""
+        table = self.tables[resource]
+        if rv < table.floor:
+            raise too_old(rv, table.floor)
+        return [event for event in table.history if event.rv > rv]
+
+    def subscribe(self, resource: ResourceType, listener: Listener) -> None:
+        self.tables[resource].listeners.add(listener)
+
+    def unsubscribe(self, resource: ResourceType, listener: Listener) -> None:
+        self.tables[resource].listeners.discard(listener)
+
+    def listeners(self, resource: ResourceType) -> set[Listener]:
+        return self.tables[resource].listeners
+
+    def expire_history(self) -> None:
+        """Forget every past event, so any watch from an earlier resourceVersion gets 410."""
+        for table in self.tables.values():
+            table.history.clear()
+            table.floor = self.rv
+
+    def new_epoch(self, jump: int = 1_000_000) -> None:
+        """Move resourceVersions far ahead and drop history, as after an etcd restore."""
+        self.rv += jump
+        self.expire_history()
+
+    # -- writing -----------------------------------------------------------------
+
+    def create(self, resource: ResourceType, obj: dict[str, Any],
+               namespace: str | None = None) -> Stored:
+        obj = self._prepare(resource, obj, namespace)
+        meta = obj["metadata"]
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + f"{self.rv:x}"[-5:].rjust(5, "0")
+        key = self._key(resource, meta)
+        if key in self.tables[resource].objects:
+            raise already_exists(resource.plural, meta["name"], resource.group)
+        if resource.namespaced and meta["namespace"] not in self.tables[NAMESPACES].objects:
+            raise not_found("namespaces", meta["namespace"])
+        obj = defaults.on_create(resource, obj, now=self.clock(),
+                                 used_cluster_ips=self._cluster_ips, allocator=self.allocator)
+        return self._commit(resource, ADDED, obj, None)
+
+    def replace(self, resource: ResourceType, obj: dict[str, Any],
+                namespace: str | None = None, name: str | None = None) -> Stored:
+        obj = self._prepare(resource, obj, namespace)
+        meta = obj["metadata"]
+        if name is not None and meta.get("name") != name:
+            raise ApiError(400, f"the name of the object ({meta.get('name')}) does not match "
+                                f"the name on the URL ({name})")
+        key = self._key(resource, meta)
+        current = self.tables[resource].objects.get(key)
+        if current is None:
+            raise not_found(resource.plural, meta["name"], resource.group)
+        wanted = meta.get("resourceVersion")
+        if wanted and str(wanted) != str(current.rv):
+            raise ApiError(409, f'Operation cannot be fulfilled on {resource.plural} '
+                                f'"{meta["name"]}": the object has been modified; please apply '
+                                "your changes to the latest version and try again")
+        obj = defaults.on_update(resource, current.object(), obj)
+        return self._commit(resource, MODIFIED, obj, current)
+
+    def patch(self, resource: ResourceType, namespace: str, name: str,
+              patch: Mapping[str, Any]) -> Stored:
+        current = self.get(resource, namespace, name)
+        if not isinstance(patch, Mapping):
+            raise ApiError(400, "a merge patch must be a JSON object")
+        merged = merge_patch(current.object(), patch)
+        merged.setdefault("metadata", {})["resourceVersion"] = str(current.rv)
+        return self.replace(resource, merged, namespace or None, name)
+
+    def delete(self, resource: ResourceType, namespace: str, name: str) -> Stored:
+        current = self.get(resource, namespace, name)
+        if resource is NAMESPACES:
+            self._delete_contents(name)
+        obj = current.object()
+        return self._commit(resource, DELETED, obj, current)
+
+    def apply(self, resource: ResourceType, obj: dict[str, Any]) -> Stored:
+        """Create or replace regardless of resourceVersion, creating a missing namespace.
+
+        This is the loader's and the tests' convenience; the HTTP API stays strict.
+        """
+        obj = self._prepare(resource, obj, None)
+        meta = obj["metadata"]
+        meta.pop("resourceVersion", None)
+        if resource.namespaced and meta["namespace"] not in self.tables[NAMESPACES].objects:
+            self.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace",
+                                     "metadata": {"name": meta["namespace"]}})
+        if self._key(resource, meta) in self.tables[resource].objects:
+            return self.replace(resource, obj)
+        return self.create(resource, obj)
+
+    def _delete_contents(self, namespace: str) -> None:
+        for resource, table in self.tables.items():
+            if not resource.namespaced:
+                continue
+            for stored in [s for s in table.objects.values() if s.namespace == namespace]:
+                self._commit(resource, DELETED, stored.object(), stored)
+
+    def _prepare(self, resource: ResourceType, obj: Any, namespace: str | None) -> dict[str, Any]:
+        if not isinstance(obj, dict):
+            raise ApiError(400, "the body of the request was in an unknown format")
+        kind = obj.get("kind")
+        if kind and kind != resource.kind:
+            raise ApiError(400, f"the API version in the data ({obj.get('apiVersion')}) and "
+                                f"kind ({kind}) do not match the {resource.plural} endpoint")
+        obj = copy.deepcopy(obj)
+        obj["kind"], obj["apiVersion"] = resource.kind, resource.api_version
+        meta = obj.setdefault("metadata", {})
+        if not isinstance(meta, dict):
+            raise ApiError(400, "metadata must be an object")
+        if resource.namespaced:
+            body_ns = meta.get("namespace")
+            if namespace and body_ns and body_ns != namespace:
+                raise ApiError(400, "the namespace of the provided object does not match the "
+                                    "namespace sent on the request")
+            meta["namespace"] = namespace or body_ns or "default"
+        else:
+            meta.pop("namespace", None)
+        name = meta.get("name")
+        if name is None and meta.get("generateName"):
+            return obj
+        if not isinstance(name, str) or not name:
+            raise ApiError(422, f"{resource.kind} \"\" is invalid: metadata.name: Required value: "
+                                "name or generateName is required")
+        if len(name) > 253 or not _NAME.match(name):
+            raise ApiError(422, f'{resource.kind} "{name}" is invalid: metadata.name: Invalid '
+                                "value: must be a lowercase RFC 1123 subdomain")
+        return obj
+
+    def _key(self, resource: ResourceType, meta: Mapping[str, Any]) -> str:
+        return object_key(meta.get("namespace", "") if resource.namespaced else "", meta["name"])
+
+    def _cluster_ips(self) -> Iterator[str]:
+        for stored in self.tables[SERVICES].objects.values():
+            yield stored.fields.get("spec.clusterIP", "")
+            yield from json.loads(stored.body).get("spec", {}).get("clusterIPs", [])
+
+    def _commit(self, resource: ResourceType, kind: str, obj: dict[str, Any],
+                previous: Stored | None) -> Stored:
+        self.rv += 1
+        meta = obj["metadata"]
+        meta["resourceVersion"] = str(self.rv)
+        stored = Stored(
+            key=self._key(resource, meta),
+            namespace=meta.get("namespace", "") if resource.namespaced else "",
+            name=meta["name"],
+            rv=self.rv,
+            labels=dict(meta.get("labels") or {}),
+            fields=resource.field_values(obj),
+            body=dumps(obj),
+        )
+        table = self.tables[resource]
+        if kind == DELETED:
+            del table.objects[stored.key]
+        else:
+            table.objects[stored.key] = stored
+        event = Event(kind, self.rv, stored, previous)
+        table.history.append(event)
+        while len(table.history) > self.history_size:
+            table.floor = table.history.popleft().rv
+        for listener in list(table.listeners):
+            listener(event)
+        return stored
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: objects merge, null deletes, everything else replaces."""
+    if not isinstance(patch, Mapping):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+class _SortedKeys:
+    """Binary search over a key-sorted snapshot without copying its keys."""
+
+    __slots__ = ("_snapshot",)
+
+    def __init__(self, snapshot: list[Stored]) -> None:
+        self._snapshot = snapshot
+
+    def __len__(self) -> int:
+        return len(self._snapshot)
+
+    def __getitem__(self, index: int) -> str:
+        return self._snapshot[index].key
+
+    def position(self, key: str) -> int:
+        return bisect.bisect_left(self, key)  # type: ignore[arg-type]
+
+
+def _encode_continue(rv: int, last_key: str) -> str:
+    token = {"v": "meta.k8s.io/v1", "rv": rv, "start": last_key + "\x00"}
+    return base64.urlsafe_b64encode(json.dumps(token).encode()).decode()
+
+
+def _decode_continue(token: str) -> tuple[int, str]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return int(data["rv"]), str(data["start"])
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        raise ApiError(400, "continue key is not valid: incorrect encoded start "
+                            "resourceVersion (version meta.k8s.io/v1)") from None
