@@ -9,6 +9,7 @@ counts to prove a client did or did not re-list), and applies the fault switches
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -19,7 +20,7 @@ from twisted.python import log
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from . import resources, tls
+from . import openapi, resources, tls
 from .faults import Faults
 from .resources import ResourceType
 from .selectors import SelectorError, parse_field_selector, parse_label_selector
@@ -128,6 +129,10 @@ class KubernetesAPI(Resource):
             return resources.api_versions(self.settings.server_address)
         if path == "/apis":
             return resources.api_group_list()
+        if path == "/openapi/v3":
+            return openapi.root()
+        if path.startswith("/openapi/v3/"):
+            return openapi.group_version(path[len("/openapi/v3/"):]) or _missing()
         parts = path.strip("/").split("/")
         if parts[0] == "api" and len(parts) == 2:
             return resources.resource_list("", parts[1]) or _missing()
@@ -246,7 +251,7 @@ class KubernetesAPI(Resource):
         self._send_bytes(request, error.code, dumps(error.status()))
 
     def _send_bytes(self, request: Request, code: int, body: bytes) -> None:
-        request.setResponseCode(code)
+        request.setResponseCode(code, HTTPStatus(code).phrase.encode())
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"content-length", str(len(body)).encode())
         request.write(body)

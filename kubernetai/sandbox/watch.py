@@ -90,6 +90,8 @@ class WatchStream:
         self.request.setResponseCode(200)
         self.request.setHeader(b"content-type", b"application/json")
         self.request.setHeader(b"cache-control", b"no-cache, private")
+        # kube-apiserver flushes the headers at once, so a client knows the watch is open.
+        self._write(b"")
 
     def close(self) -> None:
         """End the stream cleanly, as on timeoutSeconds: the terminating chunk is sent."""
@@ -105,13 +107,16 @@ class WatchStream:
         self.close()
 
     def cut(self) -> None:
-        """Drop the connection mid-stream with no terminating chunk."""
+        """Close the connection mid-stream, after what was sent, with no terminating chunk.
+
+        This is what a proxy or load balancer timing a watch out looks like to a client.
+        """
         if not self.closed:
             self.closed = True
             self._cleanup()
             transport = self.request.channel.transport if self.request.channel else None
             if transport is not None:
-                transport.abortConnection()
+                transport.loseConnection()
 
     def _cleanup(self) -> None:
         self.closed = True
