@@ -9,6 +9,7 @@ counts to prove a client did or did not re-list), and applies the fault switches
 from __future__ import annotations
 
 import json
+import weakref
 from http import HTTPStatus
 from collections import Counter
 from dataclasses import dataclass
@@ -63,8 +64,12 @@ class KubernetesAPI(Resource):
         self.control = control
         self.requests: Counter[tuple[str, str]] = Counter()
         self.watches: set[WatchStream] = set()
+        # Connections that made a request, so a fault can drop them all.
+        self.transports: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def render(self, request: Request) -> Any:
+        if request.channel is not None and request.channel.transport is not None:
+            self.transports.add(request.channel.transport)
         if self.faults.delay > 0:
             self.reactor.callLater(self.faults.delay, self._serve, request)
         else:

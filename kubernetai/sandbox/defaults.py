@@ -6,7 +6,6 @@ API server adds them, and clients (and our DNS records) depend on them being the
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 import time
 import uuid
@@ -39,8 +38,7 @@ class ClusterIPAllocator:
 def on_create(resource: ResourceType, obj: dict[str, Any], *, now: float,
               used_cluster_ips: Callable[[], Iterable[str]],
               allocator: ClusterIPAllocator) -> dict[str, Any]:
-    """Return a copy of a new object with server-owned fields set."""
-    obj = copy.deepcopy(obj)
+    """Set server-owned fields on a new object (the caller's own copy, changed in place)."""
     meta = obj.setdefault("metadata", {})
     meta["uid"] = str(uuid.uuid4())
     meta["creationTimestamp"] = rfc3339(now)
@@ -54,8 +52,10 @@ def on_create(resource: ResourceType, obj: dict[str, Any], *, now: float,
 
 
 def on_update(resource: ResourceType, old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """Keep server-owned fields across a replace and bump generation on a spec change."""
-    new = copy.deepcopy(new)
+    """Keep server-owned fields across a replace and bump generation on a spec change.
+
+    `new` is the caller's own copy and is changed in place.
+    """
     meta = new.setdefault("metadata", {})
     old_meta = old.get("metadata", {})
     for field in ("uid", "creationTimestamp", "name", "namespace"):

@@ -65,7 +65,7 @@ class ResourceType:
         for path in self.extra_fields:
             node: Any = obj
             for part in path.split("."):
-                node = node.get(part) if isinstance(node, Mapping) else None
+                node = node.get(part) if isinstance(node, dict) else None
             values[path] = "" if node is None else str(node)
         return values
 

@@ -203,8 +203,8 @@ class Store:
     # -- writing -----------------------------------------------------------------
 
     def create(self, resource: ResourceType, obj: dict[str, Any],
-               namespace: str | None = None) -> Stored:
-        obj = self._prepare(resource, obj, namespace)
+               namespace: str | None = None, *, owned: bool = False) -> Stored:
+        obj = self._prepare(resource, obj, namespace, owned)
         meta = obj["metadata"]
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + f"{self.rv:x}"[-5:].rjust(5, "0")
@@ -218,8 +218,9 @@ class Store:
         return self._commit(resource, ADDED, obj, None)
 
     def replace(self, resource: ResourceType, obj: dict[str, Any],
-                namespace: str | None = None, name: str | None = None) -> Stored:
-        obj = self._prepare(resource, obj, namespace)
+                namespace: str | None = None, name: str | None = None, *,
+                owned: bool = False) -> Stored:
+        obj = self._prepare(resource, obj, namespace, owned)
         meta = obj["metadata"]
         if name is not None and meta.get("name") != name:
             raise ApiError(400, f"the name of the object ({meta.get('name')}) does not match "
@@ -243,7 +244,7 @@ class Store:
             raise ApiError(400, "a merge patch must be a JSON object")
         merged = merge_patch(current.object(), patch)
         merged.setdefault("metadata", {})["resourceVersion"] = str(current.rv)
-        return self.replace(resource, merged, namespace or None, name)
+        return self.replace(resource, merged, namespace or None, name, owned=True)
 
     def delete(self, resource: ResourceType, namespace: str, name: str) -> Stored:
         current = self.get(resource, namespace, name)
@@ -252,20 +253,21 @@ class Store:
         obj = current.object()
         return self._commit(resource, DELETED, obj, current)
 
-    def apply(self, resource: ResourceType, obj: dict[str, Any]) -> Stored:
+    def apply(self, resource: ResourceType, obj: dict[str, Any], *, owned: bool = False) -> Stored:
         """Create or replace regardless of resourceVersion, creating a missing namespace.
 
-        This is the loader's and the tests' convenience; the HTTP API stays strict.
+        This is the loader's and the tests' convenience; the HTTP API stays strict. `owned`
+        says the caller hands the object over, so it need not be copied (bulk loads).
         """
-        obj = self._prepare(resource, obj, None)
+        obj = self._prepare(resource, obj, None, owned)
         meta = obj["metadata"]
         meta.pop("resourceVersion", None)
         if resource.namespaced and meta["namespace"] not in self.tables[NAMESPACES].objects:
             self.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace",
                                      "metadata": {"name": meta["namespace"]}})
         if self._key(resource, meta) in self.tables[resource].objects:
-            return self.replace(resource, obj)
-        return self.create(resource, obj)
+            return self.replace(resource, obj, owned=True)
+        return self.create(resource, obj, owned=True)
 
     def _delete_contents(self, namespace: str) -> None:
         for resource, table in self.tables.items():
@@ -274,14 +276,16 @@ class Store:
             for stored in [s for s in table.objects.values() if s.namespace == namespace]:
                 self._commit(resource, DELETED, stored.object(), stored)
 
-    def _prepare(self, resource: ResourceType, obj: Any, namespace: str | None) -> dict[str, Any]:
+    def _prepare(self, resource: ResourceType, obj: Any, namespace: str | None,
+                 owned: bool = False) -> dict[str, Any]:
         if not isinstance(obj, dict):
             raise ApiError(400, "the body of the request was in an unknown format")
         kind = obj.get("kind")
         if kind and kind != resource.kind:
             raise ApiError(400, f"the API version in the data ({obj.get('apiVersion')}) and "
                                 f"kind ({kind}) do not match the {resource.plural} endpoint")
-        obj = copy.deepcopy(obj)
+        if not owned:
+            obj = copy.deepcopy(obj)
         obj["kind"], obj["apiVersion"] = resource.kind, resource.api_version
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
