@@ -55,13 +55,15 @@ class KubernetesAPI(Resource):
     isLeaf = True
 
     def __init__(self, store: Store, faults: Faults, settings: ApiSettings,
-                 reactor: IReactorTime, control: Callable[[dict[str, Any]], Any]) -> None:
+                 reactor: IReactorTime, control: Callable[[dict[str, Any]], Any],
+                 touch: Callable[[str, int], int]) -> None:
         super().__init__()
         self.store = store
         self.faults = faults
         self.settings = settings
         self.reactor = reactor
         self.control = control
+        self.touch = touch
         self.requests: Counter[tuple[str, str]] = Counter()
         self.watches: set[WatchStream] = set()
         # Connections that made a request, so a fault can drop them all.
@@ -228,6 +230,15 @@ class KubernetesAPI(Resource):
             counts = [{"verb": v, "resource": r, "count": n}
                       for (v, r), n in sorted(self.requests.items())]
             self._send_json(request, 200, {"requests": counts})
+        elif path == "/_sandbox/touch" and method == "POST":
+            spec = _body(request)
+            if not isinstance(spec, dict):
+                raise ApiError(400, 'expected {"kind": KIND, "count": N}')
+            try:
+                touched = self.touch(str(spec.get("kind")), int(spec.get("count", 0)))
+            except ValueError as error:
+                raise ApiError(400, str(error)) from None
+            self._send_json(request, 200, {"touched": touched})
         elif path == "/_sandbox/faults" and method == "GET":
             self._send_json(request, 200, self.faults.describe())
         elif path == "/_sandbox/faults" and method == "POST":

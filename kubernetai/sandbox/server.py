@@ -57,7 +57,8 @@ class Sandbox:
         self.faults = Faults()
         self.settings = ApiSettings(token=token, require_auth=bool(token) or use_tls,
                                     bookmark_interval=bookmark_interval)
-        self.api = KubernetesAPI(self.store, self.faults, self.settings, reactor, self.fault)
+        self.api = KubernetesAPI(self.store, self.faults, self.settings, reactor, self.fault,
+                                 self.touch)
         self.site = _QuietSite(self.api)
         self.tls_files: tls.TLSFiles | None = None
         if use_tls:
@@ -137,6 +138,17 @@ class Sandbox:
             self.store.apply(resource, obj, owned=True)
             count += 1
         return count
+
+    @_on_reactor
+    def touch(self, kind: str, count: int) -> int:
+        """Modify up to `count` objects (a label bump each): a write burst for benchmarks."""
+        resource = _resource_named(kind)
+        targets = list(self.store.items(resource))[:count]
+        stamp = str(self.store.rv)
+        for stored in targets:
+            self.store.patch(resource, stored.namespace, stored.name,
+                             {"metadata": {"labels": {"kubernetai.io/touched": stamp}}})
+        return len(targets)
 
     def _classify(self, objects: Any) -> manifests.Loaded:
         if isinstance(objects, dict):
