@@ -1,0 +1,127 @@
+"""`kubernetai demo` and `kubernetai check`: the quick start, and a Corefile linter.
+
+The demo runs the three demo clusters (examples/) in simulated API servers on the ports
+Corefile.example names, and the DNS server from Corefile.example on 127.0.0.1:1053, in one
+process, so `dig` gets real answers with no Kubernetes at hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+DEMO_CLUSTERS = (("cluster.local", 16441), ("assemblage.local", 16442),
+                 ("conglomeration.local", 16443))
+
+DIG_LINES = """\
+Try:
+  dig @127.0.0.1 -p {port} web.shared.svc.cluster.local            # cluster.local's web: 10.96.100.10
+  dig @127.0.0.1 -p {port} reports.shared.svc.cluster.local        # not in cluster.local: falls through to assemblage: 10.97.100.20
+  dig @127.0.0.1 -p {port} web.shared.svc.assemblage.local         # the other web: 10.97.100.10
+  dig @127.0.0.1 -p {port} web-0.nginx.default.svc.cluster.local   # a StatefulSet pod of a headless service
+  dig @127.0.0.1 -p {port} SRV _grpc._tcp.cart.shop.svc.cluster.local
+  dig @127.0.0.1 -p {port} AAAA gateway.edge.svc.conglomeration.local
+  dig @127.0.0.1 -p {port} storefront.shared.svc.assemblage.local  # ExternalName into cluster.local
+  dig @127.0.0.1 -p {port} -x 10.97.100.20                         # PTR, answered by the second cluster
+  dig @127.0.0.1 -p {port} nope.shared.svc.conglomeration.local    # NXDOMAIN with the zone SOA
+"""
+
+
+def _find(relative: str) -> Path:
+    """A file of the repository, from the working tree or as installed under share/."""
+    here = Path.cwd() / relative
+    if here.exists():
+        return here
+    installed = Path(sys.prefix) / "share" / "kubernetai" / relative
+    if installed.exists():
+        return installed
+    source = Path(__file__).resolve().parent.parent / relative
+    return source
+
+
+def add_commands(subparsers: Any) -> None:
+    demo = subparsers.add_parser(
+        "demo", help="run the demo clusters and the DNS server from Corefile.example",
+        description="Start the three demo clusters in simulated API servers and the DNS "
+                    "server from Corefile.example on 127.0.0.1:1053; print dig lines to try.")
+    demo.add_argument("--corefile", default=None, help="default: Corefile.example")
+    demo.add_argument("--examples", default=None, help="default: examples/")
+    demo.add_argument("--dns-port", type=int, default=None,
+                      help="override the Corefile's port (default 1053)")
+    demo.set_defaults(run=run_demo)
+
+    check = subparsers.add_parser(
+        "check", help="validate a Corefile without starting anything",
+        description="Parse and set up every directive of a Corefile; print FILE:LINE: errors "
+                    "and exit 1, or print a summary and exit 0.")
+    check.add_argument("corefile")
+    check.set_defaults(run=run_check)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from .corefile import CorefileError, parse_file
+    from .server import compile_corefile, warnings_for
+    try:
+        blocks = parse_file(args.corefile)
+        plans = compile_corefile(blocks)
+    except CorefileError as error:
+        print(error, file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"{args.corefile}: {error.strerror}", file=sys.stderr)
+        return 1
+    stanzas = sum(len(plan.clusters()) for plan in plans)
+    for plan in plans:
+        for note in warnings_for(plan):
+            print(f"warning: {note}")
+    ports = ", ".join(str(plan.port) for plan in plans)
+    print(f"{args.corefile}: OK: {len(blocks)} server block(s), {stanzas} kubernetai "
+          f"stanza(s), port(s) {ports}")
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    from .corefile import CorefileError
+    from .sandbox.server import Sandbox
+    from .server import load_service
+
+    corefile = Path(args.corefile) if args.corefile else _find("Corefile.example")
+    examples = Path(args.examples) if args.examples else _find("examples")
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)],
+                                     redirectStandardIO=False)
+    sandboxes = []
+    for name, port in DEMO_CLUSTERS:
+        sandbox = Sandbox(port=port)
+        sandbox.apply(examples / name)
+        try:
+            url = sandbox.start()
+        except Exception as error:  # noqa: BLE001 - a busy port is the user's to read
+            print(f"kubernetai demo: cannot start the {name} API server on port {port}: "
+                  f"{error}", file=sys.stderr)
+            return 1
+        print(f"cluster {name}: API server {url}", flush=True)
+        sandboxes.append(sandbox)
+    try:
+        server = load_service(str(corefile), port_override=args.dns_port)
+    except CorefileError as error:
+        print(error, file=sys.stderr)
+        return 1
+
+    def listening(ports: list[Any]) -> None:
+        port = ports[0].getHost().port if ports else args.dns_port
+        print(f"DNS server on 127.0.0.1 port {port} (Corefile: {corefile})", flush=True)
+        print(DIG_LINES.format(port=port), flush=True)
+
+    def failed(failure: Any) -> None:
+        print(f"kubernetai demo: {failure.getErrorMessage()}", file=sys.stderr)
+        reactor.stop()
+    server.listening.addCallbacks(listening, failed)
+    reactor.callWhenRunning(server.startService)
+    reactor.addSystemEventTrigger("before", "shutdown", server.stopService)
+    reactor.run()
+    return 0

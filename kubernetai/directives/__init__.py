@@ -1,0 +1,1 @@
+"""The directives kubernetai ships, each registered through the `kubernetai.directives` entry points."""

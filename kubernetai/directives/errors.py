@@ -1,0 +1,46 @@
+"""`errors`: log every error a query ran into, in CoreDNS's format.
+
+CoreDNS prints `[ERROR] plugin/errors: <rcode> <qname> <qtype>: <error>` on standard output;
+operators grep for exactly that, so the format is kept.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, TextIO
+
+from ..corefile import CorefileError, Directive
+from ..directive import BlockBuilder
+
+
+def error_line(rcode: int, qname: str, qtype: str, message: str) -> str:
+    return f"[ERROR] plugin/errors: {rcode} {qname} {qtype}: {message}"
+
+
+def printer(stream: TextIO | None = None) -> Callable[[str], None]:
+    def emit(line: str) -> None:
+        out = stream or sys.stdout
+        out.write(line + "\n")
+        out.flush()
+    return emit
+
+
+class ErrorsDirective:
+    name = "errors"
+    order = 20
+    once = True
+
+    def setup(self, directive: Directive, builder: BlockBuilder) -> None:
+        if directive.args:
+            raise CorefileError(directive.filename, directive.arg_lines[0],
+                                f"errors: unexpected argument '{directive.args[0]}'",
+                                directive.args[0])
+        for option in directive.block:
+            if option.name == "stacktrace":
+                continue
+            if option.name == "consolidate":
+                raise CorefileError(option.filename, option.line,
+                                    "errors: 'consolidate' is not supported yet", option.name)
+            raise CorefileError(option.filename, option.line,
+                                f"errors: unknown property '{option.name}'", option.name)
+        builder.error_loggers.append(printer())

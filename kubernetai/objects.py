@@ -1,0 +1,383 @@
+"""Trimmed, immutable copies of the Kubernetes objects DNS needs.
+
+The informer converts every object it lists or watches with one of the
+``*_from_json`` functions below, straight from the decoded JSON dict (the
+API's camelCase keys), and keeps only the result, as CoreDNS does with its
+``object.To*`` converters (``plugin/kubernetes/object/*.go``): the full API
+object is dropped as soon as it is converted, which is what keeps the memory
+near CoreDNS's ~1 KB per object.
+
+What is kept, and what CoreDNS keeps (its ``object`` package):
+
+=================  ============================================================
+Service            name, namespace, ClusterIPs (falling back to
+                   ``[spec.clusterIP]``), type, externalName, ports (name,
+                   port, protocol; a single ``port == -1`` sentinel when the
+                   service has none), external IPs (``spec.externalIPs`` then
+                   each load-balancer ingress IP, or its hostname).
+EndpointSlice      name, namespace, the owning service (label
+                   ``kubernetes.io/service-name``), the *ready* endpoints'
+                   addresses (``conditions.ready`` false is dropped, missing
+                   counts as ready) with hostname, nodeName and the targetRef
+                   name when shorter than 64 characters (and, for the
+                   ``zonal`` option only, the lower-cased topology zone),
+                   and the ports (a ``-1`` sentinel when there are none).  Multicluster slices
+                   take the service from ``multicluster.kubernetes.io/
+                   service-name`` and keep the source cluster id.
+Pod                name, namespace, ``status.podIP``.  A pod being deleted
+                   (``metadata.deletionTimestamp`` set) converts to ``None``.
+Namespace          name.
+ServiceImport      name, namespace, type, ``spec.ips``, ports (no sentinel).
+=================  ============================================================
+
+Sub-records (addresses, ports) are ``NamedTuple`` s and every sequence is a
+tuple, so objects are hashable, comparable and cheap to build.
+
+Every object has ``key`` (``"<namespace>/<name>"``, or the name alone for a
+namespace: client-go's ``MetaNamespaceKeyFunc``) and ``dns_equal(other)``,
+which says whether replacing one by the other can change a DNS answer; the
+cache bumps the SOA serial only when it cannot (CoreDNS ``controller.go``
+``detectChanges``; see :mod:`kubernetai.cache`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+__all__ = [
+    "CLUSTER_IP_NONE",
+    "EndpointAddress",
+    "EndpointSlice",
+    "LABEL_MC_SERVICE_NAME",
+    "LABEL_SERVICE_NAME",
+    "LABEL_SOURCE_CLUSTER",
+    "Namespace",
+    "Pod",
+    "Port",
+    "Service",
+    "ServiceImport",
+    "endpoint_slice_from_json",
+    "mc_endpoint_slice_from_json",
+    "namespace_from_json",
+    "object_key",
+    "pod_from_json",
+    "service_from_json",
+    "service_import_from_json",
+]
+
+LABEL_SERVICE_NAME = "kubernetes.io/service-name"
+LABEL_MC_SERVICE_NAME = "multicluster.kubernetes.io/service-name"
+LABEL_SOURCE_CLUSTER = "multicluster.kubernetes.io/source-cluster"
+CLUSTER_IP_NONE = "None"
+TYPE_EXTERNAL_NAME = "ExternalName"
+TYPE_HEADLESS_IMPORT = "Headless"
+
+_EMPTY: dict = {}
+
+
+class Port(NamedTuple):
+    """A service, endpoint-slice or service-import port."""
+
+    name: str
+    port: int
+    protocol: str
+
+
+NO_PORTS = (Port("", -1, ""),)
+
+
+class EndpointAddress(NamedTuple):
+    """One ready address of an endpoint slice.
+
+    ``zone`` is the endpoint's topology zone, lower-cased, and only kept
+    when the slice was converted ``with_zones`` (the ``zonal`` option).
+    """
+
+    ip: str
+    hostname: str
+    node_name: str
+    target_ref_name: str
+    zone: str = ""
+
+
+def object_key(d: dict[str, Any]) -> str:
+    """The store key of a raw API object: ``"<namespace>/<name>"`` or ``"<name>"``."""
+    meta = d.get("metadata") or _EMPTY
+    ns = meta.get("namespace")
+    if ns:
+        return ns + "/" + meta["name"]
+    return meta["name"]
+
+
+# --------------------------------------------------------------------------
+# Services
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    key: str
+    name: str
+    namespace: str
+    cluster_ips: tuple[str, ...]
+    type: str
+    external_name: str
+    ports: tuple[Port, ...]
+    external_ips: tuple[str, ...]
+
+    @property
+    def headless(self) -> bool:
+        """True for ``clusterIP: None`` (CoreDNS ``Service.Headless``)."""
+        return self.cluster_ips[0] == CLUSTER_IP_NONE
+
+    @property
+    def is_external_name(self) -> bool:
+        return self.type == TYPE_EXTERNAL_NAME
+
+    def dns_equal(self, other: Service) -> bool:
+        """Every stored field is visible in DNS, so this is plain equality."""
+        return self == other
+
+
+def _ports(raw: list | None, sentinel: bool) -> tuple[Port, ...]:
+    if not raw:
+        return NO_PORTS if sentinel else ()
+    out = []
+    for p in raw:
+        port = p.get("port")
+        out.append(
+            Port(p.get("name") or "", -1 if port is None else int(port), p.get("protocol") or "")
+        )
+    return tuple(out)
+
+
+def service_from_json(d: dict[str, Any]) -> Service:
+    """Convert a ``v1/Service`` dict (CoreDNS ``object.ToService``)."""
+    meta = d["metadata"]
+    spec = d.get("spec") or _EMPTY
+    name = meta["name"]
+    ns = meta.get("namespace") or ""
+    ips = spec.get("clusterIPs")
+    cluster_ips = tuple(ips) if ips else (spec.get("clusterIP") or "",)
+    external = list(spec.get("externalIPs") or ())
+    ingress = ((d.get("status") or _EMPTY).get("loadBalancer") or _EMPTY).get("ingress")
+    if ingress:
+        for lb in ingress:
+            external.append(lb.get("ip") or lb.get("hostname") or "")
+    return Service(
+        key=ns + "/" + name,
+        name=name,
+        namespace=ns,
+        cluster_ips=cluster_ips,
+        type=spec.get("type") or "ClusterIP",
+        external_name=spec.get("externalName") or "",
+        ports=_ports(spec.get("ports"), sentinel=True),
+        external_ips=tuple(external),
+    )
+
+
+# --------------------------------------------------------------------------
+# Endpoint slices
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSlice:
+    """The ready endpoints of one EndpointSlice.
+
+    ``service_key`` is ``"<namespace>/<service>"``, the key of the Service
+    the slice belongs to; ``cluster_id`` is the ``multicluster.kubernetes.io/
+    source-cluster`` label (only multicluster answers use it).
+    """
+
+    key: str
+    name: str
+    namespace: str
+    service: str
+    service_key: str
+    addresses: tuple[EndpointAddress, ...]
+    ports: tuple[Port, ...]
+    cluster_id: str = ""
+
+    def dns_equal(self, other: EndpointSlice) -> bool:
+        """False when addresses (IP, hostname, pod name, zone), ports, owner or cluster differ.
+
+        CoreDNS compares IP, hostname, ports and (with ``zonal``) zones; the
+        pod name is compared here too because ``endpoint_pod_names`` answers
+        with it.  The node name is not visible in DNS.
+        """
+        if self is other:
+            return True
+        if (
+            self.service_key != other.service_key
+            or self.ports != other.ports
+            or self.cluster_id != other.cluster_id
+            or len(self.addresses) != len(other.addresses)
+        ):
+            return False
+        for a, b in zip(self.addresses, other.addresses):
+            if (
+                a.ip != b.ip
+                or a.hostname != b.hostname
+                or a.target_ref_name != b.target_ref_name
+                or a.zone != b.zone
+            ):
+                return False
+        return True
+
+
+def _slice(d: dict[str, Any], service_label: str, with_zones: bool) -> EndpointSlice:
+    meta = d["metadata"]
+    name = meta["name"]
+    ns = meta.get("namespace") or ""
+    labels = meta.get("labels") or _EMPTY
+    service = labels.get(service_label) or ""
+    addresses = []
+    append = addresses.append
+    for ep in d.get("endpoints") or ():
+        cond = ep.get("conditions")
+        if cond is not None and cond.get("ready") is False:
+            continue
+        addrs = ep.get("addresses")
+        if not addrs:
+            continue
+        hostname = ep.get("hostname") or ""
+        node = ep.get("nodeName") or ""
+        ref = ep.get("targetRef")
+        ref_name = ""
+        if ref is not None:
+            ref_name = ref.get("name") or ""
+            if len(ref_name) >= 64:
+                ref_name = ""
+        if with_zones:
+            zone = (ep.get("zone") or "").lower()
+            for ip in addrs:
+                append(EndpointAddress(ip, hostname, node, ref_name, zone))
+        else:
+            for ip in addrs:
+                append(EndpointAddress(ip, hostname, node, ref_name))
+    return EndpointSlice(
+        key=ns + "/" + name,
+        name=name,
+        namespace=ns,
+        service=service,
+        service_key=ns + "/" + service,
+        addresses=tuple(addresses),
+        ports=_ports(d.get("ports"), sentinel=True),
+        cluster_id=labels.get(LABEL_SOURCE_CLUSTER) or "",
+    )
+
+
+def endpoint_slice_from_json(d: dict[str, Any], with_zones: bool = False) -> EndpointSlice:
+    """Convert a ``discovery.k8s.io/v1`` EndpointSlice dict, dropping not-ready endpoints.
+
+    (CoreDNS ``object.EndpointSliceToEndpoints``.)  ``with_zones`` keeps each
+    endpoint's ``zone`` (CoreDNS ``EndpointSliceToEndpointsWithZones``, used
+    only with the ``zonal`` option).
+    """
+    return _slice(d, LABEL_SERVICE_NAME, with_zones)
+
+
+def mc_endpoint_slice_from_json(d: dict[str, Any]) -> EndpointSlice:
+    """Convert a multicluster EndpointSlice (CoreDNS ``EndpointSliceToMultiClusterEndpoints``).
+
+    The service comes from label ``multicluster.kubernetes.io/service-name``
+    and ``cluster_id`` from ``multicluster.kubernetes.io/source-cluster``.
+    """
+    return _slice(d, LABEL_MC_SERVICE_NAME, False)
+
+
+# --------------------------------------------------------------------------
+# Pods
+
+
+@dataclass(frozen=True, slots=True)
+class Pod:
+    key: str
+    name: str
+    namespace: str
+    ip: str
+
+    def dns_equal(self, other: Pod) -> bool:
+        """Only the pod IP is visible in DNS (CoreDNS ``podModified``)."""
+        return self.ip == other.ip and self.namespace == other.namespace
+
+
+def pod_from_json(d: dict[str, Any]) -> Pod | None:
+    """Convert a ``v1/Pod`` dict; ``None`` for a pod that is being deleted.
+
+    (CoreDNS ``object.ToPod``: such a pod is skipped, see
+    :meth:`kubernetai.cache.ClusterCache.apply`.)  The phase is not checked:
+    the informer lists and watches pods with CoreDNS's field selector
+    ``status.phase!=Succeeded,status.phase!=Failed,status.phase!=Unknown``.
+    """
+    meta = d["metadata"]
+    if meta.get("deletionTimestamp"):
+        return None
+    name = meta["name"]
+    ns = meta.get("namespace") or ""
+    return Pod(ns + "/" + name, name, ns, (d.get("status") or _EMPTY).get("podIP") or "")
+
+
+# --------------------------------------------------------------------------
+# Namespaces
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace:
+    key: str
+    name: str
+
+    def dns_equal(self, other: Namespace) -> bool:
+        return self.name == other.name
+
+
+def namespace_from_json(d: dict[str, Any]) -> Namespace:
+    """Convert a ``v1/Namespace`` dict (CoreDNS ``object.ToNamespace``)."""
+    name = d["metadata"]["name"]
+    return Namespace(name, name)
+
+
+# --------------------------------------------------------------------------
+# Multicluster ServiceImports
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceImport:
+    key: str
+    name: str
+    namespace: str
+    type: str
+    cluster_ips: tuple[str, ...]
+    ports: tuple[Port, ...]
+
+    @property
+    def headless(self) -> bool:
+        """True for ``spec.type: Headless`` (CoreDNS ``ServiceImport.Headless``)."""
+        return self.type == TYPE_HEADLESS_IMPORT
+
+    def dns_equal(self, other: ServiceImport) -> bool:
+        """Every stored field is visible in DNS.
+
+        (CoreDNS ``serviceImportEquivalent`` forgets the IPs; they are
+        compared here.)
+        """
+        return self == other
+
+
+def service_import_from_json(d: dict[str, Any]) -> ServiceImport:
+    """Convert a ``multicluster.x-k8s.io/v1alpha1`` ServiceImport dict.
+
+    (CoreDNS ``object.ToServiceImport``.)
+    """
+    meta = d["metadata"]
+    spec = d.get("spec") or _EMPTY
+    name = meta["name"]
+    ns = meta.get("namespace") or ""
+    return ServiceImport(
+        key=ns + "/" + name,
+        name=name,
+        namespace=ns,
+        type=spec.get("type") or "",
+        cluster_ips=tuple(spec.get("ips") or ()),
+        ports=_ports(spec.get("ports"), sentinel=False),
+    )

@@ -1,0 +1,101 @@
+"""A `kubernetai` stanza as a Twisted Names resolver.
+
+The answer itself comes from `records.answer` over the stanza's cache; this module maps it
+onto Twisted's exception contract the way CoreDNS's handler does:
+
+* a name outside the stanza's zones, or a name error that `fallthrough` covers, raises
+  `FallThrough` (a `DomainError`), so the `ResolverChain` asks the next stanza;
+* a name error otherwise is SERVFAIL while the cache has not synced, else an
+  authoritative NXDOMAIN carrying the zone SOA;
+* an ExternalName pointing outside the stanza's zones is chased through the whole server
+  (`upstream`), as CoreDNS's `upstream.Lookup` re-enters the server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IResolver
+from twisted.names import dns
+from twisted.names.common import ResolverBase
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from . import records
+from .cluster import Cluster
+from .negative import AuthoritativeNameError, FallThrough, Refused, ServerFailure
+
+Result = tuple[list[dns.RRHeader], list[dns.RRHeader], list[dns.RRHeader]]
+_CHASED = (dns.A, dns.AAAA)
+
+
+def answer_options(cluster: Cluster, ns_addresses: tuple[str, ...] = ()) -> records.AnswerOptions:
+    config = cluster.config
+    return records.AnswerOptions(
+        zones=tuple(config.zones), ttl=config.ttl, pods=config.pods,
+        endpoint_pod_names=config.endpoint_pod_names,
+        ignore_empty_service=config.ignore_empty_service, noendpoints=config.noendpoints,
+        multicluster_zones=tuple(config.multicluster_zones), ns_addresses=ns_addresses,
+        namespaces=frozenset(config.namespaces) or None)
+
+
+@implementer(IResolver)
+class StanzaResolver(ResolverBase):
+    """Answers from one cluster's cache; see the module docstring for the contract."""
+
+    def __init__(self, cluster: Cluster, *, ns_addresses: tuple[str, ...] = (),
+                 upstream: Any = None) -> None:
+        super().__init__()
+        self.cluster = cluster
+        self.options = answer_options(cluster, ns_addresses)
+        self.fall = cluster.config.fall
+        self.upstream = upstream  # the server's router, set once the server is built
+        # Longest zone first, so the most specific one answers.
+        self._zones = sorted(self.options.zones, key=len, reverse=True)
+
+    def _zone_of(self, lname: str) -> str | None:
+        for zone in self._zones:
+            if zone == "." or lname == zone or lname.endswith("." + zone):
+                return zone
+        return None
+
+    def _lookup(self, name: bytes, cls: int, type: int, timeout: Any) -> defer.Deferred[Result]:
+        text = name.decode("ascii", "replace")
+        lname = text.lower().rstrip(".") + "."
+        if cls != dns.IN:
+            return defer.fail(FallThrough())
+        zone = self._zone_of(lname)
+        if zone is None:
+            return defer.fail(FallThrough())
+        try:
+            found = records.answer(self.cluster.cache, self.options, text, type, zone)
+        except Exception as error:  # noqa: BLE001 - a bug answers SERVFAIL and is logged
+            return defer.fail(ServerFailure(f"plugin/kubernetai: {error!r}"))
+        if found.rcode == dns.EREFUSED:
+            return defer.fail(Refused())
+        if found.name_error:
+            if self.fall.through(lname):
+                return defer.fail(FallThrough())
+            if not self.cluster.synced:
+                return defer.fail(ServerFailure(authority=found.authority))
+            return defer.fail(AuthoritativeNameError(found.authority))
+        result: Result = (list(found.answers), list(found.authority), list(found.additional))
+        if found.chase and type in _CHASED and self.upstream is not None:
+            return self._chase(found, type, result)
+        return defer.succeed(result)
+
+    def _chase(self, found: records.Answer, qtype: int, result: Result) -> defer.Deferred[Result]:
+        """Resolve an out-of-zone CNAME target through the whole server."""
+        assert found.chase is not None
+        query = dns.Query(found.chase.encode(), qtype, dns.IN)
+
+        def chased(upstream: Result) -> Result:
+            answers, _, _ = upstream
+            return (result[0] + list(answers), result[1], result[2])
+
+        def failed(_: Failure) -> Result:
+            # CoreDNS drops the CNAME when the target cannot be looked up: NODATA.
+            soa = [found.soa] if found.soa is not None else []
+            return ([], soa, [])
+        return defer.maybeDeferred(self.upstream.query, query).addCallbacks(chased, failed)

@@ -1,0 +1,247 @@
+"""A Corefile compiled into a running server: listeners, server blocks and stanzas.
+
+`compile_corefile` turns parsed server blocks into `PortPlan`s: every block whose keys use a
+port joins that port's server, which routes each query to the block of the longest matching
+zone (REFUSED when none matches); within a block, the directives' resolvers form a
+`ResolverChain` in the chain order (see `kubernetai.directive`). `KubernetaiService` runs it:
+it starts every stanza's informers, waits for them to sync (all in parallel, each up to its
+own `startup_timeout`, as CoreDNS waits before serving), then listens on UDP and TCP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.names.common import ResolverBase
+from twisted.names.resolve import ResolverChain
+
+from . import corefile
+from .cluster import Cluster
+from .directive import BlockBuilder, Registry
+from .dnsserver import KubernetaiServerFactory, QueryLog, listen
+from .negative import FallThrough
+from .resolver import StanzaResolver
+
+log = Logger()
+
+
+class _NoPlugin(ResolverBase):
+    """A block with nothing to answer: CoreDNS's "no next plugin found"."""
+
+    def _lookup(self, name: bytes, cls: int, type: int, timeout: Any) -> defer.Deferred:
+        return defer.fail(FallThrough())
+
+
+@dataclass(slots=True)
+class BlockPlan:
+    zones: tuple[str, ...]
+    builder: BlockBuilder
+    resolver: Any
+
+
+@dataclass(slots=True)
+class PortPlan:
+    port: int
+    blocks: list[BlockPlan] = field(default_factory=list)
+
+    def addresses(self) -> list[str]:
+        """Where to listen: the union of `bind`s, or everywhere if any block has none."""
+        found: list[str] = []
+        for block in self.blocks:
+            if not block.builder.bind_addresses:
+                return [""]
+            found += [a for a in block.builder.bind_addresses if a not in found]
+        return found
+
+    def clusters(self) -> list[Cluster]:
+        return [s for b in self.blocks for s in b.builder.services if isinstance(s, Cluster)]
+
+
+def compile_corefile(blocks: Iterable[corefile.ServerBlock], *, registry: Registry | None = None,
+                     port_override: int | None = None) -> list[PortPlan]:
+    """Set up every directive and group the blocks into one server per port."""
+    registry = registry or Registry()
+    ports: dict[int, PortPlan] = {}
+    for block in blocks:
+        by_port: dict[int, list[str]] = {}
+        for key in block.keys:
+            port = port_override if port_override is not None else key.port
+            zones = by_port.setdefault(port, [])
+            if key.zone not in zones:
+                zones.append(key.zone)
+        for port, zones in by_port.items():
+            builder = registry.set_up_block(block, BlockBuilder(block, tuple(zones)))
+            chain = builder.chain()
+            resolver = ResolverChain(chain) if chain else _NoPlugin()
+            ports.setdefault(port, PortPlan(port)).blocks.append(
+                BlockPlan(tuple(zones), builder, resolver))
+    return list(ports.values())
+
+
+def warnings_for(plan: PortPlan) -> list[str]:
+    """Configurations CoreDNS would answer SERVFAIL for, worth saying at start-up."""
+    notes: list[str] = []
+    for block in plan.blocks:
+        notes += block.builder.warnings
+        chain = block.builder.chain()
+        stanzas = [r for r in chain if isinstance(r, StanzaResolver)]
+        if not stanzas or chain[-1] is not stanzas[-1]:
+            continue
+        last = stanzas[-1].cluster.config
+        if last.fall.zones:
+            notes.append(f"{last.filename}:{last.line}: kubernetai: the last stanza has "
+                         "fallthrough but no plugin follows it: names it passes on are "
+                         "answered SERVFAIL (plugin/kubernetai: no next plugin found)")
+        covered = {z for s in stanzas for z in s.cluster.config.zones}
+        for zone in block.zones:
+            if zone not in covered and not any(zone.endswith("." + c) or c == "."
+                                               for c in covered):
+                notes.append(f"{block.builder.block.filename}:{block.builder.block.line}: "
+                             f"names in {zone} outside the kubernetai zones "
+                             f"({', '.join(sorted(covered))}) reach no plugin and are "
+                             "answered SERVFAIL")
+    return notes
+
+
+class _BlockLogs:
+    """Sends each query's log line and error line to the `log`/`errors` of its block."""
+
+    def __init__(self, plan: PortPlan) -> None:
+        self._blocks = sorted(((zone, block) for block in plan.blocks for zone in block.zones),
+                              key=lambda item: len(item[0]), reverse=True)
+
+    def _block(self, name: str) -> BlockPlan | None:
+        lname = name.lower()
+        for zone, block in self._blocks:
+            if zone == "." or lname == zone or lname.endswith("." + zone):
+                return block
+        return None
+
+    def query(self, record: QueryLog) -> None:
+        block = self._block(record.name)
+        if block is not None:
+            for logger in block.builder.query_loggers:
+                logger(record)
+
+    def error(self, line: str) -> None:
+        # "<rcode> <name> <type>: <message>", as the server formats it
+        parts = line.split(" ", 2)
+        block = self._block(parts[1]) if len(parts) > 1 else None
+        loggers = block.builder.error_loggers if block else []
+        for emit in loggers:
+            emit("[ERROR] plugin/errors: " + line)
+        if not loggers:
+            log.error("{line}", line=line)
+
+    @property
+    def logs_queries(self) -> bool:
+        return any(b.builder.query_loggers for _, b in self._blocks)
+
+
+def build_factory(plan: PortPlan, reactor: Any = None) -> KubernetaiServerFactory:
+    logs = _BlockLogs(plan)
+    zones = {zone: block.resolver for block in plan.blocks for zone in block.zones}
+    factory = KubernetaiServerFactory(zones, reactor=reactor,
+                                      log_queries=logs.query if logs.logs_queries else None,
+                                      on_error=logs.error)
+    for block in plan.blocks:
+        for resolver in block.builder.chain():
+            if isinstance(resolver, StanzaResolver):
+                resolver.upstream = factory.router  # ExternalName chasing re-enters the server
+    return factory
+
+
+class KubernetaiService(service.MultiService):
+    """Everything a Corefile describes, as one Twisted service."""
+
+    def __init__(self, plans: list[PortPlan], *, reactor: Any = None,
+                 on_listening: Callable[[list[IListeningPort]], None] | None = None) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.plans = plans
+        self.factories = [build_factory(plan, reactor) for plan in plans]
+        self.clusters = [cluster for plan in plans for cluster in plan.clusters()]
+        for cluster in self.clusters:
+            cluster.setServiceParent(self)
+        self.ports: list[IListeningPort] = []
+        self.listening: defer.Deferred[list[IListeningPort]] = defer.Deferred()
+        self._on_listening = on_listening
+        self._starting: defer.Deferred[Any] | None = None
+
+    def startService(self) -> None:
+        for plan in self.plans:
+            for note in warnings_for(plan):
+                log.warn("{note}", note=note)
+        super().startService()
+        waits = [self._wait(cluster) for cluster in self.clusters]
+        self._starting = defer.gatherResults(waits).addCallback(lambda _: self._listen())
+        self._starting.addErrback(self._failed)
+
+    def _wait(self, cluster: Cluster) -> defer.Deferred[bool]:
+        timeout = cluster.config.startup_timeout
+        log.info("plugin/kubernetai: waiting for Kubernetes API ({name})", name=cluster.name)
+
+        def done(synced: bool) -> bool:
+            if not synced:
+                log.warn("plugin/kubernetai: starting server with unsynced Kubernetes API "
+                         "({name})", name=cluster.name)
+            return synced
+        return cluster.wait_synced(timeout).addCallback(done)
+
+    def _listen(self) -> list[IListeningPort]:
+        if not self.running:
+            return []
+        for plan, factory in zip(self.plans, self.factories):
+            for address in plan.addresses():
+                self.ports += listen_any(factory, address, plan.port, self.reactor)
+        for port in self.ports:
+            host = port.getHost()
+            log.info("kubernetai: listening on {type} {host}:{port}",
+                     type=host.type, host=host.host, port=host.port)
+        if self._on_listening is not None:
+            self._on_listening(self.ports)
+        self.listening.callback(self.ports)
+        return self.ports
+
+    def _failed(self, failure: Any) -> None:
+        log.failure("kubernetai: cannot start serving", failure)
+        if not self.listening.called:
+            self.listening.errback(failure)
+
+    def stopService(self) -> defer.Deferred[Any]:
+        ports, self.ports = self.ports, []
+        stopping = [defer.maybeDeferred(port.stopListening) for port in ports]
+        stopping.append(defer.maybeDeferred(super().stopService))
+        return defer.gatherResults(stopping)
+
+
+def listen_any(factory: KubernetaiServerFactory, address: str, port: int,
+               reactor: Any) -> list[IListeningPort]:
+    """Listen on one address; "" means every address, IPv6 and IPv4 where possible."""
+    if address:
+        return listen(factory, address, port, reactor)
+    try:
+        return listen(factory, "::", port, reactor)
+    except Exception:  # noqa: BLE001 - no IPv6 here: every IPv4 address then
+        return listen(factory, "0.0.0.0", port, reactor)
+
+
+def load_service(path: str, *, port_override: int | None = None, reactor: Any = None,
+                 registry: Registry | None = None,
+                 environ: Any = None) -> KubernetaiService:
+    """Parse and compile a Corefile; raises CorefileError with file:line on mistakes."""
+    blocks = corefile.parse_file(path, environ=environ)
+    if not blocks:
+        raise corefile.CorefileError(str(path), 1, "no server blocks in the Corefile")
+    plans = compile_corefile(blocks, registry=registry, port_override=port_override)
+    return KubernetaiService(plans, reactor=reactor)
+
+
+__all__ = ["compile_corefile", "KubernetaiService", "load_service"]

@@ -1,0 +1,40 @@
+"""`twistd kubernetai`: its command-line options and the service they make."""
+
+from __future__ import annotations
+
+import os
+
+from twisted.application import service
+from twisted.python import usage
+
+from .corefile import CorefileError
+
+
+class Options(usage.Options):
+    synopsis = "--corefile FILE [--dns-port N]"
+    longdesc = ("Serve Kubernetes DNS as CoreDNS's kubernetai plugin does, from a Corefile "
+                "with one `kubernetai` stanza per cluster. Errors in the Corefile are reported "
+                "as FILE:LINE: message.")
+    optParameters = [
+        ["corefile", "c", "Corefile", "the Corefile to serve"],
+        ["dns-port", "p", None,
+         "listen on this port instead of the ports the Corefile names (like coredns -dns.port)"],
+    ]
+
+    def postOptions(self) -> None:
+        if not os.path.exists(self["corefile"]):
+            raise usage.UsageError(f"{self['corefile']}: no such Corefile")
+        if self["dns-port"] is not None:
+            try:
+                self["dns-port"] = int(self["dns-port"])
+            except ValueError:
+                raise usage.UsageError(f"--dns-port: not a number: {self['dns-port']}") from None
+
+
+def makeService(config: Options) -> service.IService:
+    from .server import load_service
+    try:
+        return load_service(config["corefile"], port_override=config["dns-port"])
+    except CorefileError as error:
+        # twistd prints a UsageError as one line and exits non-zero.
+        raise usage.UsageError(str(error)) from None

@@ -1,0 +1,470 @@
+"""The informer against the sandbox over HTTP, through the real official client."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+from kubernetes import client, config
+
+from kubernetai.informer import Changes, Informer, Replace, Watched
+from kubernetai.sandbox.server import Sandbox
+
+
+# -- helpers --------------------------------------------------------------------------
+
+
+def service(name: str, namespace: str = "shop", **labels: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "spec": {"ports": [{"name": "http", "port": 80}]}}
+
+
+def convert_service(obj: dict) -> Any:
+    """A trimmed, immutable stand-in for the DNS server's own service object."""
+    meta = obj["metadata"]
+    if (meta.get("labels") or {}).get("skip") == "yes":
+        return None
+    return (meta["name"], meta.get("namespace"), meta["resourceVersion"],
+            tuple(sorted((meta.get("labels") or {}).items())))
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
+    """Poll until predicate() is truthy; fail after the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        time.sleep(0.02)
+
+
+class Receiver:
+    """What a stanza's cache does with deliveries; runs on the reactor thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.batches: list[Replace | Changes] = []
+        self.state: dict[str, Any] = {}
+        self.threads: set[str] = set()
+
+    def __call__(self, batch: Replace | Changes) -> None:
+        with self.lock:
+            self.threads.add(threading.current_thread().name)
+            self.batches.append(batch)
+            if isinstance(batch, Replace):
+                self.state = dict(batch.items)
+            else:
+                for kind, key, obj in batch.events:
+                    if kind == "DELETED":
+                        self.state.pop(key, None)
+                    else:
+                        self.state[key] = obj
+
+    def replaces(self) -> list[Replace]:
+        with self.lock:
+            return [b for b in self.batches if isinstance(b, Replace)]
+
+    def changes(self) -> list[Changes]:
+        with self.lock:
+            return [b for b in self.batches if isinstance(b, Changes)]
+
+    def events(self) -> list[tuple[str, str, Any]]:
+        return [event for batch in self.changes() for event in batch.events]
+
+    def names(self) -> set[str]:
+        with self.lock:
+            return set(self.state)
+
+    def has(self, key: str) -> bool:
+        with self.lock:
+            return key in self.state
+
+
+class Harness:
+    """Builds informers on official-client ApiClients and stops them all at the end."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.informers: list[Informer] = []
+
+    def api_client(self, sandbox: Sandbox) -> client.ApiClient:
+        path = sandbox.write_kubeconfig(self.tmp_path / f"kubeconfig-{sandbox.port}")
+        return config.new_client_from_config(config_file=str(path))
+
+    def start(self, sandbox: Sandbox, watched: Watched | str = "services", *,
+              convert: Callable[[dict], Any] = convert_service, sync: bool = True,
+              **options: Any) -> tuple[Informer, Receiver]:
+        if isinstance(watched, str):
+            watched = Watched(watched)
+        receiver = Receiver()
+        options.setdefault("backoff", (0.05, 0.5))
+        options.setdefault("read_timeout", 10.0)
+        informer = Informer(self.api_client(sandbox), watched, convert=convert,
+                            deliver=receiver, **options)
+        self.informers.append(informer)
+        informer.start()
+        if sync:
+            wait_for(receiver.replaces, what="the first Replace")
+            wait_for(lambda: sandbox.request_counts().get(("watch", watched.resource)),
+                     what="the watch request")
+        return informer, receiver
+
+    def stop_all(self) -> None:
+        for informer in self.informers:
+            informer.stop()
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    made = Harness(tmp_path)
+    yield made
+    made.stop_all()
+
+
+def lists(sandbox: Sandbox, resource: str = "services") -> int:
+    return sandbox.request_counts().get(("list", resource), 0)
+
+
+# -- listing ----------------------------------------------------------------------------
+
+
+def test_initial_list_is_paginated_and_converted(sandbox, harness):
+    """The first list arrives as one Replace of converted items, fetched in several pages."""
+    sandbox.apply([service(f"svc-{i:02}") for i in range(25)] + [service("hidden", skip="yes")])
+    informer, receiver = harness.start(sandbox, page_size=10)
+    [replace] = receiver.replaces()
+    assert receiver.batches[0] is replace
+    assert set(replace.items) == {f"shop/svc-{i:02}" for i in range(25)}
+    assert replace.items["shop/svc-07"][:2] == ("svc-07", "shop")
+    assert lists(sandbox) == 3 and informer.stats.pages == 3
+    assert informer.stats.lists == 1 and informer.stats.relists == 0
+    assert informer.stats.skipped == 1
+    assert informer.synced_once
+    assert receiver.threads == {"reactor"}
+
+
+def test_empty_cluster_still_delivers_a_replace(sandbox, harness):
+    """With nothing to list the receiver still gets a (empty) Replace and so can call itself synced."""
+    _, receiver = harness.start(sandbox)
+    assert receiver.replaces()[0].items == {}
+
+
+@pytest.mark.parametrize("watched, obj, key", [
+    ("namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "extra"}},
+     "extra"),
+    ("pods", {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "shop"},
+              "spec": {"containers": [{"name": "c", "image": "x"}]},
+              "status": {"phase": "Running", "podIP": "10.2.0.9"}}, "shop/p"),
+    ("endpointslices", {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                        "metadata": {"name": "web-abc", "namespace": "shop",
+                                     "labels": {"kubernetes.io/service-name": "web"}},
+                        "addressType": "IPv4",
+                        "endpoints": [{"addresses": ["10.1.0.5"],
+                                       "conditions": {"ready": True}}],
+                        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]},
+     "shop/web-abc"),
+    ("serviceimports", {"apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceImport",
+                        "metadata": {"name": "db", "namespace": "shop"},
+                        "spec": {"type": "ClusterSetIP", "ips": ["10.99.0.1"],
+                                 "ports": [{"port": 5432, "protocol": "TCP"}]}}, "shop/db"),
+])
+def test_every_resource_lists_and_watches(sandbox, harness, watched, obj, key):
+    """Each watched resource goes through its own client call, list and watch alike."""
+    _, receiver = harness.start(sandbox, watched, convert=lambda o: o["metadata"]["name"])
+    assert key not in receiver.replaces()[0].items
+    sandbox.apply(obj)
+    wait_for(lambda: receiver.has(key), what=f"{key} added")
+    assert lists(sandbox, watched) == 1
+    assert receiver.events()[-1][:2] == ("ADDED", key)
+
+
+def test_namespaces_are_keyed_by_name(sandbox, harness):
+    """Cluster-scoped objects are keyed by bare name."""
+    _, receiver = harness.start(sandbox, "namespaces", convert=lambda o: o["metadata"]["name"])
+    assert {"default", "kube-system"} <= set(receiver.replaces()[0].items)
+
+
+# -- watching ---------------------------------------------------------------------------
+
+
+def test_live_changes_arrive_in_order(sandbox, harness):
+    """ADDED, MODIFIED and DELETED after the list arrive as Changes, in order."""
+    sandbox.apply(service("old"))
+    informer, receiver = harness.start(sandbox)
+    sandbox.apply(service("web", tier="a"))
+    wait_for(lambda: receiver.has("shop/web"))
+    sandbox.apply(service("web", tier="b"))
+    wait_for(lambda: dict(receiver.state.get("shop/web", ("", "", "", ()))[3]).get("tier") == "b")
+    sandbox.delete("Service", "shop", "web")
+    sandbox.delete("Service", "shop", "old")
+    wait_for(lambda: not receiver.names())
+    assert [(kind, key) for kind, key, _ in receiver.events()] == [
+        ("ADDED", "shop/web"), ("MODIFIED", "shop/web"), ("DELETED", "shop/web"),
+        ("DELETED", "shop/old")]
+    assert [obj for kind, _, obj in receiver.events() if kind == "DELETED"] == [None, None]
+    assert informer.stats.events == 4 and informer.stats.relists == 0
+
+
+def test_bookmarks_advance_the_resource_version(sandbox, harness):
+    """BOOKMARKs (sent every 0.3 s here) move the informer's resourceVersion forward."""
+    informer, _ = harness.start(sandbox)
+    listed = int(informer.resource_version)
+    sandbox.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}})
+    wait_for(lambda: int(informer.resource_version) > listed, what="a bookmark")
+    assert informer.stats.bookmarks >= 1 and informer.stats.batches == 0
+
+
+def test_label_selector_is_applied_by_the_server(sandbox, harness):
+    """A label selector filters list and watch server-side; leaving it reads as DELETED."""
+    sandbox.apply([service("in", app="dns"), service("out", app="web")])
+    seen: list[str] = []
+
+    def convert(obj: dict) -> Any:
+        seen.append(obj["metadata"]["name"])
+        return convert_service(obj)
+    _, receiver = harness.start(sandbox, Watched("services", label_selector="app=dns"),
+                                convert=convert)
+    assert set(receiver.replaces()[0].items) == {"shop/in"}
+    sandbox.apply([service("out2", app="web"), service("in2", app="dns")])
+    wait_for(lambda: receiver.has("shop/in2"))
+    sandbox.apply(service("in", app="web"))
+    wait_for(lambda: not receiver.has("shop/in"))
+    assert receiver.events()[-1] == ("DELETED", "shop/in", None)
+    assert "out" not in seen and "out2" not in seen
+
+
+def test_field_selector_is_applied_by_the_server(sandbox, harness):
+    """A field selector (CoreDNS's pod phase filter) reaches the server too."""
+    def pod(name: str, phase: str) -> dict:
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "shop"},
+                "spec": {"containers": [{"name": "c", "image": "x"}]},
+                "status": {"phase": phase, "podIP": "10.2.0.1"}}
+    sandbox.apply([pod("running", "Running"), pod("done", "Succeeded")])
+    watched = Watched("pods", field_selector="status.phase!=Succeeded,status.phase!=Failed")
+    _, receiver = harness.start(sandbox, watched, convert=lambda o: o["status"]["phase"])
+    assert receiver.replaces()[0].items == {"shop/running": "Running"}
+    sandbox.apply(pod("running", "Failed"))
+    wait_for(lambda: not receiver.has("shop/running"))
+
+
+def test_modified_object_that_convert_skips_is_delivered_as_deleted(sandbox, harness):
+    """A MODIFIED object that convert() now rejects is removed, as a re-list would."""
+    sandbox.apply(service("web"))
+    _, receiver = harness.start(sandbox)
+    sandbox.apply(service("web", skip="yes"))
+    wait_for(lambda: not receiver.has("shop/web"))
+    sandbox.apply(service("new", skip="yes"))
+    sandbox.apply(service("web"))
+    wait_for(lambda: receiver.has("shop/web"))
+    assert [(kind, key) for kind, key, _ in receiver.events()] == [
+        ("DELETED", "shop/web"), ("MODIFIED", "shop/web")]
+
+
+def test_convert_errors_skip_the_object(sandbox, harness):
+    """An exception in convert() skips that object and keeps the informer going."""
+    def convert(obj: dict) -> Any:
+        if obj["metadata"]["name"] == "bad":
+            raise ValueError("cannot convert")
+        return obj["metadata"]["name"]
+    sandbox.apply([service("bad"), service("good")])
+    informer, receiver = harness.start(sandbox, convert=convert)
+    assert set(receiver.replaces()[0].items) == {"shop/good"}
+    sandbox.apply(service("later"))
+    wait_for(lambda: receiver.has("shop/later"))
+    assert informer.stats.skipped == 1
+
+
+def test_burst_is_coalesced_into_few_batches(sandbox, harness):
+    """A burst of 300 writes reaches the reactor in a handful of Changes, not 300."""
+    informer, receiver = harness.start(sandbox)
+    sandbox.apply([service(f"burst-{i:03}") for i in range(300)])
+    wait_for(lambda: len(receiver.names()) == 300, what="all 300 services")
+    batches = receiver.changes()
+    assert len(batches) <= 10, [len(b.events) for b in batches]
+    assert [key for _, key, _ in receiver.events()] == [f"shop/burst-{i:03}" for i in range(300)]
+    assert informer.stats.batches == len(batches)
+
+
+def test_zero_batch_interval_still_delivers_everything(sandbox, harness):
+    """With batch_interval=0 every chunk is flushed on its own and nothing is lost."""
+    _, receiver = harness.start(sandbox, batch_interval=0.0)
+    sandbox.apply([service(f"s{i}") for i in range(30)])
+    wait_for(lambda: len(receiver.names()) == 30)
+
+
+# -- recovery ----------------------------------------------------------------------------
+
+
+def test_expire_history_relists(sandbox, harness):
+    """A 410 ERROR event on the open watch makes the informer re-list and deliver a Replace."""
+    sandbox.apply([service("a"), service("b")])
+    informer, receiver = harness.start(sandbox)
+    sandbox.expire_history()
+    wait_for(lambda: len(receiver.replaces()) == 2, what="a second Replace")
+    assert set(receiver.replaces()[1].items) == {"shop/a", "shop/b"}
+    assert informer.stats.relists == 1 and lists(sandbox) == 2
+    sandbox.apply(service("c"))
+    wait_for(lambda: receiver.has("shop/c"))
+
+
+def test_relist_drops_objects_deleted_while_away(sandbox, harness):
+    """Deleted while disconnected and past history: the 410 re-list's Replace no longer has it."""
+    sandbox.apply([service("a"), service("b"), service("c")])
+    informer, receiver = harness.start(sandbox)
+    sandbox.refuse()
+    wait_for(lambda: informer.stats.errors >= 1, what="the broken watch")
+    sandbox.delete("Service", "shop", "b")
+    sandbox.apply(service("d"))
+    sandbox.expire_history()
+    sandbox.accept()
+    wait_for(lambda: len(receiver.replaces()) == 2, what="the re-list")
+    assert set(receiver.replaces()[1].items) == {"shop/a", "shop/c", "shop/d"}
+    assert receiver.names() == {"shop/a", "shop/c", "shop/d"}
+    assert "DELETED" not in {kind for kind, _, _ in receiver.events()}
+
+
+def test_new_epoch_relists(sandbox, harness):
+    """A new resourceVersion epoch (etcd restore) forces a re-list; watching then goes on."""
+    sandbox.apply(service("a"))
+    informer, receiver = harness.start(sandbox)
+    sandbox.new_epoch()
+    wait_for(lambda: len(receiver.replaces()) == 2, what="the re-list")
+    assert int(informer.resource_version) >= 1_000_000
+    sandbox.apply(service("b"))
+    wait_for(lambda: receiver.has("shop/b"))
+    assert informer.stats.relists == 1
+
+
+def test_cut_watch_resumes_without_listing(sandbox, harness):
+    """A watch cut mid-stream resumes from the last resourceVersion; no re-list."""
+    informer, receiver = harness.start(sandbox)
+    sandbox.apply(service("before"))
+    wait_for(lambda: receiver.has("shop/before"))
+    sandbox.cut_watches()
+    sandbox.apply(service("after"))
+    wait_for(lambda: receiver.has("shop/after"), what="the event after the cut")
+    assert lists(sandbox) == 1 and informer.stats.relists == 0
+    assert informer.stats.watches >= 2 and informer.stats.errors >= 1
+    assert [key for _, key, _ in receiver.events()] == ["shop/before", "shop/after"]
+
+
+def test_normal_end_of_watch_rewatches_without_listing(sandbox, harness):
+    """When timeoutSeconds ends a watch cleanly the informer just watches again."""
+    informer, receiver = harness.start(sandbox, watch_timeout=1)
+    wait_for(lambda: informer.stats.watches >= 3, what="two watch renewals")
+    sandbox.apply(service("late"))
+    wait_for(lambda: receiver.has("shop/late"))
+    assert lists(sandbox) == 1 and informer.stats.errors == 0
+
+
+def test_stalled_watch_is_noticed_by_the_read_timeout(sandbox, harness):
+    """A stream that goes silent (no bookmarks either) times out and is reconnected."""
+    informer, receiver = harness.start(sandbox, read_timeout=1.0)
+    sandbox.stall_watches()
+    wait_for(lambda: informer.stats.errors >= 1, what="the read timeout")
+    assert "read timed out" in informer.stats.last_error
+    sandbox.unstall_watches()
+    sandbox.apply(service("after-stall"))
+    wait_for(lambda: receiver.has("shop/after-stall"), timeout=20)
+    assert lists(sandbox) == 1
+
+
+def test_refused_connections_back_off_and_recover(sandbox, harness):
+    """While the API server refuses connections the informer backs off, then catches up."""
+    informer, receiver = harness.start(sandbox)
+    sandbox.refuse(1.0)
+    sandbox.apply(service("while-down"))
+    wait_for(lambda: receiver.has("shop/while-down"), what="recovery after refuse")
+    assert informer.stats.errors >= 2  # the cut watch and at least one refused connect
+    assert lists(sandbox) == 1
+
+
+def test_503_on_list_then_recovery(sandbox, harness):
+    """503s on the first list are retried with backoff until the list succeeds."""
+    sandbox.apply(service("a"))
+    sandbox.error(503, count=3, verbs=["list"])
+    informer, receiver = harness.start(sandbox)
+    assert set(receiver.replaces()[0].items) == {"shop/a"}
+    assert informer.stats.errors == 3 and lists(sandbox) == 4
+    assert "503" in informer.stats.last_error
+
+
+def test_503_on_watch_then_recovery(sandbox, harness):
+    """503s on re-watching are retried from the same resourceVersion, without a re-list."""
+    informer, receiver = harness.start(sandbox)
+    sandbox.error(503, count=3, verbs=["watch"])
+    sandbox.cut_watches()
+    sandbox.apply(service("x"))
+    wait_for(lambda: receiver.has("shop/x"))
+    assert informer.stats.errors >= 4 and lists(sandbox) == 1
+
+
+def test_429_beyond_client_retries_is_backed_off(sandbox, harness):
+    """429s that outlast urllib3's own Retry-After retries surface and are backed off."""
+    informer, receiver = harness.start(sandbox)
+    sandbox.error(429, count=5, verbs=["watch"], retry_after=0)
+    sandbox.cut_watches()
+    sandbox.apply(service("x"))
+    wait_for(lambda: receiver.has("shop/x"), timeout=30)
+    assert lists(sandbox) == 1
+
+
+# -- stopping ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("use_tls", [False, True], ids=["http", "https"])
+def test_stop_interrupts_a_blocked_watch(reactor_running, harness, use_tls):
+    """stop() shuts the socket of a watch blocked in read and the thread exits at once."""
+    server = Sandbox(bookmark_interval=3600, use_tls=use_tls)
+    server.start()
+    try:
+        informer, receiver = harness.start(server, read_timeout=120.0)
+        time.sleep(0.2)  # let the thread block reading the quiet stream
+        informer.stop(timeout=5.0)
+        assert not informer.running
+        server.apply(service("after-stop"))
+        time.sleep(0.3)
+        assert not receiver.has("shop/after-stop")
+        assert informer.stats.errors == 0
+    finally:
+        server.stop()
+
+
+def test_stop_during_backoff(sandbox, harness):
+    """stop() also ends a thread that is waiting out a long backoff."""
+    informer, _ = harness.start(sandbox, backoff=(30.0, 30.0))
+    sandbox.refuse()
+    wait_for(lambda: informer.stats.errors >= 1)
+    informer.stop(timeout=5.0)
+    assert not informer.running
+    sandbox.accept()
+
+
+def test_nothing_is_delivered_after_stop(sandbox, harness):
+    """Batches already on their way to the reactor are dropped once stop() was called."""
+    from twisted.internet import reactor
+    from kubernetai import reactor_thread
+
+    informer, receiver = harness.start(sandbox)
+    before = len(receiver.batches)
+    gate = threading.Event()
+    reactor.callFromThread(gate.wait, 5)  # hold the reactor so the next batch queues up
+    try:
+        informer._post(Changes((("ADDED", "shop/ghost", None),)))
+        informer.stop()
+    finally:
+        gate.set()
+    reactor_thread.in_reactor(lambda: None)
+    assert len(receiver.batches) == before and not receiver.has("shop/ghost")
+
+
+def test_unknown_resource_is_rejected():
+    """Only the five resources the DNS server needs can be watched."""
+    with pytest.raises(ValueError):
+        Informer(client.ApiClient(), Watched("secrets"), convert=dict, deliver=print)

@@ -1,0 +1,287 @@
+"""Converting raw API JSON into the trimmed DNS objects (CoreDNS ``object/*.go``)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import FrozenInstanceError
+
+import pytest
+
+from kubernetai.objects import (
+    NO_PORTS,
+    EndpointAddress,
+    Port,
+    endpoint_slice_from_json,
+    mc_endpoint_slice_from_json,
+    namespace_from_json,
+    object_key,
+    pod_from_json,
+    service_from_json,
+    service_import_from_json,
+)
+
+SERVICE = {
+    "apiVersion": "v1",
+    "kind": "Service",
+    "metadata": {
+        "name": "web",
+        "namespace": "shop",
+        "uid": "u1",
+        "resourceVersion": "7",
+        "labels": {"app": "web"},
+        "annotations": {"a": "b" * 300},
+        "managedFields": [{"manager": "kubectl"}],
+    },
+    "spec": {
+        "type": "LoadBalancer",
+        "clusterIP": "10.96.0.10",
+        "clusterIPs": ["10.96.0.10", "fd00::10"],
+        "ports": [
+            {"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080, "nodePort": 30080},
+            {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": "dns"},
+        ],
+        "externalIPs": ["203.0.113.7"],
+        "selector": {"app": "web"},
+    },
+    "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.1"}, {"hostname": "lb.example.net"}]}},
+}
+
+
+def test_service_keeps_dns_fields_only():
+    """A Service keeps name, namespace, ClusterIPs, type, ports and external IPs, as tuples."""
+    s = service_from_json(SERVICE)
+    assert s.key == "shop/web"
+    assert (s.name, s.namespace) == ("web", "shop")
+    assert s.cluster_ips == ("10.96.0.10", "fd00::10")
+    assert s.type == "LoadBalancer"
+    assert s.ports == (Port("http", 80, "TCP"), Port("dns", 53, "UDP"))
+    assert s.external_ips == ("203.0.113.7", "198.51.100.1", "lb.example.net")
+    assert not s.headless and not s.is_external_name
+    assert not hasattr(s, "__dict__")
+
+
+def test_service_without_cluster_ips_falls_back_to_cluster_ip():
+    """Without spec.clusterIPs the single spec.clusterIP is used."""
+    s = service_from_json({"metadata": {"name": "h", "namespace": "n"},
+                           "spec": {"clusterIP": "None"}})
+    assert s.cluster_ips == ("None",)
+    assert s.headless
+
+
+def test_service_without_ports_gets_the_sentinel():
+    """A service with no ports has one port -1 (SRV skips it, A still works)."""
+    s = service_from_json({"metadata": {"name": "h", "namespace": "n"},
+                           "spec": {"clusterIP": "10.0.0.1"}})
+    assert s.ports == NO_PORTS == (Port("", -1, ""),)
+
+
+def test_external_name_service():
+    """An ExternalName service keeps its target; its ClusterIPs are ('',)."""
+    s = service_from_json({"metadata": {"name": "e", "namespace": "n"},
+                           "spec": {"type": "ExternalName", "externalName": "api.example.com"}})
+    assert s.is_external_name
+    assert s.external_name == "api.example.com"
+    assert s.cluster_ips == ("",)
+    assert not s.headless
+
+
+def test_service_objects_are_frozen():
+    """Converted objects cannot be modified."""
+    s = service_from_json(SERVICE)
+    with pytest.raises(FrozenInstanceError):
+        s.name = "x"  # type: ignore[misc]
+
+
+def test_service_dns_equal():
+    """Any stored field change is DNS-visible; metadata noise is not even stored."""
+    a = service_from_json(SERVICE)
+    noisy = {**SERVICE, "metadata": {**SERVICE["metadata"], "resourceVersion": "8",
+                                     "annotations": {}}}
+    assert a.dns_equal(service_from_json(noisy))
+    moved = {**SERVICE, "spec": {**SERVICE["spec"], "ports": [{"name": "http", "port": 81,
+                                                               "protocol": "TCP"}]}}
+    assert not a.dns_equal(service_from_json(moved))
+
+
+def _slice(endpoints, ports=None, labels=None):
+    d = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "web-abc",
+            "namespace": "shop",
+            "labels": {"kubernetes.io/service-name": "web"} if labels is None else labels,
+            "resourceVersion": "3",
+        },
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+    }
+    if ports is not None:
+        d["ports"] = ports
+    return d
+
+
+def test_endpoint_slice_drops_not_ready():
+    """ready=false endpoints are dropped; a missing ready (or conditions) counts as ready."""
+    es = endpoint_slice_from_json(_slice([
+        {"addresses": ["10.0.0.1"], "conditions": {"ready": True}, "hostname": "h1",
+         "nodeName": "n1", "targetRef": {"kind": "Pod", "name": "web-1"}},
+        {"addresses": ["10.0.0.2"], "conditions": {"ready": False, "serving": True,
+                                                   "terminating": True}},
+        {"addresses": ["10.0.0.3"], "conditions": {}},
+        {"addresses": ["10.0.0.4"]},
+        {"addresses": ["10.0.0.5"], "conditions": {"ready": None}},
+    ], [{"name": "http", "port": 8080, "protocol": "TCP"}]))
+    assert es.key == "shop/web-abc"
+    assert es.service == "web"
+    assert es.service_key == "shop/web"
+    assert es.addresses == (
+        EndpointAddress("10.0.0.1", "h1", "n1", "web-1"),
+        EndpointAddress("10.0.0.3", "", "", ""),
+        EndpointAddress("10.0.0.4", "", "", ""),
+        EndpointAddress("10.0.0.5", "", "", ""),
+    )
+    assert es.ports == (Port("http", 8080, "TCP"),)
+
+
+def test_endpoint_slice_long_pod_names_are_dropped():
+    """A targetRef name of 64 characters or more is not kept (not a valid label)."""
+    es = endpoint_slice_from_json(_slice([
+        {"addresses": ["10.0.0.1"], "targetRef": {"kind": "Pod", "name": "p" * 63}},
+        {"addresses": ["10.0.0.2"], "targetRef": {"kind": "Pod", "name": "p" * 64}},
+    ]))
+    assert [a.target_ref_name for a in es.addresses] == ["p" * 63, ""]
+
+
+def test_endpoint_slice_ports_sentinel_and_missing_fields():
+    """No ports gives the -1 sentinel; a port without number is -1, without name ''."""
+    assert endpoint_slice_from_json(_slice([], None)).ports == NO_PORTS
+    assert endpoint_slice_from_json(_slice([], [])).ports == NO_PORTS
+    es = endpoint_slice_from_json(_slice([], [{"protocol": "UDP"}, {"name": "x", "port": 5}]))
+    assert es.ports == (Port("", -1, "UDP"), Port("x", 5, ""))
+
+
+def test_endpoint_slice_with_several_addresses_per_endpoint():
+    """Every address of a ready endpoint is kept, with the endpoint's hostname."""
+    es = endpoint_slice_from_json(_slice([{"addresses": ["10.0.0.1", "10.0.0.2"],
+                                           "hostname": "h"}]))
+    assert [(a.ip, a.hostname) for a in es.addresses] == [("10.0.0.1", "h"), ("10.0.0.2", "h")]
+
+
+def test_endpoint_slice_without_service_label():
+    """A slice without the service-name label belongs to the empty service name."""
+    es = endpoint_slice_from_json(_slice([], labels={}))
+    assert es.service == "" and es.service_key == "shop/"
+
+
+def test_endpoint_slice_dns_equal_ignores_node_name():
+    """Node names are not DNS-visible; IPs, hostnames, pod names and ports are."""
+    base = [{"addresses": ["10.0.0.1"], "nodeName": "n1", "hostname": "h",
+             "targetRef": {"name": "p"}}]
+    a = endpoint_slice_from_json(_slice(base))
+    b = endpoint_slice_from_json(_slice([{**base[0], "nodeName": "n2"}]))
+    assert a != b and a.dns_equal(b)
+    for change in ({"hostname": "h2"}, {"addresses": ["10.0.0.9"]}, {"targetRef": {"name": "q"}},
+                   {"conditions": {"ready": False}}):
+        assert not a.dns_equal(endpoint_slice_from_json(_slice([{**base[0], **change}])))
+    assert not a.dns_equal(endpoint_slice_from_json(
+        _slice(base, [{"name": "http", "port": 1, "protocol": "TCP"}])))
+
+
+def test_multicluster_slice_labels():
+    """Multicluster slices take the service and cluster id from the MCS labels."""
+    es = mc_endpoint_slice_from_json(_slice(
+        [{"addresses": ["10.1.0.5"], "hostname": "db-0"}],
+        labels={"multicluster.kubernetes.io/service-name": "db",
+                "multicluster.kubernetes.io/source-cluster": "c1"}))
+    assert (es.service, es.service_key, es.cluster_id) == ("db", "shop/db", "c1")
+    regular = endpoint_slice_from_json(_slice([], labels={
+        "kubernetes.io/service-name": "db", "multicluster.kubernetes.io/source-cluster": "c1"}))
+    assert (regular.service, regular.cluster_id) == ("db", "c1")
+
+
+def _pod(**meta):
+    return {
+        "metadata": {"name": "web-1", "namespace": "shop", **meta},
+        "spec": {"containers": [{"name": "c"}]},
+        "status": {"phase": "Running", "podIP": "10.244.1.5", "podIPs": [{"ip": "10.244.1.5"}]},
+    }
+
+
+def test_pod_conversion():
+    """A pod keeps its key, name, namespace and primary IP."""
+    p = pod_from_json(_pod())
+    assert p is not None
+    assert (p.key, p.name, p.namespace, p.ip) == ("shop/web-1", "web-1", "shop", "10.244.1.5")
+
+
+def test_pod_being_deleted_converts_to_none():
+    """A pod with deletionTimestamp is skipped (None), as CoreDNS's errPodTerminating."""
+    assert pod_from_json(_pod(deletionTimestamp="2024-01-01T00:00:00Z")) is None
+
+
+def test_pending_pod_without_ip():
+    """A pod without an IP yet converts with an empty IP."""
+    d = _pod()
+    del d["status"]["podIP"]
+    assert pod_from_json(d).ip == ""
+
+
+def test_pod_dns_equal_is_the_ip():
+    """Only a pod IP change is DNS-visible."""
+    a = pod_from_json(_pod())
+    assert a.dns_equal(pod_from_json(_pod(labels={"x": "y"})))
+    moved = _pod()
+    moved["status"]["podIP"] = "10.244.1.6"
+    assert not a.dns_equal(pod_from_json(moved))
+
+
+def test_namespace_conversion():
+    """A namespace is keyed by its name."""
+    n = namespace_from_json({"metadata": {"name": "shop", "labels": {"team": "a"}},
+                             "status": {"phase": "Active"}})
+    assert (n.key, n.name) == ("shop", "shop")
+
+
+def test_service_import_conversion():
+    """A ServiceImport keeps type, IPs and ports (no port sentinel)."""
+    si = service_import_from_json({
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"type": "ClusterSetIP", "ips": ["10.100.0.10"],
+                 "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]},
+    })
+    assert (si.key, si.type, si.cluster_ips) == ("shop/web", "ClusterSetIP", ("10.100.0.10",))
+    assert si.ports == (Port("http", 80, "TCP"),)
+    assert not si.headless
+    h = service_import_from_json({"metadata": {"name": "db", "namespace": "shop"},
+                                  "spec": {"type": "Headless"}})
+    assert h.headless and h.ports == () and h.cluster_ips == ()
+    assert not si.dns_equal(service_import_from_json({
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"type": "ClusterSetIP", "ips": ["10.100.0.11"],
+                 "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}))
+
+
+def test_object_key():
+    """object_key gives ns/name, or the name alone for cluster-scoped objects."""
+    assert object_key(SERVICE) == "shop/web"
+    assert object_key({"metadata": {"name": "shop"}}) == "shop"
+
+
+def test_conversion_drops_the_source():
+    """Converted objects hold no reference to the raw dict (it can be garbage-collected)."""
+    d = {**SERVICE}
+    s = service_from_json(d)
+    refcount = sys.getrefcount(d)
+    del s
+    assert sys.getrefcount(d) == refcount
+
+
+def test_endpoint_slice_zones_only_when_asked():
+    """Topology zones are kept (lower-cased) only for the zonal option, and are DNS-visible."""
+    d = _slice([{"addresses": ["10.0.0.1"], "zone": "US-West-2a"}, {"addresses": ["10.0.0.2"]}])
+    assert [a.zone for a in endpoint_slice_from_json(d).addresses] == ["", ""]
+    zoned = endpoint_slice_from_json(d, with_zones=True)
+    assert [a.zone for a in zoned.addresses] == ["us-west-2a", ""]
+    moved = _slice([{"addresses": ["10.0.0.1"], "zone": "us-west-2b"}, {"addresses": ["10.0.0.2"]}])
+    assert not zoned.dns_equal(endpoint_slice_from_json(moved, with_zones=True))
