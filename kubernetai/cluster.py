@@ -80,13 +80,21 @@ class Cluster(service.Service):
     def synced(self) -> bool:
         return self.cache.has_synced(self.required)
 
+    def connect(self) -> Any:
+        """Build the API client from the options; a CorefileError names what is wrong.
+
+        Called when the server is made, so a bad kubeconfig or certificate path stops
+        start-up with a located error, as CoreDNS refuses to start.
+        """
+        if self._api_client is None:
+            from kubernetes import client as k8s
+            self._api_client = k8s.ApiClient(kube_client_config(self.config))
+            self._api_client.user_agent = "kubernetai/python"
+        return self._api_client
+
     def startService(self) -> None:
         super().startService()
-        client = self._api_client
-        if client is None:
-            from kubernetes import client as k8s
-            client = k8s.ApiClient(kube_client_config(self.config))
-            client.user_agent = "kubernetai/python"
+        client = self.connect()
         for resource, watched in self.watched.items():
             informer = Informer(client, watched, convert=CONVERTERS[resource],
                                 deliver=lambda batch, r=resource: self._deliver(r, batch),

@@ -241,6 +241,9 @@ def load_service(path: str, *, port_override: int | None = None, reactor: Any = 
     if not blocks:
         raise corefile.CorefileError(str(path), 1, "no server blocks in the Corefile")
     plans = compile_corefile(blocks, registry=registry, port_override=port_override)
+    for plan in plans:
+        for cluster in plan.clusters():
+            cluster.connect()
     return KubernetaiService(plans, reactor=reactor)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from twisted.application import service
 from twisted.python import usage
@@ -36,5 +37,7 @@ def makeService(config: Options) -> service.IService:
     try:
         return load_service(config["corefile"], port_override=config["dns-port"])
     except CorefileError as error:
-        # twistd prints a UsageError as one line and exits non-zero.
-        raise usage.UsageError(str(error)) from None
+        # twistd would print a traceback for any exception here; a Corefile mistake is
+        # the user's to fix, so it gets one line (FILE:LINE: message) and exit status 1.
+        sys.stderr.write(f"{error}\n")
+        raise SystemExit(1) from None
