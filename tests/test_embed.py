@@ -1,0 +1,120 @@
+"""The embedding API used as a user would: import, build, chain, start and stop."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import urllib3
+from twisted.application import service
+from twisted.application.service import IService
+from twisted.internet.interfaces import IResolver
+from twisted.names import dns, resolve
+from twisted.names.common import ResolverBase
+from twisted.names.error import AuthoritativeDomainError, DomainError
+from zope.interface.verify import verifyObject
+
+import kubernetai
+from kubernetai import CorefileError, KubernetaiResolver, StanzaOptions, reactor_thread
+
+from conftest import EXAMPLES
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class StaticResolver(ResolverBase):
+    """Another resolver to chain with: answers every A query with 192.0.2.1."""
+
+    def _lookup(self, name, cls, type, timeout):
+        from twisted.internet import defer
+        record = dns.RRHeader(name, dns.A, dns.IN, 60, dns.Record_A("192.0.2.1"))
+        return defer.succeed(([record], [], []))
+
+
+@pytest.fixture
+def cluster(sandbox):
+    sandbox.apply(EXAMPLES / "cluster.local")
+    return sandbox
+
+
+def addresses(result) -> list[str]:
+    return sorted(rr.payload.dottedQuad() for rr in result[0] if rr.type == dns.A)
+
+
+def test_public_names():
+    """The package exports its embedding API in __all__."""
+    assert set(kubernetai.__all__) >= {"KubernetaiResolver", "StanzaOptions", "CorefileError"}
+
+
+def test_from_corefile_text_in_a_chain(cluster):
+    """Built from Corefile text, it answers in a ResolverChain; other names reach the next one."""
+    resolver = KubernetaiResolver.from_corefile(
+        f"cluster.local {{\n  kubernetai {{\n    endpoint {cluster.url}\n  }}\n}}\n")
+    assert verifyObject(IResolver, resolver) and verifyObject(IService, resolver)
+    chain = resolve.ResolverChain([resolver, StaticResolver()])
+    reactor_thread.in_reactor(resolver.startService)
+    try:
+        assert reactor_thread.in_reactor(resolver.wait_synced) is True
+        found = reactor_thread.in_reactor(chain.lookupAddress, b"web.shared.svc.cluster.local")
+        assert addresses(found) == ["10.96.100.10"]
+        outside = reactor_thread.in_reactor(chain.lookupAddress, b"www.example.org")
+        assert addresses(outside) == ["192.0.2.1"]
+        with pytest.raises(AuthoritativeDomainError):
+            reactor_thread.in_reactor(chain.lookupAddress, b"nope.shared.svc.cluster.local")
+        srv = reactor_thread.in_reactor(resolver.lookupService,
+                                        b"_grpc._tcp.cart.shop.svc.cluster.local")
+        assert srv[0][0].payload.port == 9090
+    finally:
+        reactor_thread.in_reactor(resolver.stopService)
+
+
+def test_from_stanzas_with_fallthrough_and_application(cluster, reactor_running):
+    """From Python options, as a service of an Application: fallthrough passes names on."""
+    other = StanzaOptions(zones=["cluster.local"], endpoint=cluster.url)
+    first = StanzaOptions(zones=["cluster.local"], endpoint="http://127.0.0.1:9",
+                          fallthrough=True, startup_timeout=0.3)
+    resolver = KubernetaiResolver.from_stanzas(first, other)
+    application = service.Application("test")
+    resolver.setServiceParent(application)
+    top = service.IService(application)
+    reactor_thread.in_reactor(top.startService)
+    try:
+        assert reactor_thread.in_reactor(resolver.wait_synced) is False  # first never syncs
+        found = reactor_thread.in_reactor(resolver.lookupAddress, b"web.shared.svc.cluster.local")
+        assert addresses(found) == ["10.96.100.10"]
+    finally:
+        reactor_thread.in_reactor(top.stopService)
+    assert not resolver.running
+
+
+def test_outside_zones_is_domain_error(cluster):
+    """A name outside every zone fails with DomainError, so chains move on."""
+    resolver = KubernetaiResolver.from_stanzas(StanzaOptions(endpoint=cluster.url))
+    with pytest.raises(DomainError):
+        reactor_thread.in_reactor(resolver.lookupAddress, b"www.example.org")
+
+
+def test_option_errors_are_corefile_errors():
+    """Bad options raise CorefileError with the stanza's message."""
+    with pytest.raises(CorefileError) as caught:
+        KubernetaiResolver.from_stanzas(StanzaOptions(endpoint="http://x", ttl=99999))
+    assert "ttl must be in range [0, 3600]: 99999" in str(caught.value)
+
+
+def test_embed_example_program(cluster):
+    """examples/embed.py runs, syncs, and resolves a cluster name over HTTP."""
+    process = subprocess.Popen([sys.executable, str(ROOT / "examples" / "embed.py"),
+                                "--endpoint", cluster.url, "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert "clusters synced: True" in line, process.stderr.read()[-2000:]
+        url = line.split()[0].replace("...", "web.shared.svc.cluster.local")
+        body = json.loads(urllib3.PoolManager().request("GET", url).data)
+        assert [a["data"] for a in body["answers"]] == ["10.96.100.10"]
+    finally:
+        process.terminate()
+        process.wait(30)
