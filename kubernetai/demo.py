@@ -62,17 +62,17 @@ def add_commands(subparsers: Any) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     from .corefile import CorefileError, parse_file
-    from .server import compile_corefile, warnings_for
+    from .server import compile_corefile, connect_all, warnings_for
     try:
         blocks = parse_file(args.corefile)
+        if not blocks:
+            raise CorefileError(args.corefile, 1, "no server blocks in the Corefile")
         plans = compile_corefile(blocks)
+        connect_all(plans)  # kubeconfig, certificates, in-cluster credentials
     except CorefileError as error:
         print(error, file=sys.stderr)
         return 1
-    except OSError as error:
-        print(f"{args.corefile}: {error.strerror}", file=sys.stderr)
-        return 1
-    stanzas = sum(len(plan.clusters()) for plan in plans)
+    stanzas = len({id(c) for plan in plans for c in plan.clusters()})
     for plan in plans:
         for note in warnings_for(plan):
             print(f"warning: {note}")

@@ -14,6 +14,9 @@ reflector does for CoreDNS, but built for a Python process:
 * Every request carries a client read timeout, so a half-dead connection (no bytes, no
   FIN) is noticed; watches also ask for BOOKMARK events, which keep a quiet stream alive
   and the resourceVersion fresh.
+* Each informer has a connection pool of its own (on the caller's configuration), so that
+  stop() can shut its sockets and the retry policy is the informer's: urllib3 does not
+  retry behind its back (see `_RETRIES`).
 * What it learns reaches the reactor only through ``reactor.callFromThread``: a `Replace`
   after each full list and `Changes` batches for watch events, coalesced so that a burst
   of events costs a few reactor calls rather than one each.
@@ -41,6 +44,7 @@ import socket
 import ssl
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -84,10 +88,11 @@ class Replace:
 class Changes:
     """Watch events in order: (ADDED | MODIFIED | DELETED, key, converted or None).
 
-    ADDED and MODIFIED carry the converted object and should be applied as an upsert;
-    DELETED carries None and should be applied as a discard (it may name a key the
-    receiver does not hold: a MODIFIED object that `convert` now skips arrives as DELETED,
-    so the watch agrees with what a re-list would give).
+    ADDED and MODIFIED carry the converted object and are best applied as an upsert;
+    DELETED carries None and is best applied as a discard. An object `convert` returns
+    None for is skipped, as CoreDNS skips it: no event at all, so a MODIFIED that turns
+    an object unconvertible (a pod getting a deletionTimestamp) leaves the receiver's
+    previous version in place until its DELETED; a re-list's Replace omits it.
     """
 
     events: tuple[tuple[str, str, Any], ...]
@@ -126,6 +131,76 @@ class _ShortWatch(Exception):
 
 class _Stopping(Exception):
     """stop() was called."""
+
+
+# The informer retries by itself, with backoff, from the right resourceVersion. urllib3's
+# own retries would hide that: a stalled request would be retried 3 times (4 read timeouts
+# before anyone notices) and a 429 would sleep out Retry-After where stop() cannot reach.
+_RETRIES = urllib3.Retry(total=0, respect_retry_after_header=False, raise_on_status=False,
+                         raise_on_redirect=False)
+
+
+class _Connections:
+    """The connections one informer's private pool opened, so stop() can shut them all."""
+
+    def __init__(self, stopping: threading.Event) -> None:
+        self._stopping = stopping
+        self._lock = threading.Lock()
+        self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def connected(self, connection: Any) -> None:
+        # Called on the informer thread right after a connection is established.
+        with self._lock:
+            self._connections.add(connection)
+            stopping = self._stopping.is_set()
+        if stopping:  # stop() came while connecting: it could not see this socket yet
+            _shut(connection)
+
+    def shutdown_all(self) -> None:
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            _shut(connection)
+
+
+def _shut(connection: Any) -> None:
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def _private_client(api_client: k8s.ApiClient, connections: _Connections) -> k8s.ApiClient:
+    """An ApiClient on the caller's configuration with a connection pool of its own.
+
+    It shares the configuration (server, TLS, credentials and their refresh hooks, proxy)
+    and the default headers, but its connections belong to this informer alone: stop()
+    can shut them without touching another informer's, and the retry policy is ours.
+    """
+    private = k8s.ApiClient(configuration=api_client.configuration)
+    private.default_headers = dict(api_client.default_headers)
+    private.cookie = api_client.cookie
+    manager = private.rest_client.pool_manager
+    manager.pool_classes_by_scheme = {
+        scheme: _tracking_pool(pool_class, connections)
+        for scheme, pool_class in manager.pool_classes_by_scheme.items()}
+    manager.connection_pool_kw["retries"] = _RETRIES
+    return private
+
+
+def _tracking_pool(pool_class: type, connections: _Connections) -> type:
+    """A subclass of a urllib3 pool class whose connections report when they connect."""
+    base = pool_class.ConnectionCls
+
+    def connect(self: Any) -> None:
+        base.connect(self)
+        connections.connected(self)
+
+    connection_class = type(f"Tracked{base.__name__}", (base,), {"connect": connect})
+    return type(f"Tracked{pool_class.__name__}", (pool_class,),
+                {"ConnectionCls": connection_class})
 
 
 def _lister(api_client: k8s.ApiClient, resource: str) -> Callable[..., Any]:
@@ -168,7 +243,10 @@ class Informer:
             raise ValueError(f"bad backoff {backoff!r}: need 0 < initial <= maximum")
         self.watched = watched
         self.name = name or watched.resource
-        self._list_fn = _lister(api_client, watched.resource)
+        self._stopping = threading.Event()
+        self._connections = _Connections(self._stopping)
+        self._api = _private_client(api_client, self._connections)
+        self._list_fn = _lister(self._api, watched.resource)
         self._convert = convert
         self._deliver = deliver
         self._reactor = reactor
@@ -186,9 +264,6 @@ class Informer:
         self.resource_version: str | None = None  # the latest one seen (thread-written)
         self._failures = 0
         self._progressed = False  # anything received since the last list
-        self._stopping = threading.Event()
-        self._response_lock = threading.Lock()
-        self._response: Any = None  # the urllib3 response being read, for stop()
         self._thread: threading.Thread | None = None
 
     # -- lifecycle ----------------------------------------------------------------
@@ -202,11 +277,14 @@ class Informer:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Make the thread exit (interrupting a blocked read) and wait up to `timeout`.
+        """Make the thread exit and wait for it up to `timeout` seconds.
 
-        Nothing is delivered after this is called, even if a batch was already on its
-        way to the reactor. A request still waiting for response headers cannot be
-        interrupted; the thread then exits once it times out (it is a daemon thread).
+        Every socket of the informer's own pool is shut, which ends a blocked read at
+        once, whether of a watch stream, a list body or response headers. Only a TCP
+        connect or TLS handshake in progress cannot be cut short; it ends within
+        `connect_timeout` (the thread is a daemon either way). Nothing is delivered
+        after stop() is called, even a batch already on its way to the reactor. It blocks
+        for up to `timeout`, so the reactor thread should call it only at shutdown.
         """
         self._stopping.set()
         self._interrupt()
@@ -224,33 +302,12 @@ class Informer:
         return self._thread is not None and self._thread.is_alive()
 
     def _interrupt(self) -> None:
-        """Shut the socket of the response being read so that the blocked read returns."""
-        with self._response_lock:
-            response = self._response
-            if response is None:
-                return
-            try:
-                response.shutdown()  # urllib3 >= 2.3: shutdown(SHUT_RD) of the socket
-            except Exception:  # noqa: BLE001 - released already, or an older urllib3
-                connection = getattr(response, "connection", None)
-                sock = getattr(connection, "sock", None)
-                if sock is not None:
-                    try:
-                        sock.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
+        """Shut every socket of this informer's pool, so that a blocked read returns."""
+        self._connections.shutdown_all()
 
-    def _hold(self, response: Any) -> None:
-        with self._response_lock:
-            self._response = response
-        if self._stopping.is_set():
-            self._interrupt()
-
-    def _release(self, response: Any, *, reuse: bool) -> None:
-        """Forget the response (so stop() cannot touch a pooled connection), then free it."""
-        with self._response_lock:
-            if self._response is response:
-                self._response = None
+    @staticmethod
+    def _release(response: Any, *, reuse: bool) -> None:
+        """Free a response: back to the pool when fully read, else closed."""
         try:
             if not reuse:
                 response.close()
@@ -282,6 +339,11 @@ class Informer:
             self._loop()
         except Exception:  # noqa: BLE001 - a bug here must at least be seen
             log.failure("informer {name}: thread died", name=self.name)
+        finally:
+            try:
+                self._api.close()
+            except Exception:  # noqa: BLE001
+                pass
         log.debug("informer {name}: stopped", name=self.name)
 
     def _loop(self) -> None:
@@ -310,7 +372,7 @@ class Informer:
                 if self._progressed:
                     continue  # re-list at once; _list logs one line with the reason
                 # Nothing was received since the last list: do not re-list in a tight loop.
-                why = f"{reason} again right after a list; re-listing"
+                why = f"{reason} right after a list; re-listing"
             elif need_list:
                 reason = f"list failed: {_describe(failure)}"
                 why = f"{reason}; listing again"
@@ -344,11 +406,11 @@ class Informer:
             params["label_selector"] = watched.label_selector
         if watched.field_selector:
             params["field_selector"] = watched.field_selector
-        response = self._list_fn(_preload_content=False,
-                                 _request_timeout=(self.connect_timeout, self.read_timeout),
-                                 **params)
-        self._hold(response)
-        return response
+        if self._stopping.is_set():
+            raise _Stopping()
+        return self._list_fn(_preload_content=False,
+                             _request_timeout=(self.connect_timeout, self.read_timeout),
+                             **params)
 
     # -- list ---------------------------------------------------------------------
 
@@ -511,8 +573,6 @@ class Informer:
                 converted = self._convert_safely(obj)
                 if converted is not None:
                     pending.append((kind, key, converted))
-                elif kind == MODIFIED:
-                    pending.append((DELETED, key, None))
         else:
             if kind not in unknown:
                 unknown.add(kind)
@@ -605,7 +665,7 @@ def _describe(error: BaseException) -> str:
         return _describe(error.reason)
     if isinstance(error, _StreamBroken):
         return f"watch broken: {error}"
-    if isinstance(error, _Gone):
+    if isinstance(error, (_Gone, _WatchError, _ShortWatch)):
         return str(error)
     if isinstance(error, urllib3.exceptions.ReadTimeoutError):
         return "read timed out (no data within the read timeout)"

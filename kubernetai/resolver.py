@@ -19,6 +19,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IResolver
 from twisted.names import dns
 from twisted.names.common import ResolverBase
+from twisted.names.error import AuthoritativeDomainError, DomainError
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -28,6 +29,8 @@ from .negative import AuthoritativeNameError, FallThrough, Refused, ServerFailur
 
 Result = tuple[list[dns.RRHeader], list[dns.RRHeader], list[dns.RRHeader]]
 _CHASED = (dns.A, dns.AAAA)
+# Failures that are the server's answer about a chased name, not a failure to ask.
+_ANSWERED = (DomainError, AuthoritativeDomainError, ServerFailure, Refused)
 
 
 def answer_options(cluster: Cluster, ns_addresses: tuple[str, ...] = ()) -> records.AnswerOptions:
@@ -81,7 +84,9 @@ class StanzaResolver(ResolverBase):
                 return defer.fail(ServerFailure(authority=found.authority))
             return defer.fail(AuthoritativeNameError(found.authority))
         result: Result = (list(found.answers), list(found.authority), list(found.additional))
-        if found.chase and type in _CHASED and self.upstream is not None:
+        if found.chase and type in _CHASED:
+            if self.upstream is None:  # no server to ask: CoreDNS answers NODATA
+                return defer.succeed(([], [found.soa] if found.soa else [], []))
             return self._chase(found, type, result)
         return defer.succeed(result)
 
@@ -94,8 +99,11 @@ class StanzaResolver(ResolverBase):
             answers, _, _ = upstream
             return (result[0] + list(answers), result[1], result[2])
 
-        def failed(_: Failure) -> Result:
-            # CoreDNS drops the CNAME when the target cannot be looked up: NODATA.
-            soa = [found.soa] if found.soa is not None else []
-            return ([], soa, [])
+        def failed(failure: Failure) -> Result:
+            if failure.check(*_ANSWERED):
+                # The server answered the target negatively (NXDOMAIN, REFUSED,
+                # SERVFAIL): CoreDNS keeps the CNAME and appends nothing.
+                return result
+            # The lookup could not be made at all: CoreDNS drops the CNAME, NODATA.
+            return ([], [found.soa] if found.soa is not None else [], [])
         return defer.maybeDeferred(self.upstream.query, query).addCallbacks(chased, failed)

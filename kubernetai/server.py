@@ -59,12 +59,20 @@ class PortPlan:
         return found
 
     def clusters(self) -> list[Cluster]:
-        return [s for b in self.blocks for s in b.builder.services if isinstance(s, Cluster)]
+        found: list[Cluster] = []
+        for block in self.blocks:
+            found += [s for s in block.builder.services
+                      if isinstance(s, Cluster) and s not in found]
+        return found
 
 
 def compile_corefile(blocks: Iterable[corefile.ServerBlock], *, registry: Registry | None = None,
                      port_override: int | None = None) -> list[PortPlan]:
-    """Set up every directive and group the blocks into one server per port."""
+    """Set up every block's directives once and group the blocks into one server per port.
+
+    A block whose keys name several ports serves on each of them with the same stanzas
+    (one set of informers), as CoreDNS shares one plugin instance across a block's keys.
+    """
     registry = registry or Registry()
     ports: dict[int, PortPlan] = {}
     for block in blocks:
@@ -74,12 +82,19 @@ def compile_corefile(blocks: Iterable[corefile.ServerBlock], *, registry: Regist
             zones = by_port.setdefault(port, [])
             if key.zone not in zones:
                 zones.append(key.zone)
+        all_zones = tuple(dict.fromkeys(key.zone for key in block.keys))
+        builder = registry.set_up_block(block, BlockBuilder(block, all_zones))
+        chain = builder.chain()
+        resolver = ResolverChain(chain) if chain else _NoPlugin()
         for port, zones in by_port.items():
-            builder = registry.set_up_block(block, BlockBuilder(block, tuple(zones)))
-            chain = builder.chain()
-            resolver = ResolverChain(chain) if chain else _NoPlugin()
-            ports.setdefault(port, PortPlan(port)).blocks.append(
-                BlockPlan(tuple(zones), builder, resolver))
+            plan = ports.setdefault(port, PortPlan(port))
+            for zone in zones:
+                if any(zone in other.zones for other in plan.blocks):
+                    raise corefile.CorefileError(
+                        block.filename, block.line,
+                        f"cannot serve dns://{zone}:{port} - it is already defined (blocks "
+                        "told apart only by bind addresses are not supported yet)", zone)
+            plan.blocks.append(BlockPlan(tuple(zones), builder, resolver))
     return list(ports.values())
 
 
@@ -167,7 +182,7 @@ class KubernetaiService(service.MultiService):
         self.reactor = reactor
         self.plans = plans
         self.factories = [build_factory(plan, reactor) for plan in plans]
-        self.clusters = [cluster for plan in plans for cluster in plan.clusters()]
+        self.clusters = list({id(c): c for plan in plans for c in plan.clusters()}.values())
         for cluster in self.clusters:
             cluster.setServiceParent(self)
         self.ports: list[IListeningPort] = []
@@ -241,10 +256,15 @@ def load_service(path: str, *, port_override: int | None = None, reactor: Any = 
     if not blocks:
         raise corefile.CorefileError(str(path), 1, "no server blocks in the Corefile")
     plans = compile_corefile(blocks, registry=registry, port_override=port_override)
+    connect_all(plans)
+    return KubernetaiService(plans, reactor=reactor)
+
+
+def connect_all(plans: list[PortPlan]) -> None:
+    """Build every stanza's API client now, so connection mistakes stop start-up."""
     for plan in plans:
         for cluster in plan.clusters():
             cluster.connect()
-    return KubernetaiService(plans, reactor=reactor)
 
 
 __all__ = ["compile_corefile", "KubernetaiService", "load_service"]

@@ -99,13 +99,14 @@ class Harness:
 
     def start(self, sandbox: Sandbox, watched: Watched | str = "services", *,
               convert: Callable[[dict], Any] = convert_service, sync: bool = True,
+              api_client: client.ApiClient | None = None,
               **options: Any) -> tuple[Informer, Receiver]:
         if isinstance(watched, str):
             watched = Watched(watched)
         receiver = Receiver()
         options.setdefault("backoff", (0.05, 0.5))
         options.setdefault("read_timeout", 10.0)
-        informer = Informer(self.api_client(sandbox), watched, convert=convert,
+        informer = Informer(api_client or self.api_client(sandbox), watched, convert=convert,
                             deliver=receiver, **options)
         self.informers.append(informer)
         informer.start()
@@ -150,7 +151,7 @@ def test_initial_list_is_paginated_and_converted(sandbox, harness):
 
 
 def test_empty_cluster_still_delivers_a_replace(sandbox, harness):
-    """With nothing to list the receiver still gets a (empty) Replace and so can call itself synced."""
+    """An empty cluster still gives a Replace (empty), so the receiver can call itself synced."""
     _, receiver = harness.start(sandbox)
     assert receiver.replaces()[0].items == {}
 
@@ -253,17 +254,18 @@ def test_field_selector_is_applied_by_the_server(sandbox, harness):
     wait_for(lambda: not receiver.has("shop/running"))
 
 
-def test_modified_object_that_convert_skips_is_delivered_as_deleted(sandbox, harness):
-    """A MODIFIED object that convert() now rejects is removed, as a re-list would."""
+def test_objects_convert_skips_produce_no_events(sandbox, harness):
+    """An object convert() returns None for is skipped, as CoreDNS does: no event at all."""
     sandbox.apply(service("web"))
-    _, receiver = harness.start(sandbox)
-    sandbox.apply(service("web", skip="yes"))
+    informer, receiver = harness.start(sandbox)
+    sandbox.apply(service("web", skip="yes"))   # MODIFIED, now skipped: old version kept
+    sandbox.apply(service("new", skip="yes"))   # ADDED, skipped
+    sandbox.apply(service("marker"))
+    wait_for(lambda: receiver.has("shop/marker"))
+    assert [(kind, key) for kind, key, _ in receiver.events()] == [("ADDED", "shop/marker")]
+    assert receiver.has("shop/web") and informer.stats.skipped == 2
+    sandbox.delete("Service", "shop", "web")
     wait_for(lambda: not receiver.has("shop/web"))
-    sandbox.apply(service("new", skip="yes"))
-    sandbox.apply(service("web"))
-    wait_for(lambda: receiver.has("shop/web"))
-    assert [(kind, key) for kind, key, _ in receiver.events()] == [
-        ("DELETED", "shop/web"), ("MODIFIED", "shop/web")]
 
 
 def test_convert_errors_skip_the_object(sandbox, harness):
@@ -405,14 +407,27 @@ def test_503_on_watch_then_recovery(sandbox, harness):
     assert informer.stats.errors >= 4 and lists(sandbox) == 1
 
 
-def test_429_beyond_client_retries_is_backed_off(sandbox, harness):
-    """429s that outlast urllib3's own Retry-After retries surface and are backed off."""
+def test_429_is_backed_off_by_the_informer(sandbox, harness):
+    """429s reach the informer (not urllib3's hidden Retry-After sleeps) and are backed off."""
     informer, receiver = harness.start(sandbox)
-    sandbox.error(429, count=5, verbs=["watch"], retry_after=0)
+    sandbox.error(429, count=3, verbs=["watch"], retry_after=0)
     sandbox.cut_watches()
     sandbox.apply(service("x"))
-    wait_for(lambda: receiver.has("shop/x"), timeout=30)
+    wait_for(lambda: receiver.has("shop/x"))
+    assert informer.stats.errors >= 4 and "429" in informer.stats.last_error
+    assert sandbox.request_counts()[("watch", "services")] == informer.stats.watches
     assert lists(sandbox) == 1
+
+
+def test_each_attempt_is_one_request(sandbox, harness):
+    """No hidden client retries: a watch stalled before its headers fails after one timeout."""
+    sandbox.stall_watches()
+    informer, _ = harness.start(sandbox, read_timeout=0.5, sync=False)
+    wait_for(lambda: informer.stats.errors >= 2, what="two timed-out watches")
+    counted = sandbox.request_counts()[("watch", "services")]
+    assert informer.stats.watches - 1 <= counted <= informer.stats.watches
+    assert lists(sandbox) == 1
+    sandbox.unstall_watches()
 
 
 # -- stopping ----------------------------------------------------------------------------
@@ -434,6 +449,18 @@ def test_stop_interrupts_a_blocked_watch(reactor_running, harness, use_tls):
         assert informer.stats.errors == 0
     finally:
         server.stop()
+
+
+def test_stop_interrupts_a_watch_waiting_for_headers(sandbox, harness):
+    """stop() also ends a request still waiting for response headers."""
+    sandbox.stall_watches()
+    informer, receiver = harness.start(sandbox, read_timeout=120.0, sync=False)
+    wait_for(receiver.replaces)
+    wait_for(lambda: sandbox.request_counts().get(("watch", "services")))
+    time.sleep(0.2)
+    informer.stop(timeout=5.0)
+    assert not informer.running and informer.stats.errors == 0
+    sandbox.unstall_watches()
 
 
 def test_stop_during_backoff(sandbox, harness):
@@ -462,6 +489,41 @@ def test_nothing_is_delivered_after_stop(sandbox, harness):
         gate.set()
     reactor_thread.in_reactor(lambda: None)
     assert len(receiver.batches) == before and not receiver.has("shop/ghost")
+
+
+def test_informers_do_not_share_connections(sandbox, harness):
+    """Informers on one ApiClient each get a pool of their own: stopping one spares the other."""
+    shared = harness.api_client(sandbox)
+    first, _ = harness.start(sandbox, api_client=shared)
+    second, receiver = harness.start(sandbox, api_client=shared)
+    first.stop()
+    sandbox.apply(service("still-watched"))
+    wait_for(lambda: receiver.has("shop/still-watched"))
+    assert second.stats.errors == 0
+
+
+def test_event_handling_without_a_server():
+    """Unknown event types are skipped, ERROR 410 means re-list, other ERRORs and junk fail."""
+    from kubernetai import informer as module
+
+    informer = Informer(client.ApiClient(), Watched("services"), convert=lambda o: o,
+                        deliver=print)
+    pending: list = []
+    informer._handle(b'{"type":"SURPRISE","object":{"metadata":{"resourceVersion":"9"}}}',
+                     pending, set())
+    assert pending == [] and informer.resource_version is None
+    informer._handle(b'{"type":"ADDED","object":{"metadata":{"name":"a","namespace":"n",'
+                     b'"resourceVersion":"10"}}}', pending, set())
+    assert [(kind, key) for kind, key, _ in pending] == [("ADDED", "n/a")]
+    assert informer.resource_version == "10"
+    with pytest.raises(module._Gone):
+        informer._handle(b'{"type":"ERROR","object":{"kind":"Status","code":410,'
+                         b'"reason":"Expired","message":"too old"}}', pending, set())
+    with pytest.raises(module._WatchError):
+        informer._handle(b'{"type":"ERROR","object":{"kind":"Status","code":500}}',
+                         pending, set())
+    with pytest.raises(module._WatchError):
+        informer._handle(b'{"type":"ADDED","obj', pending, set())
 
 
 def test_unknown_resource_is_rejected():

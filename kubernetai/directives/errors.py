@@ -31,10 +31,11 @@ class ErrorsDirective:
     once = True
 
     def setup(self, directive: Directive, builder: BlockBuilder) -> None:
-        if directive.args:
+        # CoreDNS takes one optional argument, the log file, and only "stdout" is valid.
+        if len(directive.args) > 1 or (directive.args and directive.args[0] != "stdout"):
+            bad = directive.args[1] if len(directive.args) > 1 else directive.args[0]
             raise CorefileError(directive.filename, directive.arg_lines[0],
-                                f"errors: unexpected argument '{directive.args[0]}'",
-                                directive.args[0])
+                                f"errors: invalid log file: {bad}", bad)
         for option in directive.block:
             if option.name == "stacktrace":
                 continue

@@ -46,7 +46,7 @@ def _values(record: QueryLog) -> dict[str, str]:
         "{>rflags}": record.rflags(),
         "{rsize}": str(record.rsize),
         "{duration}": f"{record.duration:.9f}".rstrip("0").rstrip(".") + "s",
-        "{>opcode}": "QUERY",
+        "{>opcode}": "0",  # CoreDNS prints the opcode as a number; only QUERY is answered
     }
 
 

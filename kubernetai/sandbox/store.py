@@ -19,7 +19,7 @@ import copy
 import json
 import re
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -106,6 +106,7 @@ class Store:
         self.allocator = defaults.ClusterIPAllocator(service_cidr)
         self.tables: dict[ResourceType, _Table] = {r: _Table() for r in ALL}
         self._snapshots: OrderedDict[tuple[ResourceType, int], list[Stored]] = OrderedDict()
+        self._used_ips: Counter[str] = Counter()
         for name in SYSTEM_NAMESPACES:
             self.apply(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace",
                                     "metadata": {"name": name}})
@@ -312,10 +313,22 @@ class Store:
     def _key(self, resource: ResourceType, meta: Mapping[str, Any]) -> str:
         return object_key(meta.get("namespace", "") if resource.namespaced else "", meta["name"])
 
-    def _cluster_ips(self) -> Iterator[str]:
-        for stored in self.tables[SERVICES].objects.values():
-            yield stored.fields.get("spec.clusterIP", "")
-            yield from json.loads(stored.body).get("spec", {}).get("clusterIPs", [])
+    def _cluster_ips(self) -> Iterable[str]:
+        return self._used_ips.keys()
+
+    def _track_cluster_ips(self, resource: ResourceType, obj: dict[str, Any] | None,
+                           previous: Stored | None) -> None:
+        """Keep the set of ClusterIPs in use current, so allocation needs no scan."""
+        if resource is not SERVICES:
+            return
+        if previous is not None:
+            for ip in _service_ips(previous.object()):
+                self._used_ips[ip] -= 1
+                if self._used_ips[ip] <= 0:
+                    del self._used_ips[ip]
+        if obj is not None:
+            for ip in _service_ips(obj):
+                self._used_ips[ip] += 1
 
     def _commit(self, resource: ResourceType, kind: str, obj: dict[str, Any],
                 previous: Stored | None) -> Stored:
@@ -332,6 +345,7 @@ class Store:
             body=dumps(obj),
         )
         table = self.tables[resource]
+        self._track_cluster_ips(resource, None if kind == DELETED else obj, previous)
         if kind == DELETED:
             del table.objects[stored.key]
         else:
@@ -343,6 +357,15 @@ class Store:
         for listener in list(table.listeners):
             listener(event)
         return stored
+
+
+def _service_ips(obj: Mapping[str, Any]) -> set[str]:
+    spec = obj.get("spec") or {}
+    ips = set(spec.get("clusterIPs") or [])
+    if spec.get("clusterIP"):
+        ips.add(spec["clusterIP"])
+    ips.discard("None")
+    return ips
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

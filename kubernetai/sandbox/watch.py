@@ -49,6 +49,7 @@ class WatchStream:
         self._on_close = on_close
         self.sent = 0
         self.closed = False
+        self.stalled = False
         self._timers: list[IDelayedCall] = []
         if timeout is None:
             timeout = MIN_REQUEST_TIMEOUT * (1 + random.random())
@@ -175,8 +176,11 @@ class WatchStream:
         self._timers.append(self.reactor.callLater(self.bookmark_interval, fire))
 
     def _write(self, data: bytes) -> None:
-        # A stalled stream keeps its connection open and sends nothing at all.
-        if self.faults.stall_watches or self.request.finished or self.request._disconnected:
+        # A stalled stream keeps its connection open and sends nothing at all, and stays
+        # that way (like a half-dead TCP connection): a client must notice and reconnect.
+        if self.faults.stall_watches:
+            self.stalled = True
+        if self.stalled or self.request.finished or self.request._disconnected:
             return
         self.request.write(data)
 

@@ -1,0 +1,363 @@
+"""Tests for the shipped directives: bind, errors, log (CoreDNS's formats) and kubernetai."""
+
+from __future__ import annotations
+
+import io
+
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rrset
+import pytest
+
+from kubernetai import corefile
+from kubernetai.cluster import Cluster
+from kubernetai.corefile import CorefileError
+from kubernetai.directive import BlockBuilder
+from kubernetai.directives.bind import BindDirective
+from kubernetai.directives.errors import ErrorsDirective, error_line, printer
+from kubernetai.directives.kubernetai import KubernetaiDirective
+from kubernetai.directives.log import (
+    COMBINED,
+    COMMON,
+    LogDirective,
+    QueryLogger,
+    format_record,
+    response_class,
+)
+from kubernetai.dnsserver import KubernetaiServerFactory, QueryLog
+from kubernetai.resolver import StanzaResolver
+
+PLUGINS = {"bind": BindDirective(), "errors": ErrorsDirective(), "log": LogDirective(),
+           "kubernetai": KubernetaiDirective()}
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def builder_for(body: str, keys: str = ".") -> BlockBuilder:
+    """Set up every line of ``keys { body }`` with the shipped plugins, in plugin order.
+
+    Line 2 of the Corefile is the first line of ``body``.
+    """
+    (block,) = corefile.parse(f"{keys} {{\n{body}\n}}\n", "Corefile")
+    builder = BlockBuilder(block, tuple(dict.fromkeys(k.zone for k in block.keys)))
+    plugins = sorted(((PLUGINS[d.name].order, i, d) for i, d in enumerate(block.directives)),
+                     key=lambda item: item[:2])
+    for _, _, directive in plugins:
+        PLUGINS[directive.name].setup(directive, builder)
+    return builder
+
+
+def error_of(body: str) -> CorefileError:
+    with pytest.raises(CorefileError) as info:
+        builder_for(body)
+    return info.value
+
+
+_FACTORY = KubernetaiServerFactory({"example.org": None})
+
+
+def record(qname: str = "example.org", qtype: str = "A", *, rcode: int = dns.rcode.NOERROR,
+           answers: int = 1, udp: bool = True, remote: str = "127.0.0.1", port: int = 40311,
+           id: int = 41424, duration: float = 0.000186745, **query_kw) -> QueryLog:
+    """A QueryLog as the server builds it: from the query's and the response's wire."""
+    query = dns.message.make_query(qname, qtype, id=id, **query_kw)
+    req = _FACTORY.parseRequest(query.to_wire(), udp)
+    response = dns.message.make_response(query)
+    response.flags |= dns.flags.AA
+    response.set_rcode(rcode)
+    for i in range(answers):
+        response.answer.append(dns.rrset.from_text(qname.rstrip(".") + ".", 5, "IN", "A",
+                                                   f"10.0.0.{i + 1}"))
+    if not answers:
+        response.authority.append(dns.rrset.from_text(
+            "example.org.", 5, "IN", "SOA", "ns.dns.example.org. hostmaster.example.org. "
+            "1 7200 1800 86400 5"))
+    return QueryLog(remote, port, req, response.to_wire(), duration)
+
+
+def logged(logger: QueryLogger, *records: QueryLog) -> list[str]:
+    stream = io.StringIO()
+    target = QueryLogger(logger.names, logger.fmt, logger.classes, stream)
+    for r in records:
+        target(r)
+    return stream.getvalue().splitlines()
+
+
+# -- bind ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body, addresses", [
+    ("bind 127.0.0.1", ["127.0.0.1"]),
+    ("bind 127.0.0.1 ::1", ["127.0.0.1", "::1"]),
+    ("bind 0:0:0::1", ["::1"]),
+    ("bind 10.0.0.1\nbind 10.0.0.2 10.0.0.1", ["10.0.0.1", "10.0.0.2"]),
+    ("bind 0.0.0.0", ["0.0.0.0"]),
+])
+def test_bind_addresses(body: str, addresses: list[str]) -> None:
+    """bind lines add up their addresses, canonical and without duplicates."""
+    assert builder_for(body).bind_addresses == addresses
+
+
+def test_no_bind_means_no_addresses() -> None:
+    """Without bind the block has no addresses of its own (the server listens everywhere)."""
+    assert builder_for("errors").bind_addresses == []
+
+
+@pytest.mark.parametrize("body, line, token, message", [
+    ("bind", 2, "bind", "Wrong argument count or unexpected line ending after 'bind'"),
+    ("bind eth0", 2, "eth0",
+     "bind: not a valid IP address: 'eth0' (interface names are not supported)"),
+    ("bind 127.0.0.1 localhost", 2, "localhost",
+     "bind: not a valid IP address: 'localhost' (interface names are not supported)"),
+    ("bind 10.0.0.0/8", 2, "10.0.0.0/8",
+     "bind: not a valid IP address: '10.0.0.0/8' (interface names are not supported)"),
+    ("bind 127.0.0.1 {\n    except 127.0.0.2\n}", 3, "except",
+     "bind: 'except' blocks are not supported"),
+])
+def test_bind_errors(body: str, line: int, token: str, message: str) -> None:
+    """bind refuses what it cannot listen on, at the offending line and token."""
+    error = error_of(body)
+    assert (error.line, error.token, error.message) == (line, token, message)
+
+
+# -- errors -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body", ["errors", "errors {\n    stacktrace\n}"])
+def test_errors_accepted(body: str) -> None:
+    """errors, alone or with stacktrace, adds one error logger."""
+    assert len(builder_for(body).error_loggers) == 1
+
+
+@pytest.mark.parametrize("body, line, token, message", [
+    ("errors /var/log/errors.log", 2, "/var/log/errors.log",
+     "errors: invalid log file: /var/log/errors.log"),
+    ("errors {\n    consolidate 5m \".* timeout$\"\n}", 3, "consolidate",
+     "errors: 'consolidate' is not supported yet"),
+    ("errors {\n    stacktrace\n    verbose\n}", 4, "verbose",
+     "errors: unknown property 'verbose'"),
+])
+def test_errors_option_errors(body: str, line: int, token: str, message: str) -> None:
+    """errors refuses an argument, unsupported and unknown properties, located."""
+    error = error_of(body)
+    assert (error.line, error.token, error.message) == (line, token, message)
+
+
+def test_error_line_format() -> None:
+    """The error line is CoreDNS's: [ERROR] plugin/errors: RCODE NAME TYPE: ERROR."""
+    assert (error_line(2, "web.shop.svc.cluster.local.", "A", "plugin/kubernetai: boom")
+            == "[ERROR] plugin/errors: 2 web.shop.svc.cluster.local. A: plugin/kubernetai: boom")
+
+
+def test_errors_logger_prints_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    """The logger errors installs writes each line to standard output."""
+    (emit,) = builder_for("errors").error_loggers
+    emit("[ERROR] plugin/errors: 2 example.org. A: boom")
+    assert capsys.readouterr().out == "[ERROR] plugin/errors: 2 example.org. A: boom\n"
+
+
+def test_printer_to_a_stream() -> None:
+    """printer(stream) writes one line per call to that stream."""
+    stream = io.StringIO()
+    emit = printer(stream)
+    emit("one")
+    emit("two")
+    assert stream.getvalue() == "one\ntwo\n"
+
+
+# -- log: options -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body, names, fmt, classes", [
+    ("log", (".",), COMMON, {"all"}),
+    ("log example.org", ("example.org.",), COMMON, {"all"}),
+    ("log Example.ORG. b.example", ("example.org.", "b.example."), COMMON, {"all"}),
+    ("log . {common}", (".",), "{common}", {"all"}),
+    ("log example.org {combined}", ("example.org.",), "{combined}", {"all"}),
+    ('log . "{type} {name}"', (".",), "{type} {name}", {"all"}),
+    ("log {\n    class denial error\n}", (".",), COMMON, {"denial", "error"}),
+    ("log {\n    class success\n    class all\n}", (".",), COMMON, {"success", "all"}),
+])
+def test_log_options(body: str, names: tuple, fmt: str, classes: set) -> None:
+    """log's names (FQDN, lower case), format and class filters, CoreDNS's defaults."""
+    (logger,) = builder_for(body).query_loggers
+    assert (logger.names, logger.fmt, logger.classes) == (names, fmt, frozenset(classes))
+
+
+def test_log_twice_gives_two_loggers() -> None:
+    """Each log line is a logger of its own, as each is a rule in CoreDNS."""
+    builder = builder_for("log a.example\nlog b.example {\n    class error\n}")
+    assert [(q.names, q.classes) for q in builder.query_loggers] == [
+        (("a.example.",), frozenset({"all"})), (("b.example.",), frozenset({"error"}))]
+
+
+@pytest.mark.parametrize("body, line, token, message", [
+    ("log {\n    format json\n}", 3, "format", "log: unknown property 'format'"),
+    ("log {\n    class\n}", 3, "class", "log: class needs at least one argument"),
+    ("log {\n    class success failure\n}", 3, "failure", "log: unknown class 'failure'"),
+    ("log {\n    class DENIAL\n}", 3, "DENIAL", "log: unknown class 'DENIAL'"),
+])
+def test_log_option_errors(body: str, line: int, token: str, message: str) -> None:
+    """log refuses unknown properties and classes, located at the offending token."""
+    error = error_of(body)
+    assert (error.line, error.token, error.message) == (line, token, message)
+
+
+# -- log: lines ---------------------------------------------------------------------------
+
+
+def test_log_line_is_coredns_common_format() -> None:
+    """The default line is CoreDNS's {common} format, prefixed by [INFO]."""
+    query = dns.message.make_query("example.org", "A", id=41424)
+    size = len(query.to_wire())
+    r = record()
+    (logger,) = builder_for("log").query_loggers
+    (line,) = logged(logger, r)
+    assert line == (f'[INFO] 127.0.0.1:40311 - 41424 "A IN example.org. udp {size} false 512" '
+                    f"NOERROR qr,aa,rd {r.rsize} 0.000186745s")
+
+
+def test_log_writes_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    """A logger set up from the Corefile writes to standard output."""
+    (logger,) = builder_for("log").query_loggers
+    logger(record())
+    out = capsys.readouterr().out
+    assert out.startswith("[INFO] 127.0.0.1:40311 - 41424 ")
+    assert out.endswith("s\n")
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    pytest.param({}, '127.0.0.1:40311 - 41424 "A IN example.org. udp {size} false 512" '
+                     'NOERROR qr,aa,rd {rsize} 0.000186745s', id="common"),
+    pytest.param({"qname": "WWW.Example.ORG", "qtype": "AAAA"},
+                 '127.0.0.1:40311 - 41424 "AAAA IN www.example.org. udp {size} false 512" '
+                 'NOERROR qr,aa,rd {rsize} 0.000186745s', id="name-lower-cased"),
+    pytest.param({"remote": "::1", "port": 5353},
+                 '[::1]:5353 - 41424 "A IN example.org. udp {size} false 512" '
+                 'NOERROR qr,aa,rd {rsize} 0.000186745s', id="ipv6-remote-bracketed"),
+    pytest.param({"udp": False},
+                 '127.0.0.1:40311 - 41424 "A IN example.org. tcp {size} false 65535" '
+                 'NOERROR qr,aa,rd {rsize} 0.000186745s', id="tcp-bufsize"),
+    pytest.param({"use_edns": 0, "payload": 1232, "want_dnssec": True},
+                 '127.0.0.1:40311 - 41424 "A IN example.org. udp {size} true 1232" '
+                 'NOERROR qr,aa,rd {rsize} 0.000186745s', id="edns-do-bufsize"),
+    pytest.param({"rcode": dns.rcode.NXDOMAIN, "answers": 0, "duration": 1.5},
+                 '127.0.0.1:40311 - 41424 "A IN example.org. udp {size} false 512" '
+                 'NXDOMAIN qr,aa,rd {rsize} 1.5s', id="nxdomain"),
+    pytest.param({"rcode": dns.rcode.SERVFAIL, "answers": 0, "duration": 0.0, "qtype": "SRV"},
+                 '127.0.0.1:40311 - 41424 "SRV IN example.org. udp {size} false 512" '
+                 'SERVFAIL qr,aa,rd {rsize} 0s', id="servfail-zero-duration"),
+])
+def test_common_format_table(kwargs: dict, expected: str) -> None:
+    """{common} fields as CoreDNS prints them: case, IPv6 brackets, proto, EDNS, rcode, time."""
+    r = record(**kwargs)
+    text = expected.format(size=r.size, rsize=r.rsize)
+    assert format_record(COMMON, r) == text
+    # Spelling the format out placeholder by placeholder gives the same line.
+    assert format_record("{common}", r) == text
+    assert format_record(COMMON + " ", r) == text + " "
+
+
+@pytest.mark.parametrize("fmt, expected", [
+    ("{type} {class} {name}", "AAAA IN www.example.org."),
+    ("{remote} {port} {>id}", "127.0.0.1 40311 41424"),
+    ("{proto} {>do} {>bufsize}", "udp false 512"),
+    ("{rcode} {>rflags}", "NOERROR qr,aa,rd"),
+    ("{duration}", "0.000186745s"),
+    ("id={>id} {unknown} plain", "id=41424 {unknown} plain"),
+])
+def test_custom_format_placeholders(fmt: str, expected: str) -> None:
+    """Each CoreDNS placeholder is replaced; an unknown one is kept as written."""
+    assert format_record(fmt, record("WWW.example.org", "AAAA")) == expected
+
+
+def test_combined_extends_common() -> None:
+    """{combined} is the common line followed by one quoted field."""
+    r = record()
+    line = format_record("{combined}", r)
+    assert line.startswith(r.common() + ' "')
+    assert line.endswith('"')
+    assert COMBINED.startswith(COMMON)
+
+
+@pytest.mark.parametrize("kwargs, cls", [
+    ({}, "success"),
+    ({"answers": 0}, "denial"),
+    ({"rcode": dns.rcode.NXDOMAIN, "answers": 0}, "denial"),
+    ({"rcode": dns.rcode.SERVFAIL, "answers": 0}, "error"),
+    ({"rcode": dns.rcode.REFUSED, "answers": 0}, "error"),
+])
+def test_response_class(kwargs: dict, cls: str) -> None:
+    """Responses classify as CoreDNS's response.Classify: NODATA and NXDOMAIN are denial."""
+    assert response_class(record(**kwargs)) == cls
+
+
+@pytest.mark.parametrize("body, names", [
+    ("log", ["example.org.", "www.example.org.", "other.test."]),
+    ("log example.org", ["example.org.", "www.example.org."]),
+    ("log EXAMPLE.org. other.test", ["example.org.", "www.example.org.", "other.test."]),
+    ("log www.example.org", ["www.example.org."]),
+    ("log xample.org", []),
+])
+def test_log_name_filter(body: str, names: list[str]) -> None:
+    """Only names at or below a log name are logged, on label boundaries."""
+    (logger,) = builder_for(body).query_loggers
+    lines = logged(logger, record("example.org"), record("www.example.org"),
+                   record("other.test"))
+    assert [line.split('"')[1].split()[2] for line in lines] == names
+
+
+@pytest.mark.parametrize("classes, expected", [
+    ("all", ["NOERROR", "NOERROR", "NXDOMAIN", "SERVFAIL"]),
+    ("success", ["NOERROR"]),
+    ("denial", ["NOERROR", "NXDOMAIN"]),
+    ("error", ["SERVFAIL"]),
+    ("success error", ["NOERROR", "SERVFAIL"]),
+])
+def test_log_class_filter(classes: str, expected: list[str]) -> None:
+    """class keeps the responses of the named classes (NODATA counts as denial)."""
+    (logger,) = builder_for(f"log {{\n    class {classes}\n}}").query_loggers
+    lines = logged(logger, record(), record(answers=0),
+                   record(rcode=dns.rcode.NXDOMAIN, answers=0),
+                   record(rcode=dns.rcode.SERVFAIL, answers=0))
+    assert [line.split('" ')[1].split()[0] for line in lines] == expected
+
+
+def test_log_custom_format_line() -> None:
+    """A custom format from the Corefile is used for the line after [INFO]."""
+    (logger,) = builder_for('log . "{name} {type} {rcode}"').query_loggers
+    assert logged(logger, record("web.example.org", "AAAA")) == [
+        "[INFO] web.example.org. AAAA NOERROR"]
+
+
+# -- kubernetai ---------------------------------------------------------------------------
+
+
+def test_kubernetai_contributes_cluster_and_resolver() -> None:
+    """A stanza adds its Cluster as a service and its StanzaResolver to the chain."""
+    builder = builder_for("kubernetai {\n    ttl 30\n}", keys="cluster.local")
+    (cluster,) = builder.services
+    assert isinstance(cluster, Cluster)
+    (resolver,) = builder.chain()
+    assert isinstance(resolver, StanzaResolver)
+    assert resolver.cluster is cluster
+    assert cluster.config.zones == ("cluster.local.",)  # the server block's zones
+    assert resolver.options.ttl == 30
+    assert not cluster.running
+
+
+def test_kubernetai_ns_addresses_from_bind() -> None:
+    """The stanza's NS records use the block's bind addresses."""
+    builder = builder_for("kubernetai cluster.local\nbind 192.0.2.53 2001:db8::53")
+    (resolver,) = builder.chain()
+    assert resolver.options.ns_addresses == ("192.0.2.53", "2001:db8::53")
+
+
+def test_kubernetai_warnings_collected() -> None:
+    """A stanza zone outside the server block's zones is a warning on the builder."""
+    builder = builder_for("kubernetai other.local", keys="cluster.local")
+    (warning,) = builder.warnings
+    assert warning.startswith("Corefile:2: kubernetai: zone other.local. outside this server "
+                              "block's zones (cluster.local.)")
