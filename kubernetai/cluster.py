@@ -74,7 +74,9 @@ class Cluster(service.Service):
         self._api_client = api_client
         self._informers: list[Informer] = []
         self._waiters: list[defer.Deferred[bool]] = []
-        self.name = f"{config.filename}:{config.line} {' '.join(config.zones)}"
+        # Not `name`: a service name must be unique in its parent, and a reload briefly
+        # runs an old and a new cluster for the same stanza side by side.
+        self.label = f"{config.filename}:{config.line} {' '.join(config.zones)}"
 
     @property
     def synced(self) -> bool:

@@ -453,6 +453,13 @@ class KubernetaiServerFactory(DNSServerFactory):
         self._wireCache = (type(self).lookupWireCache
                            is not KubernetaiServerFactory.lookupWireCache)
 
+    def adopt(self, other: "KubernetaiServerFactory") -> None:
+        """Take over another factory's routing and logging (a reload on open sockets)."""
+        self.router = other.router
+        self.resolver = other.resolver
+        self.log_queries = other.log_queries
+        self.on_error = other.on_error
+
     # -- hooks --------------------------------------------------------------------------
 
     def lookupWireCache(self, lname: bytes, qtype: int, qclass: int,

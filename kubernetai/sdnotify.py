@@ -17,7 +17,8 @@ How the server uses it (the whole protocol, see sd_notify(3) and systemd.service
   systemd shows as the "reloading" state.
 * ``STOPPING=1`` when shutdown begins, so systemd shows "deactivating" at once.
 * ``WATCHDOG=1`` every half ``WatchdogSec=`` from a reactor timer: if the reactor stalls,
-  the pings stop and systemd kills and restarts the service (``Restart=on-failure``).
+  the pings stop and systemd kills (SIGABRT) and restarts the service
+  (``Restart=on-failure``).
 
 Outside systemd (no ``$NOTIFY_SOCKET``), every method is a no-op, so callers need not check.
 
@@ -42,8 +43,8 @@ __all__ = ["Notifier", "MAX_DATAGRAM"]
 
 log = Logger(namespace="kubernetai.sdnotify")
 
-#: systemd reads notification datagrams into a buffer of this size and drops (with only a
-#: warning in its own log) any message that fills it: so every datagram must be shorter.
+#: systemd reads a notification into a buffer of this size (PIPE_BUF) and drops any
+#: longer message whole, with only a warning in its own log; ours stay a byte shorter.
 #: A long STATUS (many clusters) is cut to fit rather than losing the whole message.
 MAX_DATAGRAM = 4096
 
@@ -72,7 +73,8 @@ class Notifier:
     :param reactor: the clock for the watchdog timer (default: the global reactor).
     """
 
-    def __init__(self, environ: Mapping[str, str] | None = None, *, reactor: Any = None) -> None:
+    def __init__(self, environ: Mapping[str, str] | None = None, *,
+                 reactor: Any = None) -> None:
         env = os.environ if environ is None else environ
         self._reactor = reactor
         self._socket: socket.socket | None = None
@@ -137,7 +139,8 @@ class Notifier:
         data = self._encode(fields)
         try:
             if self._socket is None:
-                self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                # Python sockets are close-on-exec already (PEP 446): no child gets it.
+                self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
                 self._socket.setblocking(False)
             self._socket.sendto(data, self._address)  # type: ignore[arg-type]
         except OSError as error:
@@ -153,7 +156,7 @@ class Notifier:
 
     @staticmethod
     def _encode(fields: Mapping[str, str | int]) -> bytes:
-        """``KEY=VALUE\\n`` lines, each value on one line, the whole under MAX_DATAGRAM.
+        r"""``KEY=VALUE\n`` lines, each value on one line, the whole under MAX_DATAGRAM.
 
         systemd splits a message at both ``\n`` and ``\r``, so either inside a value would
         start a bogus field; it becomes a space (and a NUL, which makes systemd drop the
@@ -192,7 +195,8 @@ class Notifier:
         takes the timestamp harmlessly. Send `ready` when the reload is done: READY=1 is
         what ends the "reloading" state.
         """
-        self.notify(RELOADING=1, MONOTONIC_USEC=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
+        now_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self.notify(RELOADING=1, MONOTONIC_USEC=now_usec)
 
     def stopping(self) -> None:
         """STOPPING=1: shutdown has begun."""
@@ -204,10 +208,15 @@ class Notifier:
         """Ping WATCHDOG=1 every `watchdog_interval` from a reactor timer; no-op without one.
 
         The pings come from the reactor, so they stop exactly when the reactor stops
-        turning, which is when DNS stops being answered. Start it as soon as the reactor
-        runs, not at READY: systemd's watchdog covers startup as well. Idempotent.
+        turning, which is when DNS stops being answered. systemd arms the watchdog at
+        READY=1 (startup is bounded by TimeoutStartSec= instead) and disarms it once
+        stopping begins. A ping before READY=1 only arms it early, harmless while pings
+        keep coming: so start this when the reactor starts, and it is surely running by
+        READY=1. Idempotent.
         """
-        if self.watchdog_interval is None or (self._watchdog is not None and self._watchdog.running):
+        if self.watchdog_interval is None:
+            return
+        if self._watchdog is not None and self._watchdog.running:
             return
         clock = self._reactor
         if clock is None:

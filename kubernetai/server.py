@@ -175,17 +175,20 @@ class KubernetaiService(service.MultiService):
     """Everything a Corefile describes, as one Twisted service."""
 
     def __init__(self, plans: list[PortPlan], *, reactor: Any = None,
-                 on_listening: Callable[[list[IListeningPort]], None] | None = None) -> None:
+                 on_listening: Callable[[list[IListeningPort]], None] | None = None,
+                 own_clusters: bool = True) -> None:
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
         self.plans = plans
         self.factories = [build_factory(plan, reactor) for plan in plans]
-        self.clusters = list({id(c): c for plan in plans for c in plan.clusters()}.values())
-        for cluster in self.clusters:
-            cluster.setServiceParent(self)
+        self.clusters = clusters_of(plans)
+        if own_clusters:  # else the caller runs them (the supervisor keeps them across reloads)
+            for cluster in self.clusters:
+                cluster.setServiceParent(self)
         self.ports: list[IListeningPort] = []
+        self._listeners: dict[int, list[IListeningPort]] = {}  # by the plan's port
         self.listening: defer.Deferred[list[IListeningPort]] = defer.Deferred()
         self._on_listening = on_listening
         self._starting: defer.Deferred[Any] | None = None
@@ -199,14 +202,43 @@ class KubernetaiService(service.MultiService):
         self._starting = defer.gatherResults(waits).addCallback(lambda _: self._listen())
         self._starting.addErrback(self._failed)
 
+    def retarget(self, plans: list[PortPlan]) -> None:
+        """Serve a new configuration on the sockets already open, switching in one step.
+
+        Each port's factory takes the new routing and logging; queries in flight finish
+        with the resolvers they started with. Ports no longer named stop listening, new
+        ones start. Runs on the reactor thread, so no query sees half of each.
+        """
+        by_port = {plan.port: factory for plan, factory in zip(self.plans, self.factories)}
+        factories = []
+        for plan in plans:
+            fresh = build_factory(plan, self.reactor)
+            factory = by_port.pop(plan.port, None)
+            if factory is None:
+                factory = fresh
+                self._listen_plan(plan, factory)
+            else:
+                factory.adopt(fresh)
+            factories.append(factory)
+        for gone in by_port:
+            for port in self._listeners.pop(gone, []):
+                self.ports.remove(port)
+                port.stopListening()
+        self.plans, self.factories, self.clusters = plans, factories, clusters_of(plans)
+
+    def pause(self) -> None:
+        """Stop reading new queries; answers to those in flight can still be sent."""
+        for port in self.ports:
+            port.stopReading()
+
     def _wait(self, cluster: Cluster) -> defer.Deferred[bool]:
         timeout = cluster.config.startup_timeout
-        log.info("plugin/kubernetai: waiting for Kubernetes API ({name})", name=cluster.name)
+        log.info("plugin/kubernetai: waiting for Kubernetes API ({name})", name=cluster.label)
 
         def done(synced: bool) -> bool:
             if not synced:
                 log.warn("plugin/kubernetai: starting server with unsynced Kubernetes API "
-                         "({name})", name=cluster.name)
+                         "({name})", name=cluster.label)
             return synced
         return cluster.wait_synced(timeout).addCallback(done)
 
@@ -214,8 +246,7 @@ class KubernetaiService(service.MultiService):
         if not self.running:
             return []
         for plan, factory in zip(self.plans, self.factories):
-            for address in plan.addresses():
-                self.ports += listen_any(factory, address, plan.port, self.reactor)
+            self._listen_plan(plan, factory)
         for port in self.ports:
             host = port.getHost()
             log.info("kubernetai: listening on {type} {host}:{port}",
@@ -225,6 +256,13 @@ class KubernetaiService(service.MultiService):
         self.listening.callback(self.ports)
         return self.ports
 
+    def _listen_plan(self, plan: PortPlan, factory: KubernetaiServerFactory) -> None:
+        opened: list[IListeningPort] = []
+        for address in plan.addresses():
+            opened += listen_any(factory, address, plan.port, self.reactor)
+        self._listeners.setdefault(plan.port, []).extend(opened)
+        self.ports += opened
+
     def _failed(self, failure: Any) -> None:
         log.failure("kubernetai: cannot start serving", failure)
         if not self.listening.called:
@@ -232,9 +270,14 @@ class KubernetaiService(service.MultiService):
 
     def stopService(self) -> defer.Deferred[Any]:
         ports, self.ports = self.ports, []
+        self._listeners.clear()
         stopping = [defer.maybeDeferred(port.stopListening) for port in ports]
         stopping.append(defer.maybeDeferred(super().stopService))
         return defer.gatherResults(stopping)
+
+
+def clusters_of(plans: list[PortPlan]) -> list[Cluster]:
+    return list({id(c): c for plan in plans for c in plan.clusters()}.values())
 
 
 def listen_any(factory: KubernetaiServerFactory, address: str, port: int,

@@ -33,9 +33,9 @@ class Options(usage.Options):
 
 
 def makeService(config: Options) -> service.IService:
-    from .server import load_service
+    from .supervisor import Supervisor
     try:
-        return load_service(config["corefile"], port_override=config["dns-port"])
+        return Supervisor(config["corefile"], port_override=config["dns-port"])
     except CorefileError as error:
         # twistd would print a traceback for any exception here; a Corefile mistake is
         # the user's to fix, so it gets one line (FILE:LINE: message) and exit status 1.

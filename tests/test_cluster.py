@@ -89,7 +89,8 @@ def test_cluster_name_locates_the_stanza() -> None:
     """The service name says where the stanza is and which zones it serves."""
     cluster = Cluster(config_of(zones="cluster.local 10.0.0.0/24", filename="/etc/Corefile"),
                       reactor=task.Clock())
-    assert cluster.name == "/etc/Corefile:2 cluster.local. 0.0.10.in-addr.arpa."
+    assert cluster.label == "/etc/Corefile:2 cluster.local. 0.0.10.in-addr.arpa."
+    assert cluster.name is None  # several clusters of one stanza coexist during a reload
 
 
 # -- wait_synced and delivery, on a fake clock --------------------------------------------

@@ -163,7 +163,8 @@ def test_unsupported_socket_disables(value: str, warnings: list[dict]) -> None:
     assert len(warnings) == 1
 
 
-def test_reads_os_environ_by_default(systemd: FakeSystemd, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reads_os_environ_by_default(systemd: FakeSystemd,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """With no environ argument the process environment is read (and left as it was)."""
     monkeypatch.setenv("NOTIFY_SOCKET", systemd.env_value)
     Notifier().stopping()
@@ -173,12 +174,13 @@ def test_reads_os_environ_by_default(systemd: FakeSystemd, monkeypatch: pytest.M
 
 def test_watchdog_with_matching_pid(systemd: FakeSystemd) -> None:
     """WATCHDOG_PID equal to our PID enables pings at half of WATCHDOG_USEC."""
-    notifier = Notifier(systemd.environ(WATCHDOG_USEC="30000000", WATCHDOG_PID=str(os.getpid())))
+    environ = systemd.environ(WATCHDOG_USEC="30000000", WATCHDOG_PID=str(os.getpid()))
+    notifier = Notifier(environ)
     assert notifier.watchdog_interval == 15.0
 
 
 def test_watchdog_without_pid(systemd: FakeSystemd) -> None:
-    """WATCHDOG_USEC without WATCHDOG_PID is for whoever reads it, as sd_watchdog_enabled says."""
+    """WATCHDOG_USEC without WATCHDOG_PID is for whoever reads it (sd_watchdog_enabled)."""
     assert Notifier(systemd.environ(WATCHDOG_USEC="500000")).watchdog_interval == 0.25
 
 
@@ -207,7 +209,7 @@ def test_watchdog_without_socket_is_off() -> None:
 
 
 def test_watchdog_pings_on_schedule(systemd: FakeSystemd) -> None:
-    """Pings go out at once, then every WATCHDOG_USEC/2 on the reactor's clock, until stopped."""
+    """Pings go out at once, then every WATCHDOG_USEC/2 on the reactor's clock until stopped."""
     clock = Clock()
     notifier = Notifier(systemd.environ(WATCHDOG_USEC="2000000", WATCHDOG_PID=str(os.getpid())),
                         reactor=clock)

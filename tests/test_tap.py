@@ -10,6 +10,7 @@ from twisted.python import usage
 
 from kubernetai import tap
 from kubernetai.server import KubernetaiService
+from kubernetai.supervisor import Supervisor
 
 COREFILE = """\
 cluster.local:1053 example.local:2053 {
@@ -80,19 +81,20 @@ def test_bad_dns_port_is_a_usage_error(corefile: Path) -> None:
 
 
 def test_make_service(corefile: Path) -> None:
-    """makeService returns an unstarted KubernetaiService for the Corefile's ports."""
+    """makeService returns an unstarted Supervisor serving the Corefile's ports."""
     service = tap.makeService(options("--corefile", str(corefile)))
     assert IService.providedBy(service)
-    assert isinstance(service, KubernetaiService)
-    assert [plan.port for plan in service.plans] == [1053, 2053]
+    assert isinstance(service, Supervisor)
+    assert isinstance(service.server, KubernetaiService)
+    assert [plan.port for plan in service.server.plans] == [1053, 2053]
     assert not service.running
 
 
 def test_make_service_with_port_override(corefile: Path) -> None:
     """--dns-port puts every block on that one port."""
     service = tap.makeService(options("--corefile", str(corefile), "--dns-port", "5353"))
-    assert [plan.port for plan in service.plans] == [5353]
-    assert [b.zones for b in service.plans[0].blocks] == [("cluster.local.", "example.local.")]
+    assert [plan.port for plan in service.server.plans] == [5353]
+    assert [b.zones for b in service.server.plans[0].blocks] == [("cluster.local.", "example.local.")]
 
 
 @pytest.mark.parametrize("text, line, message", [

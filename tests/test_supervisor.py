@@ -1,0 +1,189 @@
+"""The real server under systemd's protocol: READY after sync, STATUS, reload on SIGUSR1, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import dns.exception
+import dns.rcode
+import pytest
+
+from kubernetai.sandbox.server import Sandbox
+
+from test_e2e import SOURCE_ENV, TWISTD, answers, ask, wait_for
+
+
+def _service(name: str, ip: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"clusterIP": ip, "ports": [{"port": 80}]}}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class FakeSystemd:
+    """The NOTIFY_SOCKET end systemd would hold: collects the datagrams the server sends."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.messages: list[dict[str, str]] = []
+
+    def poll(self) -> None:
+        try:
+            while True:
+                data = self.sock.recv(65536).decode()
+                self.messages.append(dict(line.split("=", 1) for line in data.splitlines()))
+        except (socket.timeout, BlockingIOError):
+            pass
+
+    def wait(self, key: str, timeout: float = 30.0, after: int = 0) -> dict[str, str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            for message in self.messages[after:]:
+                if key in message:
+                    return message
+            assert time.monotonic() < deadline, f"no {key} from the server: {self.messages}"
+            self.poll()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def clusters(reactor_running):
+    servers = {}
+    for name, ip in (("a", "10.1.0.1"), ("b", "10.2.0.1")):
+        server = Sandbox()
+        server.apply(_service("svc", ip))
+        server.start()
+        servers[name] = server
+    yield servers
+    for server in servers.values():
+        server.stop()
+
+
+def corefile(clusters, *, ttl_b: int = 5, timeout: str = "5s") -> str:
+    return (f"a.local b.local {{\n    bind 127.0.0.1\n"
+            f"    kubernetai a.local {{\n        endpoint {clusters['a'].url}\n"
+            f"        startup_timeout {timeout}\n    }}\n"
+            f"    kubernetai b.local {{\n        endpoint {clusters['b'].url}\n"
+            f"        ttl {ttl_b}\n    }}\n}}\n")
+
+
+@pytest.fixture
+def run_server(tmp_path):
+    started = []
+
+    def run(text: str) -> tuple[subprocess.Popen, FakeSystemd, int, Path]:
+        path = tmp_path / "Corefile"
+        path.write_text(text)
+        systemd = FakeSystemd(tmp_path / "notify.sock")
+        port = free_port()
+        env = {**SOURCE_ENV, "NOTIFY_SOCKET": str(systemd.path)}
+        process = subprocess.Popen([TWISTD, "--nodaemon", "--pidfile=", "kubernetai",
+                                    "--corefile", str(path), "--dns-port", str(port)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   env=env, cwd=tmp_path)
+        started.append((process, systemd))
+        return process, systemd, port, path
+    yield run
+    for process, systemd in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)
+        systemd.close()
+
+
+def test_ready_only_after_sync_then_stopping(clusters, run_server):
+    """READY=1 waits for the first sync; STATUS says which clusters synced; SIGTERM -> STOPPING=1, exit 0."""
+    clusters["a"].refuse()
+    process, systemd, port, _ = run_server(corefile(clusters, timeout="60s"))
+    time.sleep(2.0)
+    systemd.poll()
+    assert not any("READY" in m for m in systemd.messages), systemd.messages
+    clusters["a"].accept()
+    ready = systemd.wait("READY")
+    assert ready["READY"] == "1"
+    assert ready["STATUS"].startswith("2/2 clusters synced")
+    assert answers(ask(port, "svc.ns.svc.a.local")) == ["10.1.0.1"]
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0
+    systemd.wait("STOPPING")
+
+
+def test_ready_after_startup_timeout_with_unsynced_status(clusters, run_server):
+    """A cluster that never syncs delays READY only until its startup_timeout."""
+    clusters["a"].refuse()
+    process, systemd, port, _ = run_server(corefile(clusters, timeout="1s"))
+    ready = systemd.wait("READY")
+    assert ready["STATUS"].startswith("1/2 clusters synced")
+    assert "a.local" in ready["STATUS"] and "NOT synced" in ready["STATUS"]
+    assert answers(ask(port, "svc.ns.svc.b.local")) == ["10.2.0.1"]
+    clusters["a"].accept()
+
+
+def test_reload_switches_without_failed_queries_and_keeps_warm_stanza(clusters, run_server):
+    """SIGUSR1 after editing one stanza: answers switch, no query fails, the other is not re-listed."""
+    process, systemd, port, path = run_server(corefile(clusters))
+    systemd.wait("READY")
+    lists_a = clusters["a"].request_counts()[("list", "services")]
+    lists_b = clusters["b"].request_counts()[("list", "services")]
+
+    failures: list[str] = []
+    ttls: list[int] = []
+    stop = threading.Event()
+
+    def stream() -> None:
+        while not stop.is_set():
+            for name in ("svc.ns.svc.a.local", "svc.ns.svc.b.local"):
+                try:
+                    response = ask(port, name)
+                    if response.rcode() != dns.rcode.NOERROR or not response.answer:
+                        failures.append(f"{name}: {dns.rcode.to_text(response.rcode())}")
+                    elif name.endswith("b.local"):
+                        ttls.append(response.answer[0].ttl)
+                except dns.exception.Timeout:
+                    failures.append(f"{name}: timeout")
+    thread = threading.Thread(target=stream)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        path.write_text(corefile(clusters, ttl_b=42))
+        before = len(systemd.messages)
+        process.send_signal(signal.SIGUSR1)
+        systemd.wait("RELOADING", after=before)
+        systemd.wait("READY", after=before)
+        wait_for(lambda: bool(ttls) and ttls[-1] == 42)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert failures == []
+    assert 5 in ttls and ttls[-1] == 42
+    assert clusters["a"].request_counts()[("list", "services")] == lists_a  # kept warm
+    assert clusters["b"].request_counts()[("list", "services")] > lists_b   # re-created
+
+
+def test_broken_reload_keeps_serving(clusters, run_server):
+    """A broken Corefile on reload is reported and the running configuration keeps answering."""
+    process, systemd, port, path = run_server(corefile(clusters))
+    systemd.wait("READY")
+    path.write_text(corefile(clusters).replace("ttl 5", "ttl 99999"))
+    before = len(systemd.messages)
+    process.send_signal(signal.SIGUSR1)
+    message = systemd.wait("READY", after=before)
+    assert "reload failed" in message["STATUS"] and "ttl must be in range" in message["STATUS"]
+    assert answers(ask(port, "svc.ns.svc.b.local")) == ["10.2.0.1"]
+    assert process.poll() is None
