@@ -10,6 +10,7 @@ the reactor thread, so the query path reads it with no lock.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 from twisted.application import service
@@ -97,10 +98,15 @@ class Cluster(service.Service):
     def startService(self) -> None:
         super().startService()
         client = self.connect()
+        limiter = self.config.request_limiter()
         for resource, watched in self.watched.items():
-            informer = Informer(client, watched, convert=CONVERTERS[resource],
+            convert = CONVERTERS[resource]
+            if resource == "endpointslices" and self.config.zonal:
+                convert = functools.partial(objects.endpoint_slice_from_json, with_zones=True)
+            informer = Informer(client, watched, convert=convert,
                                 deliver=lambda batch, r=resource: self._deliver(r, batch),
                                 reactor=self.reactor, read_timeout=self.read_timeout,
+                                limiter=limiter,
                                 name=f"{self.config.primary_zone}{resource}")
             informer.start()
             self._informers.append(informer)

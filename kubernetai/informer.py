@@ -234,7 +234,7 @@ class Informer:
                  reactor: Any = None, read_timeout: float = 90.0, page_size: int = 500,
                  backoff: tuple[float, float] = (0.2, 30.0), batch_interval: float = 0.05,
                  name: str = "", watch_timeout: int = 300,
-                 connect_timeout: float = 10.0) -> None:
+                 connect_timeout: float = 10.0, limiter: Any = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
         if read_timeout <= 0 or page_size <= 0 or watch_timeout <= 0:
@@ -242,6 +242,7 @@ class Informer:
         if not 0 < backoff[0] <= backoff[1]:
             raise ValueError(f"bad backoff {backoff!r}: need 0 < initial <= maximum")
         self.watched = watched
+        self.limiter = limiter  # a stanza.RequestLimiter shared by the stanza's informers
         self.name = name or watched.resource
         self._stopping = threading.Event()
         self._connections = _Connections(self._stopping)
@@ -408,9 +409,16 @@ class Informer:
             params["field_selector"] = watched.field_selector
         if self._stopping.is_set():
             raise _Stopping()
-        return self._list_fn(_preload_content=False,
-                             _request_timeout=(self.connect_timeout, self.read_timeout),
-                             **params)
+        if self.limiter is None:
+            return self._list_fn(_preload_content=False,
+                                 _request_timeout=(self.connect_timeout, self.read_timeout),
+                                 **params)
+        # apiserver_qps/_burst/_max_inflight: the slot is held until the headers arrive,
+        # as client-go's limits apply to starting requests, not to reading watch streams.
+        with self.limiter.request():
+            return self._list_fn(_preload_content=False,
+                                 _request_timeout=(self.connect_timeout, self.read_timeout),
+                                 **params)
 
     # -- list ---------------------------------------------------------------------
 

@@ -40,7 +40,7 @@ def answer_options(cluster: Cluster, ns_addresses: tuple[str, ...] = ()) -> reco
         endpoint_pod_names=config.endpoint_pod_names,
         ignore_empty_service=config.ignore_empty_service, noendpoints=config.noendpoints,
         multicluster_zones=tuple(config.multicluster_zones), ns_addresses=ns_addresses,
-        namespaces=frozenset(config.namespaces) or None)
+        namespaces=frozenset(config.namespaces) or None, zonal=config.zonal)
 
 
 @implementer(IResolver)

@@ -1158,6 +1158,10 @@ _HANDLERS: dict[str, Callable[[_StanzaParser, Directive], None]] = {
 }
 
 
+#: Every option a stanza takes, for documentation checks.
+OPTION_NAMES: tuple[str, ...] = tuple(sorted(_HANDLERS))
+
+
 def parse_stanza(directive: Directive, server_zones: Sequence[str]) -> StanzaConfig:
     """Check one ``kubernetai`` (or ``kubernetes``) directive and its block.
 

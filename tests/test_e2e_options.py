@@ -55,6 +55,10 @@ OBJECTS = [
                           {"addresses": ["10.244.0.9"],
                            "targetRef": {"kind": "Pod", "name": "db-replica-x7k2p",
                                          "namespace": "shop"}}]),
+    {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "zoned", "namespace": "shop"},
+     "spec": {"clusterIP": "None", "ports": [{"name": "http", "port": 80}]}},
+    _slice("zoned", "shop", [{"addresses": ["10.244.1.1"], "zone": "zone-a"},
+                             {"addresses": ["10.244.2.1"], "zone": "zone-b"}]),
     _pod("db-0", "shop", "10.244.0.8"),
     _pod("db-replica-x7k2p", "shop", "10.244.0.9"),
     _pod("finished", "shop", "10.244.0.10", phase="Succeeded"),
@@ -180,6 +184,18 @@ def test_multicluster(serve):
                zones="cluster.local clusterset.local") as port:
         assert answers(ask(port, "cart.shop.svc.clusterset.local")) == ["10.99.0.1"]
         assert answers(ask(port, "cart.shop.svc.cluster.local")) == ["10.96.1.1"]
+
+
+def test_zonal(serve):
+    """zonal: <zone>.pin._zone.<svc> narrows a headless service to one topology zone."""
+    with serve("        zonal") as port:
+        assert answers(ask(port, "zone-a.pin._zone.zoned.shop.svc.cluster.local")) == [
+            "10.244.1.1"]
+        assert answers(ask(port, "zoned.shop.svc.cluster.local")) == ["10.244.1.1", "10.244.2.1"]
+        nowhere = ask(port, "zone-c.pin._zone.zoned.shop.svc.cluster.local")
+        assert nowhere.rcode() == dns.rcode.NOERROR and not nowhere.answer  # pin: NODATA
+        assert answers(ask(port, "zone-c.prefer._zone.zoned.shop.svc.cluster.local")) == [
+            "10.244.1.1", "10.244.2.1"]
 
 
 def test_fallthrough_zones(serve):

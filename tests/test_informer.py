@@ -530,3 +530,23 @@ def test_unknown_resource_is_rejected():
     """Only the five resources the DNS server needs can be watched."""
     with pytest.raises(ValueError):
         Informer(client.ApiClient(), Watched("secrets"), convert=dict, deliver=print)
+
+
+def test_every_request_goes_through_the_limiter(sandbox, harness):
+    """With a limiter (apiserver_qps/_burst/_max_inflight), each list and watch takes a slot."""
+    from kubernetai.stanza import RequestLimiter
+
+    class Counting(RequestLimiter):
+        def __init__(self) -> None:
+            super().__init__(qps=1000.0, burst=1000, max_inflight=1)
+            self.taken = 0
+
+        def request(self, timeout=None):
+            self.taken += 1
+            return super().request(timeout)
+
+    limiter = Counting()
+    sandbox.apply([service(f"s{i}") for i in range(3)])
+    informer, receiver = harness.start(sandbox, limiter=limiter, page_size=2)
+    sent = lists(sandbox) + sandbox.request_counts()[("watch", "services")]
+    assert limiter.taken >= sent >= 3  # two list pages and a watch at least
