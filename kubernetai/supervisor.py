@@ -124,6 +124,7 @@ class Supervisor(service.MultiService):
 
     def stopService(self) -> defer.Deferred[Any]:
         self.notifier.stopping()
+        self.notifier.stop_watchdog()
         if self._status.running:
             self._status.stop()
         if hasattr(signal, "SIGUSR1"):
