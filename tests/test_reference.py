@@ -1,0 +1,65 @@
+"""docs/reference.md documents every option, command, directive and public name the code has."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+import kubernetai
+from kubernetai import cli, tap
+from kubernetai.corefile import Directive
+from kubernetai.directive import Registry
+from kubernetai.stanza import OPTION_NAMES
+
+REFERENCE = (Path(__file__).resolve().parent.parent / "docs" / "reference.md").read_text()
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = cli.build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def test_every_command_is_documented():
+    """Each `kubernetai` subcommand has its usage line."""
+    for name in _subcommands():
+        assert f"kubernetai {name}" in REFERENCE, name
+
+
+@pytest.mark.parametrize("command", sorted(_subcommands()))
+def test_every_command_option_is_documented(command):
+    """Each long option of each subcommand appears, in backticks."""
+    parser = _subcommands()[command]
+    for action in parser._actions:
+        for option in action.option_strings:
+            if option.startswith("--") and option != "--help":
+                assert f"`{option}`" in REFERENCE, f"{command} {option}"
+
+
+def test_twistd_options_are_documented():
+    """Each `twistd kubernetai` option appears."""
+    for long, short, *_ in tap.Options.optParameters:
+        assert f"`--{long}`" in REFERENCE, long
+
+
+def test_directives_are_documented_with_their_order():
+    """Each registered directive appears with the order it declares."""
+    registry = Registry()
+    for name in registry.names():
+        plugin = registry.get(Directive(name, (), (), "x", 1, ()))
+        row = next(line for line in REFERENCE.splitlines() if line.startswith(f"| `{name}`"))
+        assert f"| {plugin.order:g} |" in row, name
+
+
+@pytest.mark.parametrize("option", OPTION_NAMES)
+def test_stanza_options_are_documented(option):
+    """Each stanza option the parser accepts has a row."""
+    assert f"| `{option}`" in REFERENCE
+
+
+@pytest.mark.parametrize("name", kubernetai.__all__)
+def test_public_names_are_documented(name):
+    """Each name in kubernetai.__all__ has a row in the embedding table."""
+    assert f"| `{name}` |" in REFERENCE
