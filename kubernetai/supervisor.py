@@ -35,11 +35,18 @@ log = Logger()
 
 
 def read_plans(path: str, port_override: int | None) -> list[PortPlan]:
-    """Parse and compile a Corefile (blocking file reads: run it off the reactor thread)."""
+    """Parse and compile a Corefile and build its API clients.
+
+    Blocking file reads (Corefile, imports, kubeconfigs, certificates): a reload runs this
+    off the reactor thread. Clients built for stanzas that then reuse a running cluster
+    are simply dropped.
+    """
     blocks = corefile.parse_file(path)
     if not blocks:
         raise corefile.CorefileError(path, 1, "no server blocks in the Corefile")
-    return compile_corefile(blocks, port_override=port_override)
+    plans = compile_corefile(blocks, port_override=port_override)
+    connect_all(plans)
+    return plans
 
 
 def reuse_clusters(plans: list[PortPlan], running: list[Cluster]) -> list[Cluster]:
@@ -83,7 +90,6 @@ class Supervisor(service.MultiService):
         self.reloads = 0
         self._reloading: defer.Deferred[Any] | None = None
         plans = read_plans(path, port_override)
-        connect_all(plans)
         self.clusters = service.MultiService()
         self.clusters.setServiceParent(self)
         for cluster in clusters_of(plans):
@@ -162,8 +168,6 @@ class Supervisor(service.MultiService):
         running = [c for c in self.clusters if isinstance(c, Cluster)]
         kept = reuse_clusters(plans, running)
         fresh = [c for c in clusters_of(plans) if c not in kept]
-        for cluster in fresh:
-            cluster.connect()  # CorefileError: nothing has changed yet
         for cluster in fresh:
             cluster.setServiceParent(self.clusters)
         yield defer.gatherResults([c.wait_synced(c.config.startup_timeout) for c in fresh])
