@@ -39,6 +39,7 @@ class FakeSystemd:
         self.sock.bind(str(path))
         self.sock.settimeout(0.2)
         self.messages: list[dict[str, str]] = []
+        self.log: Path | None = None  # the server's output, shown when a wait fails
 
     def poll(self) -> None:
         try:
@@ -48,13 +49,15 @@ class FakeSystemd:
         except (socket.timeout, BlockingIOError):
             pass
 
-    def wait(self, key: str, timeout: float = 30.0, after: int = 0) -> dict[str, str]:
+    def wait(self, key: str, timeout: float = 60.0, after: int = 0) -> dict[str, str]:
         deadline = time.monotonic() + timeout
         while True:
             for message in self.messages[after:]:
                 if key in message:
                     return message
-            assert time.monotonic() < deadline, f"no {key} from the server: {self.messages}"
+            if time.monotonic() > deadline:
+                log = self.log.read_text()[-4000:] if self.log and self.log.exists() else ""
+                raise AssertionError(f"no {key} from the server: {self.messages}\n{log}")
             self.poll()
 
     def close(self) -> None:
@@ -92,10 +95,12 @@ def run_server(tmp_path):
         systemd = FakeSystemd(tmp_path / "notify.sock")
         port = free_port()
         env = {**SOURCE_ENV, "NOTIFY_SOCKET": str(systemd.path)}
-        process = subprocess.Popen([TWISTD, "--nodaemon", "--pidfile=", "kubernetai",
-                                    "--corefile", str(path), "--dns-port", str(port)],
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   env=env, cwd=tmp_path)
+        systemd.log = tmp_path / "twistd.log"
+        with systemd.log.open("w") as output:
+            process = subprocess.Popen([TWISTD, "--nodaemon", "--pidfile=", "kubernetai",
+                                        "--corefile", str(path), "--dns-port", str(port)],
+                                       stdout=output, stderr=subprocess.STDOUT, env=env,
+                                       cwd=tmp_path)
         started.append((process, systemd))
         return process, systemd, port, path
     yield run
