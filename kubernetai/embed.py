@@ -53,6 +53,7 @@ class StanzaOptions:
     noendpoints: bool = False
     fallthrough: bool | Sequence[str] = False
     ignore_empty_service: bool = False
+    zonal: bool = False
     multicluster: Sequence[str] = ()
     startup_timeout: float | str | None = None
     apiserver_qps: float | None = None
@@ -88,7 +89,8 @@ class StanzaOptions:
                 lines.append(f"    {name} {' '.join(q(str(v)) for v in values)}")
         for flag, name in ((self.endpoint_pod_names, "endpoint_pod_names"),
                            (self.noendpoints, "noendpoints"),
-                           (self.ignore_empty_service, "ignore empty_service")):
+                           (self.ignore_empty_service, "ignore empty_service"),
+                           (self.zonal, "zonal")):
             if flag:
                 lines.append(f"    {name}")
         if self.fallthrough is True:
@@ -100,6 +102,15 @@ class StanzaOptions:
 
 
 def _quote(value: str) -> str:
+    """A Corefile token for any value: quoted, so spaces and braces cannot change structure.
+
+    Quoted Corefile tokens know only the escape \\" , so a value ending in a backslash
+    cannot be written; environment references are not expanded for Python values
+    (`from_stanzas` parses with an empty environment).
+    """
+    if value.endswith("\\") or "{$" in value or "{%" in value:
+        raise ValueError(f"a stanza option value cannot end with a backslash or hold an "
+                         f"environment reference: {value!r}")
     return '"' + value.replace('"', '\\"') + '"'
 
 
@@ -155,7 +166,7 @@ class KubernetaiResolver(ResolverBase, service.MultiService):
             zones += [z for z in stanza.zones if z not in zones]
         text = "\n".join([f"{' '.join(_quote(z) for z in zones)} {{"]
                          + [line for s in stanzas for line in s.corefile_lines()] + ["}"])
-        return cls.from_corefile(text, filename="<StanzaOptions>", reactor=reactor)
+        return cls.from_corefile(text, filename="<StanzaOptions>", reactor=reactor, environ={})
 
     # -- service ---------------------------------------------------------------------
 

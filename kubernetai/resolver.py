@@ -29,6 +29,9 @@ from .negative import AuthoritativeNameError, FallThrough, Refused, ServerFailur
 
 Result = tuple[list[dns.RRHeader], list[dns.RRHeader], list[dns.RRHeader]]
 _CHASED = (dns.A, dns.AAAA)
+# CNAME hops chased through the server for one query (CoreDNS bounds chains at 10).
+MAX_CHASE = 10
+_chase_depth = 0
 # Failures that are the server's answer about a chased name, not a failure to ask.
 _ANSWERED = (DomainError, AuthoritativeDomainError, ServerFailure, Refused)
 
@@ -64,7 +67,9 @@ class StanzaResolver(ResolverBase):
         return None
 
     def _lookup(self, name: bytes, cls: int, type: int, timeout: Any) -> defer.Deferred[Result]:
-        text = name.decode("ascii", "replace")
+        # latin-1 maps every byte to one character, so any label a client sends (even
+        # non-ASCII) is matched, and missed, like CoreDNS does, instead of failing to encode.
+        text = name.decode("latin-1")
         lname = text.lower().rstrip(".") + "."
         if cls != dns.IN:
             return defer.fail(FallThrough())
@@ -91,9 +96,16 @@ class StanzaResolver(ResolverBase):
         return defer.succeed(result)
 
     def _chase(self, found: records.Answer, qtype: int, result: Result) -> defer.Deferred[Result]:
-        """Resolve an out-of-zone CNAME target through the whole server."""
+        """Resolve an out-of-zone CNAME target through the whole server.
+
+        ExternalNames in two zones can point at each other; the chase re-enters the server
+        synchronously, so a depth count bounds it (as the in-zone chain is bounded).
+        """
+        global _chase_depth
         assert found.chase is not None
-        query = dns.Query(found.chase.encode(), qtype, dns.IN)
+        if _chase_depth >= MAX_CHASE:
+            return defer.succeed(result)  # the CNAME alone, as for an unanswered target
+        query = dns.Query(found.chase.encode("latin-1"), qtype, dns.IN)
 
         def chased(upstream: Result) -> Result:
             answers, _, _ = upstream
@@ -106,4 +118,9 @@ class StanzaResolver(ResolverBase):
                 return result
             # The lookup could not be made at all: CoreDNS drops the CNAME, NODATA.
             return ([], [found.soa] if found.soa is not None else [], [])
-        return defer.maybeDeferred(self.upstream.query, query).addCallbacks(chased, failed)
+        _chase_depth += 1
+        try:
+            asked = defer.maybeDeferred(self.upstream.query, query)
+        finally:
+            _chase_depth -= 1
+        return asked.addCallbacks(chased, failed)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import dns.flags
+import dns.name
 import dns.message
 import dns.query
 import dns.rcode
@@ -224,6 +225,32 @@ def test_external_name_chased_across_zones(server):
     response = ask(server, "storefront.shared.svc.assemblage.local")
     assert answers(response) == ["10.96.20.10", "frontend.shop.svc.cluster.local."]
     assert response.answer[0].rdtype == dns.rdatatype.CNAME
+
+
+def test_external_name_loop_across_zones_is_bounded(server, sandboxes):
+    """Two ExternalNames pointing at each other across zones end in a bounded CNAME chain."""
+    def external(name: str, target: str) -> dict:
+        return {"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": name, "namespace": "shop"},
+                "spec": {"type": "ExternalName", "externalName": target}}
+    sandboxes["cluster.local"].apply(external("loop1", "loop2.shop.svc.conglomeration.local"))
+    sandboxes["conglomeration.local"].apply(external("loop2", "loop1.shop.svc.cluster.local"))
+    try:
+        wait_for(lambda: ask(server, "loop2.shop.svc.conglomeration.local").answer)
+        response = ask(server, "loop1.shop.svc.cluster.local", tcp=True)
+        assert response.rcode() == dns.rcode.NOERROR
+        assert 2 <= len(response.answer) <= 12  # CoreDNS stops such a chain after 10 hops
+        assert all(rrset.rdtype == dns.rdatatype.CNAME for rrset in response.answer)
+    finally:
+        sandboxes["cluster.local"].delete("Service", "shop", "loop1")
+        sandboxes["conglomeration.local"].delete("Service", "shop", "loop2")
+
+
+def test_non_ascii_name_is_nxdomain(server):
+    """A name with non-ASCII bytes is simply not found (NXDOMAIN), not a server failure."""
+    query = dns.message.make_query(dns.name.from_text("caf\\233.shared.svc.cluster.local"), "A")
+    response = dns.query.udp(query, "127.0.0.1", port=server, timeout=5)
+    assert response.rcode() == dns.rcode.NXDOMAIN
 
 
 def test_ptr_for_service_ip(server):

@@ -118,3 +118,18 @@ def test_embed_example_program(cluster):
     finally:
         process.terminate()
         process.wait(30)
+
+
+@pytest.mark.parametrize("value", ["http://h/{$HOME}", "http://h/\\", "http://h/{%PATH%}"])
+def test_option_values_cannot_change_structure(value):
+    """Values that quoting cannot carry faithfully are refused, not reinterpreted."""
+    with pytest.raises(ValueError):
+        KubernetaiResolver.from_stanzas(StanzaOptions(endpoint=value))
+
+
+def test_option_values_with_spaces_and_braces_stay_one_token(cluster):
+    """A value with spaces, quotes or braces stays one argument (here, an invalid selector)."""
+    with pytest.raises(CorefileError) as caught:
+        KubernetaiResolver.from_stanzas(StanzaOptions(endpoint=cluster.url,
+                                                      labels='a b } { "c"'))
+    assert "unable to parse label selector" in str(caught.value)
