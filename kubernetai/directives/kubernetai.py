@@ -10,6 +10,7 @@ from __future__ import annotations
 from ..cluster import Cluster
 from ..corefile import Directive
 from ..directive import BlockBuilder
+from ..localaddrs import server_addresses
 from ..resolver import StanzaResolver
 from ..stanza import parse_stanza
 
@@ -24,7 +25,8 @@ class KubernetaiDirective:
     def setup(self, directive: Directive, builder: BlockBuilder) -> None:
         config = parse_stanza(directive, builder.zones)
         cluster = Cluster(config)
-        resolver = StanzaResolver(cluster, ns_addresses=tuple(builder.bind_addresses))
+        resolver = StanzaResolver(cluster,
+                                  ns_addresses=server_addresses(builder.bind_addresses))
         stanzas = builder.state.setdefault(STATE_KEY, [])
         builder.resolvers.append((self.order, len(stanzas), resolver))
         stanzas.append(resolver)
