@@ -203,28 +203,45 @@ class KubernetaiService(service.MultiService):
         self._starting.addErrback(self._failed)
 
     def retarget(self, plans: list[PortPlan]) -> None:
-        """Serve a new configuration on the sockets already open, switching in one step.
+        """Serve a new configuration, switching the sockets already open in one step.
 
-        Each port's factory takes the new routing and logging; queries in flight finish
-        with the resolvers they started with. Ports no longer named stop listening, new
-        ones start. Runs on the reactor thread, so no query sees half of each.
+        A port whose addresses did not change keeps its sockets: its factory takes the new
+        routing and logging, and queries in flight finish with the resolvers they started
+        with. New ports are opened first, so a port that cannot be bound fails the reload
+        before anything changed. A port whose `bind` addresses changed is closed and opened
+        again (a short gap on that port only); ports no longer named are closed.
         """
-        by_port = {plan.port: factory for plan, factory in zip(self.plans, self.factories)}
-        factories = []
-        for plan in plans:
-            fresh = build_factory(plan, self.reactor)
-            factory = by_port.pop(plan.port, None)
-            if factory is None:
-                factory = fresh
+        current = {plan.port: (plan, factory) for plan, factory in zip(self.plans, self.factories)}
+        fresh = [build_factory(plan, self.reactor) for plan in plans]
+        rebound = [(plan, factory) for plan, factory in zip(plans, fresh)
+                   if plan.port in current and current[plan.port][0].addresses() != plan.addresses()]
+        added = [(plan, factory) for plan, factory in zip(plans, fresh) if plan.port not in current]
+        try:
+            for plan, factory in added:
                 self._listen_plan(plan, factory)
-            else:
-                factory.adopt(fresh)
+        except Exception:
+            for plan, _ in added:
+                self._close_port(plan.port)
+            raise
+        for plan, factory in rebound:
+            self._close_port(plan.port)
+            self._listen_plan(plan, factory)
+        factories = []
+        for plan, factory in zip(plans, fresh):
+            if plan.port in current and (plan, factory) not in rebound:
+                kept = current[plan.port][1]
+                kept.adopt(factory)
+                factory = kept
             factories.append(factory)
-        for gone in by_port:
-            for port in self._listeners.pop(gone, []):
-                self.ports.remove(port)
-                port.stopListening()
+        named = {plan.port for plan in plans}
+        for port in [p for p in current if p not in named]:
+            self._close_port(port)
         self.plans, self.factories, self.clusters = plans, factories, clusters_of(plans)
+
+    def _close_port(self, plan_port: int) -> None:
+        for port in self._listeners.pop(plan_port, []):
+            self.ports.remove(port)
+            port.stopListening()
 
     def pause(self) -> None:
         """Stop reading new queries; answers to those in flight can still be sent."""
@@ -256,15 +273,26 @@ class KubernetaiService(service.MultiService):
         self.listening.callback(self.ports)
         return self.ports
 
-    def _listen_plan(self, plan: PortPlan, factory: KubernetaiServerFactory) -> None:
+    def _listen_plan(self, plan: PortPlan,
+                     factory: KubernetaiServerFactory) -> list[IListeningPort]:
         opened: list[IListeningPort] = []
-        for address in plan.addresses():
-            opened += listen_any(factory, address, plan.port, self.reactor)
+        try:
+            for address in plan.addresses():
+                opened += listen_any(factory, address, plan.port, self.reactor)
+        except Exception:
+            for port in opened:
+                port.stopListening()
+            raise
         self._listeners.setdefault(plan.port, []).extend(opened)
         self.ports += opened
+        return opened
 
     def _failed(self, failure: Any) -> None:
-        log.failure("kubernetai: cannot start serving", failure)
+        log.error("kubernetai: cannot start serving: {error}", error=failure.getErrorMessage())
+        for port in self.ports:  # those opened before the one that failed
+            port.stopListening()
+        self.ports = []
+        self._listeners.clear()
         if not self.listening.called:
             self.listening.errback(failure)
 

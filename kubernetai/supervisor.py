@@ -34,6 +34,15 @@ from .server import KubernetaiService, PortPlan, clusters_of, compile_corefile, 
 log = Logger()
 
 
+def _exit(code: int) -> None:
+    """Leave with `code` once the reactor has shut down (twistd itself would exit 0)."""
+    import os
+    import sys
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def read_plans(path: str, port_override: int | None) -> list[PortPlan]:
     """Parse and compile a Corefile and build its API clients.
 
@@ -88,6 +97,7 @@ class Supervisor(service.MultiService):
         self.notifier = notifier or Notifier(reactor=reactor)
         self.grace = grace
         self.reloads = 0
+        self.exit_code = 0
         self._reloading: defer.Deferred[Any] | None = None
         plans = read_plans(path, port_override)
         self.clusters = service.MultiService()
@@ -105,7 +115,7 @@ class Supervisor(service.MultiService):
     def startService(self) -> None:
         self.notifier.start_watchdog()
         super().startService()
-        self.server.listening.addCallback(self._ready)
+        self.server.listening.addCallbacks(self._ready, self._cannot_serve)
         if hasattr(signal, "SIGUSR1"):
             signal.signal(signal.SIGUSR1, self._on_sigusr1)
 
@@ -116,6 +126,13 @@ class Supervisor(service.MultiService):
         self.notifier.ready(self.status())
         self._status.start(self._status_interval, now=False)
         return ports
+
+    def _cannot_serve(self, failure: Any) -> None:
+        """A port that cannot be bound is fatal, as in CoreDNS: exit 1, not run deaf."""
+        self.notifier.status(f"cannot serve: {failure.getErrorMessage()}")
+        self.exit_code = 1
+        self.reactor.addSystemEventTrigger("after", "shutdown", _exit, 1)
+        self.reactor.stop()
 
     def _report(self) -> None:
         self.notifier.status(self.status())
@@ -156,6 +173,9 @@ class Supervisor(service.MultiService):
         if self._reloading is not None:
             log.info("kubernetai: a reload is already in progress")
             return defer.succeed(False)
+        if not self.running or not self.server.listening.called:
+            log.info("kubernetai: not serving yet (or stopping): reload ignored")
+            return defer.succeed(False)
         self.notifier.reloading()
         log.info("kubernetai: reloading {path}", path=self.path)
         reading = threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
@@ -171,7 +191,14 @@ class Supervisor(service.MultiService):
         for cluster in fresh:
             cluster.setServiceParent(self.clusters)
         yield defer.gatherResults([c.wait_synced(c.config.startup_timeout) for c in fresh])
-        self.server.retarget(plans)
+        try:
+            if not self.running:
+                raise RuntimeError("the server is stopping")
+            self.server.retarget(plans)
+        except Exception:
+            for cluster in fresh:  # the running configuration stays as it was
+                yield defer.maybeDeferred(cluster.disownServiceParent)
+            raise
         retired = [c for c in running if c not in kept]
         for cluster in retired:
             yield defer.maybeDeferred(cluster.disownServiceParent)

@@ -89,16 +89,17 @@ def corefile(clusters, *, ttl_b: int = 5, timeout: str = "5s") -> str:
 def run_server(tmp_path):
     started = []
 
-    def run(text: str) -> tuple[subprocess.Popen, FakeSystemd, int, Path]:
+    def run(text: str, port: int | None = None) -> tuple[subprocess.Popen, FakeSystemd, int, Path]:
+        """Start twistd on `text`; with `port`, the Corefile names its ports itself."""
         path = tmp_path / "Corefile"
         path.write_text(text)
         systemd = FakeSystemd(tmp_path / "notify.sock")
-        port = free_port()
+        override = [] if port is not None else ["--dns-port", str(port := free_port())]
         env = {**SOURCE_ENV, "NOTIFY_SOCKET": str(systemd.path)}
         systemd.log = tmp_path / "twistd.log"
         with systemd.log.open("w") as output:
             process = subprocess.Popen([TWISTD, "--nodaemon", "--pidfile=", "kubernetai",
-                                        "--corefile", str(path), "--dns-port", str(port)],
+                                        "--corefile", str(path), *override],
                                        stdout=output, stderr=subprocess.STDOUT, env=env,
                                        cwd=tmp_path)
         started.append((process, systemd))
@@ -192,3 +193,37 @@ def test_broken_reload_keeps_serving(clusters, run_server):
     assert "reload failed" in message["STATUS"] and "ttl must be in range" in message["STATUS"]
     assert answers(ask(port, "svc.ns.svc.b.local")) == ["10.2.0.1"]
     assert process.poll() is None
+
+
+def test_busy_port_exits_1(clusters, run_server):
+    """A DNS port that cannot be bound ends the server with status 1, as CoreDNS does."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        process, systemd, _, path = run_server(corefile(clusters))
+        systemd.wait("READY")  # the first server got its own free port
+        process.terminate()
+        process.wait(30)
+        busy = subprocess.run([TWISTD, "--nodaemon", "--pidfile=", "kubernetai", "--corefile",
+                               str(path), "--dns-port", str(port)], env=SOURCE_ENV,
+                              capture_output=True, text=True, timeout=60, cwd=path.parent)
+    assert busy.returncode == 1
+    assert "cannot start serving" in busy.stdout + busy.stderr
+
+
+def test_reload_to_a_busy_port_keeps_serving(clusters, run_server):
+    """A reload whose new port cannot be bound fails and leaves the old configuration serving."""
+    port = free_port()
+    text = corefile(clusters).replace("a.local b.local {", f"a.local:{port} b.local:{port} {{")
+    process, systemd, port, path = run_server(text, port=port)
+    systemd.wait("READY")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        busy = taken.getsockname()[1]
+        path.write_text(text + f"other.local:{busy} {{\n    bind 127.0.0.1\n"
+                        f"    kubernetai {{\n        endpoint {clusters['a'].url}\n    }}\n}}\n")
+        before = len(systemd.messages)
+        process.send_signal(signal.SIGUSR1)
+        message = systemd.wait("READY", after=before)
+    assert "reload failed" in message["STATUS"]
+    assert answers(ask(port, "svc.ns.svc.b.local")) == ["10.2.0.1"]
