@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 
 import dns.flags
 import dns.message
@@ -15,7 +16,8 @@ from kubernetai.cluster import Cluster
 from kubernetai.corefile import CorefileError
 from kubernetai.directive import BlockBuilder
 from kubernetai.directives.bind import BindDirective
-from kubernetai.directives.errors import ErrorsDirective, error_line, printer
+from kubernetai.directives.errors import ErrorsDirective
+from kubernetai.logwriter import STDOUT, LineWriter
 from kubernetai.directives.kubernetai import KubernetaiDirective
 from kubernetai.directives.log import (
     COMBINED,
@@ -78,11 +80,11 @@ def record(qname: str = "example.org", qtype: str = "A", *, rcode: int = dns.rco
 
 
 def logged(logger: QueryLogger, *records: QueryLog) -> list[str]:
-    stream = io.StringIO()
-    target = QueryLogger(logger.names, logger.fmt, logger.classes, stream)
+    lines: list[str] = []
+    target = QueryLogger(logger.names, logger.fmt, logger.classes, lines.append)
     for r in records:
         target(r)
-    return stream.getvalue().splitlines()
+    return lines
 
 
 # -- bind ---------------------------------------------------------------------------------
@@ -145,26 +147,32 @@ def test_errors_option_errors(body: str, line: int, token: str, message: str) ->
     assert (error.line, error.token, error.message) == (line, token, message)
 
 
-def test_error_line_format() -> None:
-    """The error line is CoreDNS's: [ERROR] plugin/errors: RCODE NAME TYPE: ERROR."""
-    assert (error_line(2, "web.shop.svc.cluster.local.", "A", "plugin/kubernetai: boom")
-            == "[ERROR] plugin/errors: 2 web.shop.svc.cluster.local. A: plugin/kubernetai: boom")
-
-
 def test_errors_logger_prints_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
-    """The logger errors installs writes each line to standard output."""
+    """The logger errors installs writes each line to standard output (via the writer thread)."""
     (emit,) = builder_for("errors").error_loggers
     emit("[ERROR] plugin/errors: 2 example.org. A: boom")
-    assert capsys.readouterr().out == "[ERROR] plugin/errors: 2 example.org. A: boom\n"
+    emit.flush()
+    assert "[ERROR] plugin/errors: 2 example.org. A: boom\n" in capsys.readouterr().out
 
 
-def test_printer_to_a_stream() -> None:
-    """printer(stream) writes one line per call to that stream."""
-    stream = io.StringIO()
-    emit = printer(stream)
-    emit("one")
-    emit("two")
-    assert stream.getvalue() == "one\ntwo\n"
+def test_line_writer_never_blocks_and_counts_drops() -> None:
+    """A full queue drops lines instead of blocking the caller, and says how many."""
+    class Stuck(io.StringIO):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = threading.Event()
+
+        def write(self, text: str) -> int:
+            self.release.wait(10)
+            return super().write(text)
+    stream = Stuck()
+    writer = LineWriter(stream, capacity=2)
+    for i in range(10):
+        writer(f"line {i}")  # returns at once although the stream is stuck
+    assert writer.dropped >= 7
+    stream.release.set()
+    writer.flush()
+    assert "log line(s) dropped: output too slow" in stream.getvalue()
 
 
 # -- log: options -------------------------------------------------------------------------
@@ -223,6 +231,7 @@ def test_log_writes_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
     """A logger set up from the Corefile writes to standard output."""
     (logger,) = builder_for("log").query_loggers
     logger(record())
+    STDOUT.flush()
     out = capsys.readouterr().out
     assert out.startswith("[INFO] 127.0.0.1:40311 - 41424 ")
     assert out.endswith("s\n")

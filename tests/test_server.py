@@ -22,6 +22,7 @@ from kubernetai.corefile import CorefileError
 from kubernetai.directive import GROUP, BlockBuilder, Registry
 from kubernetai.dnsserver import QueryLog
 from kubernetai.negative import FallThrough
+from kubernetai.logwriter import STDOUT
 from kubernetai.reactor_thread import in_reactor
 from kubernetai.resolver import StanzaResolver
 from kubernetai.sandbox.server import Sandbox
@@ -221,6 +222,7 @@ def test_query_log_goes_to_the_block_of_the_name(capsys: pytest.CaptureFixture[s
     assert factory.log_queries is not None
     factory.log_queries(query_log("web.a.local"))
     factory.log_queries(query_log("web.b.local"))
+    STDOUT.flush()
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1
     assert lines[0].startswith('[INFO] 127.0.0.1:5353 - 7 "A IN web.a.local. udp ')
@@ -238,6 +240,7 @@ def test_error_line_goes_to_the_block_of_the_name(capsys: pytest.CaptureFixture[
     factory = build_factory(plan, reactor=object())
     factory.on_error("2 web.a.local. A: plugin/kubernetai: no next plugin found")
     factory.on_error("2 web.b.local. A: plugin/kubernetai: no next plugin found")
+    STDOUT.flush()
     assert capsys.readouterr().out == (
         "[ERROR] plugin/errors: 2 web.a.local. A: plugin/kubernetai: no next plugin found\n")
 

@@ -6,23 +6,9 @@ operators grep for exactly that, so the format is kept.
 
 from __future__ import annotations
 
-import sys
-from typing import Callable, TextIO
-
 from ..corefile import CorefileError, Directive
 from ..directive import BlockBuilder
-
-
-def error_line(rcode: int, qname: str, qtype: str, message: str) -> str:
-    return f"[ERROR] plugin/errors: {rcode} {qname} {qtype}: {message}"
-
-
-def printer(stream: TextIO | None = None) -> Callable[[str], None]:
-    def emit(line: str) -> None:
-        out = stream or sys.stdout
-        out.write(line + "\n")
-        out.flush()
-    return emit
+from ..logwriter import STDOUT
 
 
 class ErrorsDirective:
@@ -44,4 +30,4 @@ class ErrorsDirective:
                                     "errors: 'consolidate' is not supported yet", option.name)
             raise CorefileError(option.filename, option.line,
                                 f"errors: unknown property '{option.name}'", option.name)
-        builder.error_loggers.append(printer())
+        builder.error_loggers.append(STDOUT)

@@ -11,15 +11,15 @@ CoreDNS's (`{common}`, `{combined}`, `{remote}`, `{port}`, `{>id}`, `{type}`, `{
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass
-from typing import Callable, TextIO
+from typing import Callable
 
 from twisted.names import dns
 
 from ..corefile import CorefileError, Directive
 from ..directive import BlockBuilder
 from ..dnsserver import RCODE_NAMES, QueryLog, type_name
+from ..logwriter import STDOUT
 
 COMMON = ('{remote}:{port} - {>id} "{type} {class} {name} {proto} {size} {>do} {>bufsize}" '
           '{rcode} {>rflags} {rsize} {duration}')
@@ -71,7 +71,7 @@ class QueryLogger:
     names: tuple[str, ...]
     fmt: str
     classes: frozenset[str]
-    stream: TextIO | None = None
+    write: Callable[[str], None] | None = None  # default: stdout, from a writer thread
 
     def __call__(self, record: QueryLog) -> None:
         if self.names != (".",):
@@ -80,9 +80,7 @@ class QueryLogger:
                 return
         if "all" not in self.classes and response_class(record) not in self.classes:
             return
-        out = self.stream or sys.stdout
-        out.write("[INFO] " + format_record(self.fmt, record) + "\n")
-        out.flush()
+        (self.write or STDOUT)("[INFO] " + format_record(self.fmt, record))
 
 
 class LogDirective:
