@@ -124,6 +124,8 @@ class Cluster(service.Service):
 
         def stop_all() -> None:
             for informer in informers:
+                informer.request_stop()
+            for informer in informers:
                 informer.stop()
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), stop_all)
 

@@ -287,8 +287,7 @@ class Informer:
         after stop() is called, even a batch already on its way to the reactor. It blocks
         for up to `timeout`, so the reactor thread should call it only at shutdown.
         """
-        self._stopping.set()
-        self._interrupt()
+        self.request_stop()
         thread = self._thread
         if thread is None or thread is threading.current_thread():
             return
@@ -297,6 +296,14 @@ class Informer:
             log.warn("informer {name}: thread still blocked {timeout}s after stop(); "
                      "it will exit when its request times out", name=self.name,
                      timeout=timeout)
+
+    def request_stop(self) -> None:
+        """Tell the thread to exit and cut its blocked reads, without waiting for it.
+
+        Stopping many informers: request all, then `stop()` each, so they wind down at once.
+        """
+        self._stopping.set()
+        self._interrupt()
 
     @property
     def running(self) -> bool:

@@ -28,14 +28,22 @@ def test_every_command_is_documented():
         assert f"kubernetai {name}" in REFERENCE, name
 
 
+def _section(command: str) -> str:
+    """The part of the page that documents one subcommand: from "`cmd`:" to the next one."""
+    start = REFERENCE.index(f"\n`{command}")
+    following = [REFERENCE.find(marker, start + 1) for marker in ("\n`", "\n## ")]
+    return REFERENCE[start:min(f for f in following if f > 0)]
+
+
 @pytest.mark.parametrize("command", sorted(_subcommands()))
 def test_every_command_option_is_documented(command):
-    """Each long option of each subcommand appears, in backticks."""
+    """Each long option of each subcommand appears, in backticks, in that command's section."""
     parser = _subcommands()[command]
+    section = _section(command)
     for action in parser._actions:
         for option in action.option_strings:
             if option.startswith("--") and option != "--help":
-                assert f"`{option}`" in REFERENCE, f"{command} {option}"
+                assert f"`{option}`" in section, f"{command} {option}"
 
 
 def test_twistd_options_are_documented():
