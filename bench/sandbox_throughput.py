@@ -44,7 +44,7 @@ def memory_mb(pid: int) -> dict[str, float]:
 def list_all(http: urllib3.PoolManager, url: str, path: str) -> tuple[int, str]:
     count, token, rv = 0, "", ""
     while True:
-        query = f"?limit=500" + (f"&continue={token}" if token else "")
+        query = "?limit=500" + (f"&continue={token}" if token else "")
         response = http.request("GET", url + path + query)
         body = json.loads(response.data)
         count += len(body["items"])

@@ -15,7 +15,7 @@ resolver; an authoritative NXDOMAIN stops the chain, as it should for a zone we 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from twisted.application import service

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -40,3 +41,15 @@ def client_for(server: Sandbox, directory: Path):
 def kube(sandbox: Sandbox, tmp_path: Path):
     """An official-client ApiClient for the `sandbox` fixture."""
     return client_for(sandbox, tmp_path)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
+    """Poll until predicate() is truthy and return its value; fail after the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        time.sleep(0.02)

@@ -11,6 +11,7 @@ import pytest
 from twisted.internet import task
 
 from kubernetai import corefile
+from conftest import wait_for
 from kubernetai.cluster import MC_SERVICE_LABEL, POD_PHASES, Cluster, watched_for
 from kubernetai.informer import Changes, Replace, Watched
 from kubernetai.objects import namespace_from_json, service_from_json
@@ -188,17 +189,6 @@ def test_watch_changes_reach_the_cache() -> None:
 
 
 # -- against a sandbox --------------------------------------------------------------------
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        time.sleep(0.02)
 
 
 def service(name: str, namespace: str = "shop", **labels: str) -> dict:

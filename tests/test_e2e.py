@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import dns.flags
 import dns.name
@@ -22,7 +22,7 @@ from kubernetai import reactor_thread
 from kubernetai.sandbox.server import Sandbox
 from kubernetai.server import KubernetaiService, load_service
 
-from conftest import EXAMPLES
+from conftest import EXAMPLES, wait_for
 
 CLUSTERS = ("cluster.local", "assemblage.local", "conglomeration.local")
 # twistd finds plugins in twisted/plugins/ on sys.path: put this source tree there, so the
@@ -134,13 +134,6 @@ def ask(port: int, name: str, rdtype: str = "A", *, tcp: bool = False,
 
 def answers(response: dns.message.Message) -> list[str]:
     return sorted(rr.to_text() for rrset in response.answer for rr in rrset)
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])

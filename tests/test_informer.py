@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator
 import pytest
 from kubernetes import client, config
 
+from conftest import wait_for
 from kubernetai.informer import Changes, Informer, Replace, Watched
 from kubernetai.sandbox.server import Sandbox
 
@@ -30,18 +31,6 @@ def convert_service(obj: dict) -> Any:
         return None
     return (meta["name"], meta.get("namespace"), meta["resourceVersion"],
             tuple(sorted((meta.get("labels") or {}).items())))
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
-    """Poll until predicate() is truthy; fail after the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        time.sleep(0.02)
 
 
 class Receiver:

@@ -21,7 +21,7 @@ import re
 import time
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from . import defaults
 from .resources import ALL, NAMESPACES, SERVICES, ResourceType
