@@ -75,6 +75,9 @@ class Cluster(service.Service):
         self._api_client = api_client
         self._informers: list[Informer] = []
         self._waiters: list[defer.Deferred[bool]] = []
+        # Called on the reactor thread after a change that can change answers (the
+        # server's wire cache is emptied this way).
+        self.listeners: list[Callable[[], None]] = []
         # Not `name`: a service name must be unique in its parent, and a reload briefly
         # runs an old and a new cluster for the same stanza side by side.
         self.label = f"{config.filename}:{config.line} {' '.join(config.zones)}"
@@ -131,11 +134,15 @@ class Cluster(service.Service):
 
     def _deliver(self, resource: str, batch: Replace | Changes) -> None:
         """Runs on the reactor thread (callFromThread from an informer)."""
+        generation, synced = self.cache.generation, self.synced
         if isinstance(batch, Replace):
             self.cache.replace(resource, batch.items.values())
             self.cache.mark_synced(resource)
         else:
             self.cache.apply(resource, batch.events)
+        if self.cache.generation != generation or self.synced != synced:
+            for listener in self.listeners:
+                listener()
         if self._waiters and self.synced:
             waiters, self._waiters = self._waiters, []
             for waiter in waiters:

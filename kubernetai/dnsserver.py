@@ -462,18 +462,20 @@ class KubernetaiServerFactory(DNSServerFactory):
 
     # -- hooks --------------------------------------------------------------------------
 
-    def lookupWireCache(self, lname: bytes, qtype: int, qclass: int,
+    def lookupWireCache(self, qname: bytes, qtype: int, qclass: int,
                         ednsKey: Any) -> bytes | None:
         """Hook for a wire-format answer cache: cached response bytes, or None.
 
-        ``ednsKey`` is ``(size limit, response OPT bytes)``: two requests with equal
-        keys get byte-identical responses apart from the ID, the RD/CD flags and the
-        case of the question, which the server patches in (:meth:`patchCached`).  Only
-        consulted when a subclass overrides it; entries come from :meth:`storeWireCache`.
+        ``qname`` is the name as sent, case kept: answers echo the client's spelling in
+        their owner names, so names differing in case are different entries. ``ednsKey``
+        is ``(size limit, response OPT bytes)``: two requests with equal keys get
+        byte-identical responses apart from the ID and the RD/CD flags, which the server
+        patches in (:meth:`patchCached`).  Only consulted when a subclass overrides it;
+        entries come from :meth:`storeWireCache`.
         """
         return None
 
-    def storeWireCache(self, lname: bytes, qtype: int, qclass: int, ednsKey: Any,
+    def storeWireCache(self, qname: bytes, qtype: int, qclass: int, ednsKey: Any,
                        wire: bytes, result: tuple) -> None:
         """Hook: ``wire`` answered this key (NOERROR/NODATA/NXDOMAIN only); ``result`` is
         the resolver's ``(answers, authority, additional)`` (for TTLs)."""
@@ -518,7 +520,7 @@ class KubernetaiServerFactory(DNSServerFactory):
             return True
         if self._wireCache and req.simple:
             try:
-                cached = self.lookupWireCache(req.lname, req.qtype, req.qclass,
+                cached = self.lookupWireCache(req.qname, req.qtype, req.qclass,
                                               (req.limit, req.opt))
             except Exception:
                 self._internalLog(_log.failure, "wire cache lookup failed")
@@ -790,7 +792,7 @@ class KubernetaiServerFactory(DNSServerFactory):
 
     def _store(self, req: Request, wire: bytes, result: tuple) -> None:
         try:
-            self.storeWireCache(req.lname, req.qtype, req.qclass, (req.limit, req.opt),
+            self.storeWireCache(req.qname, req.qtype, req.qclass, (req.limit, req.opt),
                                 wire, result)
         except Exception:
             self._internalLog(_log.failure, "wire cache store failed")

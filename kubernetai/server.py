@@ -26,6 +26,7 @@ from .directive import BlockBuilder, Registry
 from .dnsserver import KubernetaiServerFactory, QueryLog, listen
 from .negative import FallThrough
 from .resolver import StanzaResolver
+from .wirecache import CachingServerFactory, WireCache
 
 log = Logger()
 
@@ -158,12 +159,17 @@ class _BlockLogs:
         return any(b.builder.query_loggers for _, b in self._blocks)
 
 
-def build_factory(plan: PortPlan, reactor: Any = None) -> KubernetaiServerFactory:
+def build_factory(plan: PortPlan, reactor: Any = None,
+                  cache: WireCache | None = None) -> KubernetaiServerFactory:
+    """The server of one port; with `cache`, encoded answers are kept in it."""
     logs = _BlockLogs(plan)
     zones = {zone: block.resolver for block in plan.blocks for zone in block.zones}
-    factory = KubernetaiServerFactory(zones, reactor=reactor,
-                                      log_queries=logs.query if logs.logs_queries else None,
-                                      on_error=logs.error)
+    options: dict[str, Any] = dict(reactor=reactor, on_error=logs.error,
+                                   log_queries=logs.query if logs.logs_queries else None)
+    if cache is not None:
+        factory: KubernetaiServerFactory = CachingServerFactory(zones, cache=cache, **options)
+    else:
+        factory = KubernetaiServerFactory(zones, **options)
     for block in plan.blocks:
         for resolver in block.builder.chain():
             if isinstance(resolver, StanzaResolver):
@@ -182,8 +188,10 @@ class KubernetaiService(service.MultiService):
             from twisted.internet import reactor
         self.reactor = reactor
         self.plans = plans
-        self.factories = [build_factory(plan, reactor) for plan in plans]
+        self.cache = WireCache()
+        self.factories = [build_factory(plan, reactor, self.cache) for plan in plans]
         self.clusters = clusters_of(plans)
+        self._watch_clusters()
         if own_clusters:  # else the caller runs them (the supervisor keeps them across reloads)
             for cluster in self.clusters:
                 cluster.setServiceParent(self)
@@ -202,6 +210,12 @@ class KubernetaiService(service.MultiService):
         self._starting = defer.gatherResults(waits).addCallback(lambda _: self._listen())
         self._starting.addErrback(self._failed)
 
+    def _watch_clusters(self) -> None:
+        """Any cluster's change empties the wire cache (answers may cross clusters)."""
+        for cluster in self.clusters:
+            if self.cache.clear not in cluster.listeners:
+                cluster.listeners.append(self.cache.clear)
+
     def retarget(self, plans: list[PortPlan]) -> None:
         """Serve a new configuration, switching the sockets already open in one step.
 
@@ -212,7 +226,7 @@ class KubernetaiService(service.MultiService):
         again (a short gap on that port only); ports no longer named are closed.
         """
         current = {plan.port: (plan, factory) for plan, factory in zip(self.plans, self.factories)}
-        fresh = [build_factory(plan, self.reactor) for plan in plans]
+        fresh = [build_factory(plan, self.reactor, self.cache) for plan in plans]
         rebound = [(plan, factory) for plan, factory in zip(plans, fresh)
                    if plan.port in current and current[plan.port][0].addresses() != plan.addresses()]
         added = [(plan, factory) for plan, factory in zip(plans, fresh) if plan.port not in current]
@@ -236,7 +250,12 @@ class KubernetaiService(service.MultiService):
         named = {plan.port for plan in plans}
         for port in [p for p in current if p not in named]:
             self._close_port(port)
+        for cluster in self.clusters:
+            if cluster not in clusters_of(plans) and self.cache.clear in cluster.listeners:
+                cluster.listeners.remove(self.cache.clear)
         self.plans, self.factories, self.clusters = plans, factories, clusters_of(plans)
+        self._watch_clusters()
+        self.cache.clear()
 
     def _close_port(self, plan_port: int) -> None:
         for port in self._listeners.pop(plan_port, []):

@@ -805,7 +805,7 @@ class RenderTests(SynchronousTestCase):
             self.assertGreater(len(wire) + 16, min(payload, len(wire) + 16 * (60 - kept)))
 
     def test_wire_cache_hook(self) -> None:
-        """A subclass cache gets (lname, qtype, qclass, ednsKey); hits are patched per query."""
+        """A subclass cache gets (qname as sent, qtype, qclass, ednsKey); hits are patched."""
         class Cached(KubernetaiServerFactory):
             def __init__(self, *a: Any, **kw: Any) -> None:
                 super().__init__(*a, **kw)
@@ -821,17 +821,21 @@ class RenderTests(SynchronousTestCase):
         factory = Cached({"cluster.local": resolver})
         out = Collector()
         q1 = dns.message.make_query("web.cluster.local", "A")
-        q2 = dns.message.make_query("WEB.cluster.LOCAL", "A")
+        q2 = dns.message.make_query("web.cluster.local", "A")
         q2.flags &= ~dns.flags.RD
+        q3 = dns.message.make_query("WEB.cluster.LOCAL", "A")
         factory.handleWire(q1.to_wire(), out, None, True)
         factory.handleWire(q2.to_wire(), out, None, True)
         self.assertEqual(len(resolver.queries), 1)
         r2 = dns.message.from_wire(out.sent[1])
         self.assertEqual(r2.id, q2.id)
-        self.assertEqual(r2.question[0].name.to_text(), "WEB.cluster.LOCAL.")
         self.assertFalse(r2.flags & dns.flags.RD)
         self.assertTrue(r2.flags & dns.flags.AA)
         self.assertEqual(r2.answer[0][0].address, "10.0.0.1")
+        factory.handleWire(q3.to_wire(), out, None, True)  # other case: its own entry
+        self.assertEqual(len(resolver.queries), 2)
+        r3 = dns.message.from_wire(out.sent[2])
+        self.assertEqual(r3.question[0].name.to_text(), "WEB.cluster.LOCAL.")
 
     def test_stock_protocol_compat(self) -> None:
         """Stock dns.DNSDatagramProtocol driving this factory gets the same answers."""
