@@ -41,7 +41,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from . import corefile
+from . import corefile, selectors
 from .corefile import CorefileError, Directive
 
 __all__ = [
@@ -444,259 +444,36 @@ def parse_duration(text: str) -> float:
 
 
 # --------------------------------------------------------------------------
-# Label selectors (k8s.io/apimachinery pkg/labels/selector.go, and
-# pkg/apis/meta/v1/helpers.go ParseToLabelSelector / LabelSelectorAsSelector)
+# Label selectors.  CoreDNS reads ``labels`` and ``namespace_labels`` with
+# metav1.ParseToLabelSelector (labels.Parse, then only what a LabelSelector
+# can hold) and sends LabelSelectorAsSelector(...).String() to the API
+# server.  The labels.Parse part is kubernetai.selectors, the same parser
+# the sandbox API server uses, so both sides agree on what a selector is;
+# only the ParseToLabelSelector rules live here.
 
-_SEL_SPECIAL = frozenset("=!(),><")
-_SEL_SPACE = frozenset(" \t\r\n")
-_SEL_TOKENS = {
-    ")": "closepar",
-    ",": "comma",
-    "!": "not",
-    "==": "doubleequals",
-    "=": "equals",
-    ">": "gt",
-    "in": "in",
-    "<": "lt",
-    "!=": "notequals",
-    "notin": "notin",
-    "(": "openpar",
+# ParseToLabelSelector turns requirements into a LabelSelector, which has
+# no way to say '!=', 'gt' or 'lt'.
+_UNSUPPORTED_OPERATORS = {
+    selectors.Operator.NOT_EQUALS: '"!=" is not a valid label selector operator',
+    selectors.Operator.GREATER_THAN: '"gt" isn\'t supported in label selectors',
+    selectors.Operator.LESS_THAN: '"lt" isn\'t supported in label selectors',
 }
-# selection.Operator values, as Go prints them
-_OP_NAMES = {
-    "in": "in",
-    "notin": "notin",
-    "equals": "=",
-    "doubleequals": "==",
-    "notequals": "!=",
-    "gt": "gt",
-    "lt": "lt",
-}
-_BINARY_OPERATORS = "in, notin, =, ==, !=, gt, lt"
-
-_LABEL_NAME_RE = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
-_DNS1123_SUBDOMAIN_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_DNS1123_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_LABEL_KEY_FMT = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
-_LABEL_KEY_MSG = (
-    "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric "
-    f"character (e.g. 'MyName', or 'my.name', or '123-abc', regex used for validation is '{_LABEL_KEY_FMT}')"
-)
-_LABEL_VALUE_MSG = (
-    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must "
-    f"start and end with an alphanumeric character (e.g. 'MyValue', or 'my_value', or '12345', regex used for "
-    f"validation is '({_LABEL_KEY_FMT})?')"
-)
+_EQUALITY_OPERATORS = frozenset({selectors.Operator.EQUALS, selectors.Operator.DOUBLE_EQUALS})
+_NIL_KEY_PATH = "unable to parse requirement: <nil>: "
+_KEY_PATH = "unable to parse requirement: key: "
 
 
-def _label_key_errors(key: str) -> list[str]:
-    """validation/content IsLabelKey: [DNS-1123-subdomain "/"] name."""
-    errs: list[str] = []
-    parts = key.split("/")
-    if len(parts) == 1:
-        name = parts[0]
-    elif len(parts) == 2:
-        prefix, name = parts
-        if not prefix:
-            errs.append("prefix part must be non-empty")
-        else:
-            if len(prefix.encode()) > 253:
-                errs.append("prefix part must be no more than 253 bytes")
-            if not _DNS1123_SUBDOMAIN_RE.fullmatch(prefix):
-                errs.append(
-                    "prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
-                    "characters, '-' or '.', and must start and end with an alphanumeric character"
-                )
-    else:
-        return [f"a valid label key {_LABEL_KEY_MSG} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"]
-    if not name:
-        errs.append("name part must be non-empty")
-    elif len(name.encode()) > 63:
-        errs.append("name part must be no more than 63 bytes")
-    if not _LABEL_NAME_RE.fullmatch(name):
-        errs.append(f"name part {_LABEL_KEY_MSG}")
-    return errs
+def _selector_message(error: selectors.SelectorError) -> str:
+    """The parser's message, with a bad key attributed to field "key".
 
-
-def _label_value_errors(value: str) -> list[str]:
-    errs = []
-    if len(value.encode()) > 63:
-        errs.append("must be no more than 63 bytes")
-    if value and not _LABEL_NAME_RE.fullmatch(value):
-        errs.append(_LABEL_VALUE_MSG)
-    return errs
-
-
-def _sel_lex(text: str) -> list[tuple[str, str]]:
-    """The selector lexer: (token kind, literal) pairs ending in ("end", "")."""
-    out: list[tuple[str, str]] = []
-    i, n = 0, len(text)
-    while True:
-        while i < n and text[i] in _SEL_SPACE:
-            i += 1
-        if i >= n:
-            out.append(("end", ""))
-            return out
-        if text[i] in _SEL_SPECIAL:
-            # Longest run of special characters that is still a token.
-            buf = ""
-            last: tuple[str, str] | None = None
-            while i < n and text[i] in _SEL_SPECIAL:
-                buf += text[i]
-                if buf in _SEL_TOKENS:
-                    last = (_SEL_TOKENS[buf], buf)
-                    i += 1
-                elif last is not None:
-                    break
-                else:
-                    i += 1
-            if last is None:
-                out.append(("error", f"error expected: keyword found '{buf}'"))
-            else:
-                out.append(last)
-        else:
-            j = i
-            while j < n and text[j] not in _SEL_SPECIAL and text[j] not in _SEL_SPACE:
-                j += 1
-            word = text[i:j]
-            i = j
-            out.append((_SEL_TOKENS[word], word) if word in ("in", "notin") else ("id", word))
-
-
-@dataclass(frozen=True, slots=True)
-class _Requirement:
-    key: str
-    op: str  # a key of _OP_NAMES, or "exists" / "!"
-    values: tuple[str, ...]
-
-
-class _SelectorParser:
-    def __init__(self, text: str) -> None:
-        self.items = _sel_lex(text)
-        self.pos = 0
-
-    def look(self, values: bool = True) -> tuple[str, str]:
-        kind, lit = self.items[self.pos]
-        if values and kind in ("in", "notin"):
-            kind = "id"
-        return kind, lit
-
-    def take(self, values: bool = True) -> tuple[str, str]:
-        item = self.look(values)
-        self.pos += 1
-        return item
-
-    def parse(self) -> list[_Requirement]:
-        reqs: list[_Requirement] = []
-        while True:
-            kind, lit = self.look()
-            if kind in ("id", "not"):
-                try:
-                    reqs.append(self.requirement())
-                except ValueError as e:
-                    raise ValueError(f"unable to parse requirement: {e}") from None
-                kind, lit = self.take()
-                if kind == "end":
-                    return reqs
-                if kind == "comma":
-                    k2, l2 = self.look()
-                    if k2 not in ("id", "not"):
-                        raise ValueError(f"found '{l2}', expected: identifier after ','")
-                    continue
-                raise ValueError(f"found '{lit}', expected: ',' or 'end of string'")
-            if kind == "end":
-                return reqs
-            raise ValueError(f"found '{lit}', expected: !, identifier, or 'end of string'")
-
-    def requirement(self) -> _Requirement:
-        op = ""
-        kind, lit = self.take()
-        if kind == "not":
-            op = "!"
-            kind, lit = self.take()
-        if kind != "id":
-            raise ValueError(f"found '{lit}', expected: identifier")
-        key = lit
-        errs = _label_key_errors(key)
-        if errs:
-            raise ValueError(f"key: Invalid value: {_go_quote(key)}: {'; '.join(errs)}")
-        if op == "!" or self.look()[0] in ("end", "comma"):
-            # "!key" is complete by itself; whatever follows it other than
-            # ',' or the end is reported by parse() ("found '=', expected:
-            # ',' or 'end of string'"), as Go does.
-            return _Requirement(key, op or "exists", ())
-        kind, lit = self.take(values=False)
-        if kind not in _OP_NAMES:
-            raise ValueError(f"found '{lit}', expected: {_BINARY_OPERATORS}")
-        op = kind
-        if op in ("in", "notin"):
-            values = self.set_values()
-        else:
-            values = self.exact_value()
-        return self.validated(key, op, values)
-
-    def set_values(self) -> tuple[str, ...]:
-        kind, lit = self.take()
-        if kind != "openpar":
-            raise ValueError(f"found '{lit}' expected: '('")
-        kind, lit = self.look()
-        if kind in ("id", "comma"):
-            vals: set[str] = set()
-            while True:
-                k, l = self.take()
-                if k == "id":
-                    vals.add(l)
-                    k2, l2 = self.look()
-                    if k2 == "comma":
-                        continue
-                    if k2 == "closepar":
-                        break
-                    raise ValueError(f"found '{l2}', expected: ',' or ')'")
-                if k == "comma":
-                    if not vals:
-                        vals.add("")
-                    k2, _ = self.look()
-                    if k2 == "closepar":
-                        vals.add("")
-                        break
-                    if k2 == "comma":
-                        vals.add("")
-                    continue
-                raise ValueError(f"found '{l}', expected: ',', or identifier")
-            if self.take()[0] != "closepar":
-                raise ValueError(f"found '{lit}', expected: ')'")
-            return tuple(sorted(vals))
-        if kind == "closepar":
-            self.take()
-            return ("",)
-        raise ValueError(f"found '{lit}', expected: ',', ')' or identifier")
-
-    def exact_value(self) -> tuple[str, ...]:
-        kind, _ = self.look()
-        if kind in ("end", "comma"):
-            return ("",)
-        kind, lit = self.take()
-        if kind == "id":
-            return (lit,)
-        raise ValueError(f"found '{lit}', expected: identifier")
-
-    @staticmethod
-    def validated(key: str, op: str, values: tuple[str, ...]) -> _Requirement:
-        """labels.NewRequirement's checks beyond the key (already checked)."""
-        errs: list[str] = []
-        if op in ("gt", "lt"):
-            for i, v in enumerate(values):
-                if not _INT_RE.fullmatch(v) or not -_INT64_MAX - 1 <= int(v) <= _INT64_MAX:
-                    errs.append(f"values[{i}]: Invalid value: {_go_quote(v)}: for 'Gt', 'Lt' operators, the value must be an integer")
-        for i, v in enumerate(values):
-            vErrs = _label_value_errors(v)
-            if vErrs:
-                errs.append(f"values[{i}][{key}]: Invalid value: {_go_quote(v)}: {'; '.join(vErrs)}")
-        if len(errs) == 1:
-            raise ValueError(errs[0])
-        if errs:
-            raise ValueError("[" + ", ".join(errs) + "]")
-        return _Requirement(key, op, values)
+    labels.Parse validates the key under a nil field path ("<nil>: Invalid
+    value: ..."); this option has always reported it as "key: ...", the
+    path labels.NewRequirement uses, and its messages are kept stable.
+    """
+    message = str(error)
+    if message.startswith(_NIL_KEY_PATH):
+        return _KEY_PATH + message[len(_NIL_KEY_PATH) :]
+    return message
 
 
 def _parse_selector(text: str) -> tuple[str, list[str]]:
@@ -707,38 +484,30 @@ def _parse_selector(text: str) -> tuple[str, list[str]]:
     keeps only the last one, since it goes through a map).
     """
     try:
-        reqs = _SelectorParser(text).parse()
-    except ValueError as e:
-        raise ValueError(f'couldn\'t parse the selector string "{text}": {e}') from None
-    reqs.sort(key=lambda r: r.key)  # parse() sorts by key (stable for short lists)
+        parsed = selectors.parse_label_selector(text)
+    except selectors.SelectorError as e:
+        raise ValueError(f'couldn\'t parse the selector string "{text}": {_selector_message(e)}') from None
+    # parse_label_selector sorts by key, keeping text order within a key, so
+    # the last k=v of a key is the one the MatchLabels map ends up with.
     match_labels: dict[str, str] = {}
-    expressions: list[_Requirement] = []
+    expressions: list[selectors.Requirement] = []
     notes: list[str] = []
-    for r in reqs:
-        if r.op in ("equals", "doubleequals"):
-            if r.key in match_labels and match_labels[r.key] != r.values[0]:
-                notes.append(f"'{r.key}={match_labels[r.key]}' is replaced by '{r.key}={r.values[0]}' (only the last value of a key is kept)")
-            match_labels[r.key] = r.values[0]
-        elif r.op in ("in", "notin", "exists", "!"):
+    for r in parsed.requirements:
+        if r.operator in _UNSUPPORTED_OPERATORS:
+            raise ValueError(_UNSUPPORTED_OPERATORS[r.operator])
+        if r.operator not in _EQUALITY_OPERATORS:
             expressions.append(r)
-        elif r.op in ("gt", "lt"):
-            raise ValueError(f'"{_OP_NAMES[r.op]}" isn\'t supported in label selectors')
-        else:
-            raise ValueError(f'"{_OP_NAMES[r.op]}" is not a valid label selector operator')
-    # LabelSelectorAsSelector: map entries first, then expressions, sorted by key.
-    ordered = [_Requirement(k, "equals", (v,)) for k, v in match_labels.items()] + expressions
+            continue
+        value = r.values[0]
+        if r.key in match_labels and match_labels[r.key] != value:
+            notes.append(f"'{r.key}={match_labels[r.key]}' is replaced by '{r.key}={value}' (only the last value of a key is kept)")
+        match_labels[r.key] = value
+    # LabelSelectorAsSelector: map entries first, then expressions, sorted by
+    # key; '==' comes back as '='.
+    ordered = [selectors.Requirement(k, selectors.Operator.EQUALS, (v,)) for k, v in match_labels.items()]
+    ordered.extend(expressions)
     ordered.sort(key=lambda r: r.key)
-    parts = []
-    for r in ordered:
-        if r.op == "equals":
-            parts.append(f"{r.key}={r.values[0]}")
-        elif r.op in ("in", "notin"):
-            parts.append(f"{r.key} {r.op} ({','.join(sorted(r.values))})")
-        elif r.op == "exists":
-            parts.append(r.key)
-        else:
-            parts.append(f"!{r.key}")
-    return ",".join(parts), notes
+    return str(selectors.LabelSelector(tuple(ordered))), notes
 
 
 def parse_label_selector(text: str) -> str:
@@ -756,6 +525,9 @@ def parse_label_selector(text: str) -> str:
 
 # --------------------------------------------------------------------------
 # Parsing a stanza
+
+# Namespace names are RFC 1123 labels.
+_DNS1123_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
 def _arg_err(last: str) -> str:

@@ -21,10 +21,10 @@ from twisted.python import log
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from ..selectors import SelectorError, parse_field_selector, parse_label_selector
 from . import openapi, resources, tls
 from .faults import Faults
 from .resources import ResourceType
-from .selectors import SelectorError, parse_field_selector, parse_label_selector
 from .status import ApiError, status_body
 from .store import Stored, Store, dumps
 from .watch import WatchStream

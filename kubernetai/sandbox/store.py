@@ -23,9 +23,9 @@ from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
+from ..selectors import FieldSelector, LabelSelector
 from . import defaults
 from .resources import ALL, NAMESPACES, SERVICES, ResourceType
-from .selectors import FieldSelector, LabelSelector
 from .status import ApiError, already_exists, not_found, too_old
 
 ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"

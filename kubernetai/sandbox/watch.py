@@ -16,9 +16,9 @@ from typing import Any, Callable
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.web.server import Request
 
+from ..selectors import FieldSelector, LabelSelector
 from .faults import Faults
 from .resources import ResourceType
-from .selectors import FieldSelector, LabelSelector
 from .status import ApiError
 from .store import ADDED, DELETED, MODIFIED, Event, Store, Stored, dumps
 

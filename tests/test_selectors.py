@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from kubernetai.sandbox.selectors import (
+from kubernetai.selectors import (
     EVERYTHING,
     EVERYTHING_FIELDS,
     FieldSelector,
