@@ -22,7 +22,7 @@ from kubernetai import reactor_thread
 from kubernetai.sandbox.server import Sandbox
 from kubernetai.server import KubernetaiService, load_service
 
-from conftest import EXAMPLES, wait_for
+from conftest import EXAMPLES, free_dns_port, wait_for
 
 CLUSTERS = ("cluster.local", "assemblage.local", "conglomeration.local")
 # twistd finds plugins in twisted/plugins/ on sys.path: put this source tree there, so the
@@ -339,10 +339,7 @@ def test_twistd_plugin(sandboxes, tmp_path):
     """`twistd -n kubernetai --corefile` serves the Corefile; a bad one exits with file:line."""
     path = tmp_path / "Corefile"
     path.write_text(COREFILE.format(**urls(sandboxes)))
-    import socket
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_dns_port()
     process = subprocess.Popen([TWISTD, "--nodaemon", "--pidfile=",
                                 "kubernetai", "--corefile", str(path), "--dns-port", str(port)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

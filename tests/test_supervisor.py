@@ -15,18 +15,13 @@ import pytest
 
 from kubernetai.sandbox.server import Sandbox
 
+from conftest import free_dns_port
 from test_e2e import SOURCE_ENV, TWISTD, answers, ask, wait_for
 
 
 def _service(name: str, ip: str) -> dict:
     return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "ns"},
             "spec": {"clusterIP": ip, "ports": [{"port": 80}]}}
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class FakeSystemd:
@@ -93,7 +88,7 @@ def run_server(tmp_path):
         path = tmp_path / "Corefile"
         path.write_text(text)
         systemd = FakeSystemd(tmp_path / "notify.sock")
-        override = [] if port is not None else ["--dns-port", str(port := free_port())]
+        override = [] if port is not None else ["--dns-port", str(port := free_dns_port())]
         env = {**SOURCE_ENV, "NOTIFY_SOCKET": str(systemd.path)}
         systemd.log = tmp_path / "twistd.log"
         with systemd.log.open("w") as output:
@@ -212,7 +207,7 @@ def test_busy_port_exits_1(clusters, run_server):
 
 def test_reload_to_a_busy_port_keeps_serving(clusters, run_server):
     """A reload whose new port cannot be bound fails and leaves the old configuration serving."""
-    port = free_port()
+    port = free_dns_port()
     text = corefile(clusters).replace("a.local b.local {", f"a.local:{port} b.local:{port} {{")
     process, systemd, port, path = run_server(text, port=port)
     systemd.wait("READY")
