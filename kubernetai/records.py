@@ -40,6 +40,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 from twisted.names import dns
 
@@ -390,15 +391,7 @@ def _find_services(q: _Q, r) -> tuple[list, str | None]:
             # endpoint is in that zone: NODATA, not NXDOMAIN.
             return out, None
         return out, (None if out else _NAME_ERROR)
-    rel = svc.name + "." + svc.namespace + ".svc"
-    found = False
-    for p in svc.ports:
-        if not _match_port(port, proto, p):
-            continue
-        found = True
-        for ip in svc.cluster_ips:
-            out.append((ip, p.port, rel))
-    return out, (None if found else _NAME_ERROR)
+    return _cluster_ip_targets(svc, port, proto)
 
 
 def _find_mc_services(q: _Q, r) -> tuple[list, str | None]:
@@ -434,13 +427,19 @@ def _find_mc_services(q: _Q, r) -> tuple[list, str | None]:
                 for p in ports:
                     out.append((a.ip, p.port, rel))
         return out, (None if out else _NAME_ERROR)
-    rel = si.name + "." + si.namespace + ".svc"
+    return _cluster_ip_targets(si, port, proto)
+
+
+def _cluster_ip_targets(svc: Any, port: str, proto: str) -> tuple[list, str | None]:
+    """(ip, port, name) per ClusterIP and matching port of a Service or ServiceImport."""
+    rel = svc.name + "." + svc.namespace + ".svc"
+    out: list = []
     found = False
-    for p in si.ports:
+    for p in svc.ports:
         if not _match_port(port, proto, p):
             continue
         found = True
-        for ip in si.cluster_ips:
+        for ip in svc.cluster_ips:
             out.append((ip, p.port, rel))
     return out, (None if found else _NAME_ERROR)
 
