@@ -11,7 +11,7 @@ own `startup_timeout`, as CoreDNS waits before serving), then listens on UDP and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from twisted.application import service
 from twisted.internet import defer
@@ -181,7 +181,6 @@ class KubernetaiService(service.MultiService):
     """Everything a Corefile describes, as one Twisted service."""
 
     def __init__(self, plans: list[PortPlan], *, reactor: Any = None,
-                 on_listening: Callable[[list[IListeningPort]], None] | None = None,
                  own_clusters: bool = True) -> None:
         super().__init__()
         if reactor is None:
@@ -198,7 +197,6 @@ class KubernetaiService(service.MultiService):
         self.ports: list[IListeningPort] = []
         self._listeners: dict[int, list[IListeningPort]] = {}  # by the plan's port
         self.listening: defer.Deferred[list[IListeningPort]] = defer.Deferred()
-        self._on_listening = on_listening
         self._starting: defer.Deferred[Any] | None = None
 
     def startService(self) -> None:
@@ -287,8 +285,6 @@ class KubernetaiService(service.MultiService):
             host = port.getHost()
             log.info("kubernetai: listening on {type} {host}:{port}",
                      type=host.type, host=host.host, port=host.port)
-        if self._on_listening is not None:
-            self._on_listening(self.ports)
         self.listening.callback(self.ports)
         return self.ports
 
