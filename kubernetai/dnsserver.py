@@ -13,15 +13,21 @@ Names falls short in several ways (reference §5.2); this module fixes them:
   that reaches the top of the chain;
 * EDNS0: the request's OPT record is echoed (version 0, flags other than DO and the
   high Z bits cleared, the client's UDP size, only the NSID/EXPIRE/COOKIE/TCP-KEEPALIVE/
-  PADDING options), exactly as ``request.Request.SizeAndDo`` does; EDNS version > 0
-  gets BADVERS as ``plugin/pkg/edns.Version`` builds it;
+  PADDING options) as ``request.Request.SizeAndDo`` does, except that what a client
+  could use to bloat replies is bounded: each option once, a COOKIE reduced to its
+  8-byte client cookie (FORMERR for a COOKIE of no legal length, RFC 7873), the others
+  empty; EDNS version > 0 gets BADVERS as ``plugin/pkg/edns.Version`` builds it;
 * truncation at whole-record boundaries to the client's UDP size (512 without OPT,
   65535 on TCP) with TC set, keeping the longest prefix of answer + authority +
   additional that fits, as miekg's ``Msg.Truncate`` does;
 * malformed requests handled as miekg's ``Server.serveDNS`` does (drop if the header
   does not parse or QR is set; NOTIMP for other opcodes; FORMERR for bad counts or an
   unparseable body), with a rate-limited one-line log instead of a traceback;
-* TCP: pipelined queries answered as each completes, an idle timeout.
+* TCP: pipelined queries answered as each completes; CoreDNS's read (3 s) and idle
+  (10 s) timeouts; connections capped in total and per client address, the longest
+  idle one closed to make room;
+* every query name that reaches a log line is escaped as miekg prints names
+  (:mod:`kubernetai.dnsname`).
 
 The request path avoids ``dns.Message`` entirely: the request is parsed with
 ``struct`` into a :class:`Request`, the question is copied from the request bytes and
@@ -32,8 +38,10 @@ only the resolver's records are encoded (with Twisted's ``RRHeader.encode``).  S
 from __future__ import annotations
 
 import errno
+import resource
 import struct
 import time
+from collections import OrderedDict
 from io import BytesIO
 from typing import Any, Callable, Mapping, Sequence
 
@@ -47,6 +55,7 @@ from twisted.names.server import DNSServerFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from kubernetai.dnsname import presentation, presentation_dotted
 from kubernetai.negative import AuthoritativeNameError, FallThrough, Refused, ServerFailure
 
 __all__ = [
@@ -75,6 +84,7 @@ _CLASS_IN = 1
 #: EDNS0 option codes CoreDNS echoes back from the request (``request.supportedOptions``):
 #: NSID, EXPIRE, COOKIE, TCP-KEEPALIVE, PADDING.
 ECHOED_EDNS_OPTIONS = frozenset({3, 9, 10, 11, 12})
+_OPTION_COOKIE = 10
 
 MIN_UDP_SIZE = 512          # dns.MinMsgSize
 MAX_TCP_SIZE = 65535        # dns.MaxMsgSize
@@ -193,14 +203,16 @@ class Request:
     wire bytes (``b""`` without EDNS); ``limit`` is the size the response must fit.
     """
 
-    __slots__ = ("id", "rd", "cd", "qname", "lname", "qtype", "qclass", "question",
-                 "opt", "edns", "do", "limit", "udp", "size", "simple", "received")
+    __slots__ = ("id", "rd", "cd", "qname", "lname", "labels", "qtype", "qclass",
+                 "question", "opt", "edns", "do", "limit", "udp", "size", "simple",
+                 "received")
 
     id: int
     rd: int
     cd: int
     qname: bytes
     lname: bytes
+    labels: list[bytes]
     qtype: int
     qclass: int
     question: bytes
@@ -214,12 +226,14 @@ class Request:
     received: float
 
     def fqdn(self) -> str:
-        """The lower-case query name with its trailing dot, as CoreDNS logs it."""
-        return self.lname.decode("ascii", "backslashreplace") + "." if self.lname else "."
+        """The lower-case query name as CoreDNS logs it: escaped, with its trailing dot.
 
-    def cacheKey(self) -> tuple[bytes, int, int, Any]:
-        """(qname lower, qtype, qclass, EDNS key) for :meth:`KubernetaiServerFactory.lookupWireCache`."""
-        return self.lname, self.qtype, self.qclass, (self.limit, self.opt)
+        Everything that writes a query name to a log goes through here, so a name holding
+        a newline or an ESC byte is printed as ``\\010`` / ``\\027``, never raw.
+        """
+        if len(self.labels) == self.lname.count(b".") + 1 or not self.labels:
+            return presentation_dotted(self.lname)          # no dot inside a label
+        return presentation([label.lower() for label in self.labels])
 
 
 class QueryLog:
@@ -397,6 +411,103 @@ def _header(id_: int, b3: int, b4: int, qd: int = 0, an: int = 0, ns: int = 0,
 
 
 # ---------------------------------------------------------------------------------------
+# TCP connection caps
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft limit on open files to the hard one; return the soft limit.
+
+    Go raises it at start-up, so CoreDNS can hold as many TCP connections as the hard
+    limit allows; Python leaves it at the (often 1,024) soft default.
+    """
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        return int(soft)
+    except (ValueError, OSError):
+        return 1024
+
+
+def default_max_tcp_connections() -> int:
+    """At most 10,000 connections, and never more than half the open-file limit.
+
+    The other half is left for UDP sockets, API-server connections, log files and the
+    accept() that finds the cap reached: a server out of descriptors cannot even close a
+    connection politely, and every other client of it fails.
+    """
+    return max(16, min(10_000, raise_fd_limit() // 2))
+
+
+class TCPConnections:
+    """The open TCP connections of a server, in order of last activity.
+
+    A connection past a cap (in total, or from one client address) is made room for by
+    closing the connection that has been idle longest (no answer outstanding); only if
+    none is idle is the new one refused. So a client holding thousands of idle
+    connections cannot keep others out, and a busy connection is never cut.
+    """
+
+    #: how many of the least recently active connections to look at for an idle one.
+    scan = 64
+
+    def __init__(self, max_total: int | None = None, max_per_client: int = 256) -> None:
+        self.max_total = default_max_tcp_connections() if max_total is None else max_total
+        self.max_per_client = max_per_client
+        self._all: OrderedDict[Any, None] = OrderedDict()
+        self._byHost: dict[str, OrderedDict[Any, None]] = {}
+        self.evicted = 0
+        self.refused = 0
+        self.rejectLog = _RateLimitedLog()
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def count(self, host: str) -> int:
+        mine = self._byHost.get(host)
+        return len(mine) if mine else 0
+
+    def admit(self, host: str) -> bool:
+        """Whether a new connection from ``host`` may be served (closing an idle one)."""
+        mine = self._byHost.get(host)
+        if mine is not None and len(mine) >= self.max_per_client and not self._evict(mine):
+            self.refused += 1
+            return False
+        if len(self._all) >= self.max_total and not self._evict(self._all):
+            self.refused += 1
+            return False
+        return True
+
+    def _evict(self, connections: OrderedDict[Any, None]) -> bool:
+        for proto, _ in zip(connections, range(self.scan)):
+            if proto.idle():
+                self.remove(proto)
+                self.evicted += 1
+                proto.evict()
+                return True
+        return False
+
+    def add(self, proto: Any) -> None:
+        self._all[proto] = None
+        self._byHost.setdefault(proto.host, OrderedDict())[proto] = None
+
+    def active(self, proto: Any) -> None:
+        """``proto`` received a query: it is the most recently active now."""
+        if proto in self._all:
+            self._all.move_to_end(proto)
+            self._byHost[proto.host].move_to_end(proto)
+
+    def remove(self, proto: Any) -> None:
+        if self._all.pop(proto, 0) is None:
+            mine = self._byHost[proto.host]
+            del mine[proto]
+            if not mine:
+                del self._byHost[proto.host]
+
+
+# ---------------------------------------------------------------------------------------
 # The factory
 
 
@@ -408,8 +519,12 @@ class KubernetaiServerFactory(DNSServerFactory):
         or fails with an exception from :mod:`kubernetai.negative` (see there).  The
         ``Query`` carries the name as the client sent it (case kept).
     :param reactor: for the TCP idle timer (defaults to the global reactor).
-    :param tcp_idle_timeout: close a TCP connection after this many seconds with no
-        query and no answer outstanding (CoreDNS: 10 s).
+    :param tcp_read_timeout: close a new TCP connection whose first query has not
+        arrived whole after this many seconds (CoreDNS's read timeout: 3 s).
+    :param tcp_idle_timeout: after that, close it once this many seconds pass with no
+        complete query and no answer outstanding (CoreDNS: 10 s).
+    :param max_tcp_connections: open TCP connections at most (see :class:`TCPConnections`).
+    :param max_tcp_per_client: open TCP connections from one address at most.
     :param log_queries: called with a :class:`QueryLog` for every query answered by a
         zone's resolver (the ``log`` plugin); None turns the bookkeeping off.
     :param on_error: called with one line per plugin error, formatted as CoreDNS's
@@ -432,6 +547,9 @@ class KubernetaiServerFactory(DNSServerFactory):
         *,
         reactor: Any = None,
         tcp_idle_timeout: float = 10.0,
+        tcp_read_timeout: float = 3.0,
+        max_tcp_connections: int | None = None,
+        max_tcp_per_client: int = 256,
         log_queries: Callable[[QueryLog], None] | None = None,
         on_error: Callable[[str], None] | None = None,
         bufsize: int | None = None,
@@ -445,6 +563,8 @@ class KubernetaiServerFactory(DNSServerFactory):
         self.resolver = self.router          # stock API: factory.resolver.query(...)
         self.canRecurse = False
         self.tcp_idle_timeout = tcp_idle_timeout
+        self.tcp_read_timeout = tcp_read_timeout
+        self.tcpConnections = TCPConnections(max_tcp_connections, max_tcp_per_client)
         self.log_queries = log_queries
         self.on_error = on_error
         self.bufsize = bufsize
@@ -462,30 +582,52 @@ class KubernetaiServerFactory(DNSServerFactory):
 
     # -- hooks --------------------------------------------------------------------------
 
-    def lookupWireCache(self, qname: bytes, qtype: int, qclass: int,
-                        ednsKey: Any) -> bytes | None:
-        """Hook for a wire-format answer cache: cached response bytes, or None.
+    def lookupWireCache(self, qname: bytes, qtype: int, qclass: int) -> bytes | None:
+        """Hook for a wire-format answer cache: a stored answer (see :meth:`cacheable`).
 
         ``qname`` is the name as sent, case kept: answers echo the client's spelling in
-        their owner names, so names differing in case are different entries. ``ednsKey``
-        is ``(size limit, response OPT bytes)``: two requests with equal keys get
-        byte-identical responses apart from the ID and the RD/CD flags, which the server
-        patches in (:meth:`patchCached`).  Only consulted when a subclass overrides it;
-        entries come from :meth:`storeWireCache`.
+        their owner names, so names differing in case are different entries. Nothing of
+        the request's EDNS is part of the key: the stored answer has no OPT record and is
+        untruncated, the server appends this request's OPT and uses the entry only if
+        the whole fits the size this client allows (:meth:`fromCache`). Only consulted
+        when a subclass overrides it; entries come from :meth:`storeWireCache`.
         """
         return None
 
-    def storeWireCache(self, qname: bytes, qtype: int, qclass: int, ednsKey: Any,
-                       wire: bytes, result: tuple) -> None:
-        """Hook: ``wire`` answered this key (NOERROR/NODATA/NXDOMAIN only); ``result`` is
-        the resolver's ``(answers, authority, additional)`` (for TTLs)."""
+    def storeWireCache(self, qname: bytes, qtype: int, qclass: int, stored: bytes,
+                       result: tuple) -> None:
+        """Hook: ``stored`` (see :meth:`cacheable`) answers this key (NOERROR, NODATA or
+        NXDOMAIN only); ``result`` is the resolver's ``(answers, authority,
+        additional)`` (for TTLs)."""
 
     @staticmethod
-    def patchCached(wire: bytes, req: Request) -> bytes:
-        """Cached response bytes with this request's ID, RD/CD flags and question."""
-        q = req.question
-        return (_ID_FLAGS.pack(req.id, (wire[2] & 0xFE) | req.rd, (wire[3] & 0xEF) | req.cd)
-                + wire[4:12] + q + wire[12 + len(q):])
+    def cacheable(wire: bytes, req: Request) -> bytes | None:
+        """What the cache keeps of a response: the response without its OPT record.
+
+        None for a truncated response: it only holds for sizes as small as this one's.
+        """
+        if wire[2] & 0x02:
+            return None
+        if not req.opt:
+            return wire
+        arcount = ((wire[10] << 8) | wire[11]) - 1
+        return wire[:10] + _U16.pack(arcount) + wire[12:len(wire) - len(req.opt)]
+
+    @staticmethod
+    def fromCache(stored: bytes, req: Request) -> bytes | None:
+        """A stored response made this request's: its ID, RD/CD flags and OPT record.
+
+        None if it does not fit the size the request allows (then it is answered afresh,
+        truncated). The question needs no patching: the key holds it byte for byte.
+        """
+        opt = req.opt
+        if len(stored) + len(opt) > req.limit:
+            return None
+        head = _ID_FLAGS.pack(req.id, (stored[2] & 0xFE) | req.rd, (stored[3] & 0xEF) | req.cd)
+        if not opt:
+            return head + stored[4:]
+        arcount = ((stored[10] << 8) | stored[11]) + 1
+        return head + stored[4:10] + _U16.pack(arcount) + stored[12:] + opt
 
     def reportError(self, line: str) -> None:
         """One ``errors`` plugin line."""
@@ -520,13 +662,12 @@ class KubernetaiServerFactory(DNSServerFactory):
             return True
         if self._wireCache and req.simple:
             try:
-                cached = self.lookupWireCache(req.qname, req.qtype, req.qclass,
-                                              (req.limit, req.opt))
+                stored = self.lookupWireCache(req.qname, req.qtype, req.qclass)
+                wire = None if stored is None else self.fromCache(stored, req)
             except Exception:
                 self._internalLog(_log.failure, "wire cache lookup failed")
-                cached = None
-            if cached is not None:
-                wire = self.patchCached(cached, req)
+                wire = None
+            if wire is not None:
                 proto.sendWire(wire, addr)
                 if self.log_queries is not None:
                     self._logQuery(req, proto, addr, wire)
@@ -629,6 +770,7 @@ class KubernetaiServerFactory(DNSServerFactory):
         qname = b".".join(labels)
         req.qname = qname
         req.lname = qname.lower()
+        req.labels = labels
         req.qtype = qtype
         req.qclass = qclass
         req.question = question
@@ -649,8 +791,19 @@ class KubernetaiServerFactory(DNSServerFactory):
         return req
 
     def _echoedOptions(self, rdata: bytes) -> bytes:
-        """The request's EDNS0 options CoreDNS echoes, as wire bytes (FORMERR if bad)."""
+        """The EDNS0 options of the reply, from the request's (FORMERR if malformed).
+
+        CoreDNS echoes the request's NSID, EXPIRE, COOKIE, TCP-KEEPALIVE and PADDING
+        options as they came. Echoed verbatim, a client's 60 KB of padding or a thousand
+        repeated options make every reply that large (past the size the client asked
+        for) and every cache entry with it; a cookie of a bad length makes the reply
+        unparseable. So each option is echoed once, with its presence kept but its
+        content bounded: a COOKIE of a legal length (RFC 7873: 8, or 16 to 40 bytes)
+        gives back the 8-byte client cookie, any other length is FORMERR; the other
+        options, which carry nothing in a query, come back empty.
+        """
         out = []
+        seen: set[int] = set()
         pos = 0
         n = len(rdata)
         echoed = self.echoedOptions
@@ -661,8 +814,14 @@ class KubernetaiServerFactory(DNSServerFactory):
             stop = pos + 4 + length
             if stop > n:
                 raise _Malformed("EDNS0 option overflows the OPT record")
-            if code in echoed:
-                out.append(rdata[pos:stop])
+            if code == _OPTION_COOKIE and not (length == 8 or 16 <= length <= 40):
+                raise _Malformed("malformed COOKIE option")
+            if code in echoed and code not in seen:
+                seen.add(code)
+                if code == _OPTION_COOKIE:
+                    out.append(_U16X2.pack(code, 8) + rdata[pos + 4:pos + 12])
+                else:
+                    out.append(_U16X2.pack(code, 0))
             pos = stop
         return b"".join(out)
 
@@ -792,8 +951,9 @@ class KubernetaiServerFactory(DNSServerFactory):
 
     def _store(self, req: Request, wire: bytes, result: tuple) -> None:
         try:
-            self.storeWireCache(req.qname, req.qtype, req.qclass, (req.limit, req.opt),
-                                wire, result)
+            stored = self.cacheable(wire, req)
+            if stored is not None:
+                self.storeWireCache(req.qname, req.qtype, req.qclass, stored, result)
         except Exception:
             self._internalLog(_log.failure, "wire cache store failed")
 
@@ -834,6 +994,29 @@ class KubernetaiServerFactory(DNSServerFactory):
     def buildDatagramProtocol(self) -> DNSDatagramServerProtocol:
         """The UDP protocol for this factory."""
         return DNSDatagramServerProtocol(self)
+
+    def buildProtocol(self, addr: Any) -> DNSStreamServerProtocol | None:
+        """A TCP protocol, or None (Twisted then closes the socket) over the caps."""
+        host = getattr(addr, "host", "?")
+        if not self.tcpConnections.admit(host):
+            self.tcpConnections.rejectLog(
+                _log.warn, "TCP connection from {host} refused: {open} connections open "
+                "(at most {total}, {per} per client) and none idle", host=host,
+                open=len(self.tcpConnections), total=self.tcpConnections.max_total,
+                per=self.tcpConnections.max_per_client)
+            return None
+        proto = DNSStreamServerProtocol(self)
+        proto.host = host
+        return proto
+
+    def connectionMade(self, protocol: Any) -> None:
+        # DNSServerFactory keeps a list (O(n) removal); the caps keep ordered dicts.
+        if isinstance(protocol, DNSStreamServerProtocol):
+            self.tcpConnections.add(protocol)
+
+    def connectionLost(self, protocol: Any) -> None:
+        if isinstance(protocol, DNSStreamServerProtocol):
+            self.tcpConnections.remove(protocol)
 
 
 # ---------------------------------------------------------------------------------------
@@ -886,8 +1069,12 @@ class DNSDatagramServerProtocol(protocol.DatagramProtocol):
 class DNSStreamServerProtocol(protocol.Protocol):
     """TCP: length-prefixed requests, pipelined; each answered when it completes.
 
-    * The connection is closed after ``factory.tcp_idle_timeout`` seconds in which no
-      request arrived and no answer was outstanding.
+    * As CoreDNS (miekg's read and idle timeouts): the first request must arrive whole
+      within ``factory.tcp_read_timeout`` seconds of the connection, each later one
+      within ``factory.tcp_idle_timeout`` seconds of the last request or answer; bytes
+      dribbled in without completing a request do not count.
+    * The factory's :class:`TCPConnections` caps how many are open; over a cap, the
+      connection idle the longest is closed to make room.
     * A request shorter than a DNS header closes it at once.
     * A client that half-closes after sending still gets its outstanding answers.
     * Reading stops while the answers the client does not read pile up in the write
@@ -897,6 +1084,8 @@ class DNSStreamServerProtocol(protocol.Protocol):
 
     #: stop reading while this many queries of the connection are unanswered.
     maxOutstanding = 256
+
+    host = "?"
 
     def __init__(self, factory: KubernetaiServerFactory):
         self.factory = factory
@@ -919,7 +1108,7 @@ class DNSStreamServerProtocol(protocol.Protocol):
             self._producer = True
         except Exception:          # a transport that cannot take a producer
             self._producer = False
-        timeout = self.factory.tcp_idle_timeout
+        timeout = self.factory.tcp_read_timeout or self.factory.tcp_idle_timeout
         if timeout and timeout > 0:
             self._timer = self.factory._reactor.callLater(timeout, self._idle)
 
@@ -966,6 +1155,14 @@ class DNSStreamServerProtocol(protocol.Protocol):
         if self._timer is not None:
             self._timer.reset(self.factory.tcp_idle_timeout)
 
+    def idle(self) -> bool:
+        """No answer outstanding: closing it loses nothing."""
+        return self._outstanding <= 0 and not self._closed
+
+    def evict(self) -> None:
+        """Closed to make room for a new connection (see :class:`TCPConnections`)."""
+        self._close()
+
     # -- flow control (IPushProducer, driven by our own transport's write buffer) --
 
     def _updateReading(self) -> None:
@@ -1006,6 +1203,7 @@ class DNSStreamServerProtocol(protocol.Protocol):
                     self._close()
                     break
                 self._touch()
+                self.factory.tcpConnections.active(self)
                 self._outstanding += 1
                 if not self.factory.handleWire(message, self, None, False):
                     self._outstanding -= 1

@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IResolver
 from twisted.names import dns
 from twisted.names.common import ResolverBase
 from twisted.names.error import AuthoritativeDomainError, DomainError
+from twisted.names.resolve import ResolverChain
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -46,6 +47,13 @@ def answer_options(cluster: Cluster, ns_addresses: tuple[str, ...] = ()) -> reco
         namespaces=frozenset(config.namespaces) or None, zonal=config.zonal)
 
 
+class QuietChain(ResolverChain):
+    """A `ResolverChain` that, like `StanzaResolver.query`, logs nothing per query type."""
+
+    def query(self, query: dns.Query, timeout: Any = None) -> defer.Deferred[Result]:
+        return self._lookup(query.name.name, dns.IN, query.type, timeout)
+
+
 @implementer(IResolver)
 class StanzaResolver(ResolverBase):
     """Answers from one cluster's cache; see the module docstring for the contract."""
@@ -59,6 +67,15 @@ class StanzaResolver(ResolverBase):
         self.upstream = upstream  # the server's router, set once the server is built
         # Longest zone first, so the most specific one answers.
         self._zones = sorted(self.options.zones, key=len, reverse=True)
+
+    def query(self, query: dns.Query, timeout: Any = None) -> defer.Deferred[Result]:
+        """Every type goes to `_lookup` directly.
+
+        `ResolverBase.query` writes a debug line for each query of a type it has no
+        ``lookup*`` method for (HTTPS, SVCB, TYPE65000, ...); a client can ask those as
+        fast as it likes, and CoreDNS logs nothing for them.
+        """
+        return self._lookup(query.name.name, dns.IN, query.type, timeout)
 
     def _zone_of(self, lname: str) -> str | None:
         for zone in self._zones:

@@ -18,14 +18,13 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.names.common import ResolverBase
-from twisted.names.resolve import ResolverChain
 
 from . import corefile
 from .cluster import Cluster
 from .directive import BlockBuilder, Registry
 from .dnsserver import KubernetaiServerFactory, QueryLog, listen
 from .negative import FallThrough
-from .resolver import StanzaResolver
+from .resolver import QuietChain, StanzaResolver
 from .wirecache import CachingServerFactory, WireCache
 
 log = Logger()
@@ -86,7 +85,7 @@ def compile_corefile(blocks: Iterable[corefile.ServerBlock], *, registry: Regist
         all_zones = tuple(dict.fromkeys(key.zone for key in block.keys))
         builder = registry.set_up_block(block, BlockBuilder(block, all_zones))
         chain = builder.chain()
-        resolver = ResolverChain(chain) if chain else _NoPlugin()
+        resolver = QuietChain(chain) if chain else _NoPlugin()
         for port, zones in by_port.items():
             plan = ports.setdefault(port, PortPlan(port))
             for zone in zones:

@@ -9,6 +9,13 @@ warm cache and running informers, and start only the new ones:
   start and get their `startup_timeout` to sync while the old configuration still answers;
   then the listening sockets switch to the new routing in one step (queries in flight finish
   with the resolvers they started on), and stanzas no longer used are stopped.
+  A reload is bounded in time and all-or-nothing: reading the configuration (Corefile,
+  imports, kubeconfigs, certificates, kubeconfig `exec` credential plugins) gets
+  `read_timeout` seconds on a thread of its own and is abandoned after that; a stanza it
+  starts that has not synced within its `startup_timeout` (a wrong token, CA or endpoint)
+  makes the whole new configuration be discarded. Either way the running configuration
+  keeps serving, the failure is logged, counted (`reload_failures`) and shown in STATUS
+  until a reload succeeds, and the next SIGUSR1 tries again.
 * **stop** (SIGTERM): stop reading queries, give those in flight `grace` seconds, close the
   sockets, stop the informer threads; bounded, and twistd then exits 0.
 * **systemd** (`Type=notify`): READY=1 once every stanza has synced or passed its
@@ -19,11 +26,14 @@ warm cache and running informers, and start only the new ones:
 from __future__ import annotations
 
 import signal
-from typing import Any
+import threading
+import time
+from typing import Any, Callable
 
 from twisted.application import service
-from twisted.internet import defer, task, threads
+from twisted.internet import defer, task
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from . import corefile
 from .cluster import Cluster
@@ -32,6 +42,35 @@ from .sdnotify import Notifier
 from .server import KubernetaiService, PortPlan, clusters_of, compile_corefile, connect_all
 
 log = Logger()
+
+#: Seconds a reload may spend reading its configuration: the Corefile and its imports,
+#: kubeconfigs and certificates, and building the API clients. From local files that takes
+#: milliseconds; the one slow step that is legitimate is a kubeconfig `exec` credential
+#: plugin, which the Python client runs while loading the kubeconfig (client-go runs it at
+#: the first request, inside CoreDNS's startup_timeout wait). Cloud CLIs such as
+#: `aws eks get-token` answer in about a second, a few on a cold start: 10 s is several
+#: times that, twice CoreDNS's default startup_timeout, and leaves a whole reload (this
+#: plus the new stanzas' startup_timeout, 5 s by default) well inside the 90 s the unit
+#: gives (TimeoutStartSec=, which systemd also applies to a Type=notify-reload reload).
+#: Something that blocks (a FIFO, a plugin waiting for a prompt) is abandoned after it.
+READ_TIMEOUT = 10.0
+
+#: Abandoned reads still blocked, each on a thread of its own, beyond which a reload is
+#: refused at once instead of starting yet another thread (threads are not free, and a
+#: read that blocks once will most likely block again until the operator fixes it).
+MAX_ABANDONED = 3
+
+
+class ReloadAbandoned(Exception):
+    """Reading the configuration for a reload did not finish within its deadline."""
+
+
+class ReloadRefused(Exception):
+    """Too many earlier reloads are still blocked reading; none is started."""
+
+
+class ReloadNotSynced(Exception):
+    """A stanza the new configuration starts did not sync in time: nothing was switched."""
 
 
 def _exit(code: int) -> None:
@@ -56,6 +95,52 @@ def read_plans(path: str, port_override: int | None) -> list[PortPlan]:
     plans = compile_corefile(blocks, port_override=port_override)
     connect_all(plans)
     return plans
+
+
+def read_in_thread(reactor: Any, timeout: float, read: Callable[[], Any]
+                   ) -> tuple[defer.Deferred[Any], threading.Thread]:
+    """Run `read` on a daemon thread of its own; its Deferred fails after `timeout` seconds.
+
+    Not the reactor's thread pool: twistd joins the pool's threads at shutdown, so a read
+    blocked for good (a FIFO) would hang SIGTERM too, and it would hold a pool worker that
+    stopping the informers needs. A daemon thread never delays the exit. Once the deadline
+    has passed the Deferred has fired, and whatever the thread returns when it wakes up is
+    dropped: an abandoned reload can never switch the configuration.
+    """
+    result: defer.Deferred[Any] = defer.Deferred()
+    started = time.monotonic()
+
+    def expire() -> None:
+        result.errback(ReloadAbandoned(
+            f"reading the configuration did not finish within {timeout:g}s (a file that "
+            "blocks, such as a FIFO, or a kubeconfig exec plugin that does not answer?); "
+            "the reload was abandoned"))
+
+    timer = reactor.callLater(timeout, expire)
+
+    def deliver(outcome: Any) -> None:  # on the reactor thread
+        if result.called:
+            log.warn("kubernetai: a reload abandoned after {timeout:g}s finished reading after "
+                     "{elapsed:.1f}s; its result is discarded", timeout=timeout,
+                     elapsed=time.monotonic() - started)
+            return
+        timer.cancel()
+        if isinstance(outcome, Failure):
+            result.errback(outcome)
+        else:
+            result.callback(outcome)
+
+    def run() -> None:
+        try:
+            outcome: Any = read()
+        except BaseException:  # noqa: BLE001 - handed to the reactor, which reports it
+            outcome = Failure()
+            outcome.cleanFailure()  # no frames kept alive across threads
+        reactor.callFromThread(deliver, outcome)
+
+    thread = threading.Thread(target=run, name="kubernetai-reload", daemon=True)
+    thread.start()
+    return result, thread
 
 
 def reuse_clusters(plans: list[PortPlan], running: list[Cluster]) -> list[Cluster]:
@@ -83,11 +168,15 @@ def reuse_clusters(plans: list[PortPlan], running: list[Cluster]) -> list[Cluste
 
 
 class Supervisor(service.MultiService):
-    """Runs the Corefile at `path`; see the module docstring."""
+    """Runs the Corefile at `path`; see the module docstring.
+
+    :param read_timeout: seconds a reload may spend reading its configuration
+        (`READ_TIMEOUT`); the new stanzas then get their own `startup_timeout` to sync.
+    """
 
     def __init__(self, path: str, *, port_override: int | None = None, reactor: Any = None,
                  notifier: Notifier | None = None, grace: float = 1.0,
-                 status_interval: float = 10.0) -> None:
+                 status_interval: float = 10.0, read_timeout: float = READ_TIMEOUT) -> None:
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor
@@ -96,9 +185,17 @@ class Supervisor(service.MultiService):
         self.port_override = port_override
         self.notifier = notifier or Notifier(reactor=reactor)
         self.grace = grace
+        self.read_timeout = read_timeout
+        #: Reloads that switched to a new configuration.
         self.reloads = 0
+        #: Reloads that failed (the previous configuration kept serving): a counter for a
+        #: reload-failed metric.
+        self.reload_failures = 0
+        #: Why the last reload failed, until a reload succeeds (also shown in `status()`).
+        self.last_reload_error: str | None = None
         self.exit_code = 0
         self._reloading: defer.Deferred[Any] | None = None
+        self._abandoned: list[threading.Thread] = []  # reads given up on, maybe still blocked
         plans = read_plans(path, port_override)
         self.clusters = service.MultiService()
         self.clusters.setServiceParent(self)
@@ -116,8 +213,7 @@ class Supervisor(service.MultiService):
         self.notifier.start_watchdog()
         super().startService()
         self.server.listening.addCallbacks(self._ready, self._cannot_serve)
-        if hasattr(signal, "SIGUSR1"):
-            signal.signal(signal.SIGUSR1, self._on_sigusr1)
+        _set_sigusr1(self._on_sigusr1)
 
     def _on_sigusr1(self, signum: int, frame: Any) -> None:
         self.reactor.callFromThread(self.reload)
@@ -138,20 +234,27 @@ class Supervisor(service.MultiService):
         self.notifier.status(self.status())
 
     def status(self) -> str:
-        """One line for `systemctl status`: which clusters have synced."""
+        """One line for `systemctl status`: which clusters have synced, and a failed reload.
+
+        The failure stays in the line (the periodic STATUS included) until a reload
+        succeeds, so an operator who looks a minute later still sees that the file on
+        disk is not what is being served.
+        """
         clusters = [c for c in self.clusters if isinstance(c, Cluster)]
         synced = sum(1 for c in clusters if c.synced)
         parts = [f"{c.config.primary_zone.rstrip('.')} ({c.config.filename}:{c.config.line}) "
                  f"{'synced' if c.synced else 'NOT synced'}" for c in clusters]
-        return f"{synced}/{len(clusters)} clusters synced: " + ", ".join(parts)
+        line = f"{synced}/{len(clusters)} clusters synced: " + ", ".join(parts)
+        if self.last_reload_error is not None:
+            line += f"; last reload failed: {self.last_reload_error}"
+        return line
 
     def stopService(self) -> defer.Deferred[Any]:
         self.notifier.stopping()
         self.notifier.stop_watchdog()
         if self._status.running:
             self._status.stop()
-        if hasattr(signal, "SIGUSR1"):
-            signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        _set_sigusr1(signal.SIG_DFL)
         self.server.pause()
         drained = task.deferLater(self.reactor, self.grace, lambda: None)
         stopped = drained.addCallback(lambda _: super(Supervisor, self).stopService())
@@ -169,7 +272,11 @@ class Supervisor(service.MultiService):
     # -- reload ----------------------------------------------------------------------
 
     def reload(self) -> defer.Deferred[bool]:
-        """Re-read the Corefile and switch to it; fires True if the switch happened."""
+        """Re-read the Corefile and switch to it; fires True if the switch happened.
+
+        Never fails and always ends: RELOADING=1 is followed by READY=1 within
+        `read_timeout` plus the largest `startup_timeout` of the stanzas it starts.
+        """
         if self._reloading is not None:
             log.info("kubernetai: a reload is already in progress")
             return defer.succeed(False)
@@ -178,22 +285,52 @@ class Supervisor(service.MultiService):
             return defer.succeed(False)
         self.notifier.reloading()
         log.info("kubernetai: reloading {path}", path=self.path)
-        reading = threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
-                                            read_plans, self.path, self.port_override)
-        self._reloading = reading.addCallback(self._switch).addErrback(self._reload_failed)
+        self._reloading = self._read().addCallback(self._switch)
+        self._reloading.addErrback(self._reload_failed)
         return self._reloading.addBoth(self._reload_done)
+
+    def _read(self) -> defer.Deferred[list[PortPlan]]:
+        """The new configuration's plans, read off the reactor thread within the deadline."""
+        self._abandoned = [thread for thread in self._abandoned if thread.is_alive()]
+        if len(self._abandoned) >= MAX_ABANDONED:
+            return defer.fail(ReloadRefused(
+                f"{len(self._abandoned)} earlier reloads are still blocked reading the "
+                "configuration; not starting another until one of them ends"))
+        reading, thread = read_in_thread(self.reactor, self.read_timeout,
+                                         lambda: read_plans(self.path, self.port_override))
+
+        def abandoned(failure: Failure) -> Failure:
+            if failure.check(ReloadAbandoned):
+                self._abandoned.append(thread)
+            return failure
+        return reading.addErrback(abandoned)
 
     @defer.inlineCallbacks
     def _switch(self, plans: list[PortPlan]) -> Any:
+        """Start the new stanzas, wait for them to sync, then switch; or change nothing.
+
+        All-or-nothing: if any stanza the new configuration starts (changed or new) has not
+        synced within its startup_timeout, the new configuration is discarded and the
+        running one, informers and warm caches included, keeps serving. A changed stanza
+        that cannot reach its cluster must not replace one that can; and a new stanza
+        served unsynced would answer SERVFAIL (and, without fallthrough, hide the stanzas
+        after it). Unlike at start-up, where there is nothing better to serve, a reload
+        has something better: what is running.
+        """
         running = [c for c in self.clusters if isinstance(c, Cluster)]
         kept = reuse_clusters(plans, running)
         fresh = [c for c in clusters_of(plans) if c not in kept]
         for cluster in fresh:
             cluster.setServiceParent(self.clusters)
-        yield defer.gatherResults([c.wait_synced(c.config.startup_timeout) for c in fresh])
         try:
+            synced = yield defer.gatherResults(
+                [c.wait_synced(c.config.startup_timeout) for c in fresh])
             if not self.running:
                 raise RuntimeError("the server is stopping")
+            unsynced = [c for c, ok in zip(fresh, synced) if not ok]
+            if unsynced:
+                raise ReloadNotSynced("; ".join(_not_synced(c) for c in unsynced)
+                                      + "; the new configuration was not used")
             self.server.retarget(plans)
         except Exception:
             for cluster in fresh:  # the running configuration stays as it was
@@ -208,13 +345,16 @@ class Supervisor(service.MultiService):
                  old=len(retired))
         return True
 
-    def _reload_failed(self, failure: Any) -> bool:
+    def _reload_failed(self, failure: Failure) -> bool:
         error = failure.value
-        if isinstance(error, corefile.CorefileError):
+        if isinstance(error, (corefile.CorefileError, ReloadAbandoned, ReloadRefused,
+                              ReloadNotSynced)):
             message = str(error)
         else:
             message = f"{type(error).__name__}: {error}"
             log.failure("kubernetai: reload failed", failure)
+        self.reload_failures += 1
+        self.last_reload_error = message
         log.error("kubernetai: reload failed, still serving the previous configuration: "
                   "{message}", message=message)
         self.notifier.ready(f"reload failed, serving the previous configuration: {message}")
@@ -223,5 +363,48 @@ class Supervisor(service.MultiService):
     def _reload_done(self, switched: Any) -> Any:
         self._reloading = None
         if switched is True:
+            self.last_reload_error = None
             self.notifier.ready(self.status())
         return switched
+
+
+def _not_synced(cluster: Cluster) -> str:
+    """Which stanza did not sync, in how long, and the API server's last answer."""
+    config = cluster.config
+    why = _excerpt(_last_error(cluster))
+    return (f"{config.filename}:{config.line} {config.primary_zone.rstrip('.')} did not "
+            f"sync within {config.startup_timeout:g}s" + (f" ({why})" if why else ""))
+
+
+def _last_error(cluster: Cluster) -> str:
+    """The most recent error of the cluster's informers ("HTTP 401 Unauthorized", ...).
+
+    Read from the informers' counters (plain strings, written by their threads; reading
+    one is atomic). Uses `Cluster.last_error` when the cluster offers it.
+    """
+    offered = getattr(cluster, "last_error", None)
+    if isinstance(offered, str):
+        return offered
+    errors = [informer.stats.last_error for informer in getattr(cluster, "_informers", [])
+              if informer.stats.last_error]
+    return "; ".join(dict.fromkeys(errors))
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    """At most `limit` characters of an API server's message, control characters escaped.
+
+    The message comes from the API server's answer: it must not be able to start a new
+    line in the log or in STATUS, nor fill them.
+    """
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return shown + ("..." if len(text) > limit else "")
+
+
+def _set_sigusr1(handler: Any) -> None:
+    """Install the SIGUSR1 handler where Python allows it: from the main thread only.
+
+    twistd runs the reactor (and so this) on the main thread. An application that runs
+    the reactor on another thread gets no signal handler and calls `reload()` itself.
+    """
+    if hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGUSR1, handler)

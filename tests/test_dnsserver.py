@@ -805,17 +805,17 @@ class RenderTests(SynchronousTestCase):
             self.assertGreater(len(wire) + 16, min(payload, len(wire) + 16 * (60 - kept)))
 
     def test_wire_cache_hook(self) -> None:
-        """A subclass cache gets (qname as sent, qtype, qclass, ednsKey); hits are patched."""
+        """A subclass cache gets (qname as sent, qtype, qclass); hits are patched."""
         class Cached(KubernetaiServerFactory):
             def __init__(self, *a: Any, **kw: Any) -> None:
                 super().__init__(*a, **kw)
                 self.store: dict = {}
 
-            def lookupWireCache(self, lname, qtype, qclass, ednsKey):  # type: ignore[override]
-                return self.store.get((lname, qtype, qclass, ednsKey))
+            def lookupWireCache(self, lname, qtype, qclass):  # type: ignore[override]
+                return self.store.get((lname, qtype, qclass))
 
-            def storeWireCache(self, lname, qtype, qclass, ednsKey, wire, result):  # type: ignore[override]
-                self.store[(lname, qtype, qclass, ednsKey)] = wire
+            def storeWireCache(self, lname, qtype, qclass, stored, result):  # type: ignore[override]
+                self.store[(lname, qtype, qclass)] = stored
 
         resolver = ZoneResolver()
         factory = Cached({"cluster.local": resolver})
@@ -867,7 +867,7 @@ class StreamProtocolTests(SynchronousTestCase):
                 return d
         self.factory = KubernetaiServerFactory(
             {"cluster.local": ZoneResolver(), "pending.test": Pending()},
-            reactor=self.clock, tcp_idle_timeout=10)
+            reactor=self.clock, tcp_idle_timeout=10, tcp_read_timeout=3)
         self.proto = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1234))
         self.transport = StringTransport()
         self.proto.makeConnection(self.transport)
@@ -884,21 +884,33 @@ class StreamProtocolTests(SynchronousTestCase):
             data = data[2 + n:]
         return out
 
-    def test_idle_timeout_closes(self) -> None:
-        """No query for tcp_idle_timeout seconds → the connection is closed."""
-        self.clock.advance(9.9)
+    def test_first_query_within_read_timeout(self) -> None:
+        """No whole first query within tcp_read_timeout (CoreDNS: 3 s) → closed."""
+        self.clock.advance(2.9)
         self.assertFalse(self.transport.disconnecting)
         self.clock.advance(0.2)
         self.assertTrue(self.transport.disconnecting)
 
+    def test_dribbled_bytes_do_not_keep_it_open(self) -> None:
+        """Part of a query, a byte at a time, does not restart the timer."""
+        wire = struct.pack("!H", 40) + _query_wire()[:20]
+        for byte in wire:
+            self.proto.dataReceived(bytes([byte]))
+            self.clock.advance(0.1)
+        self.clock.advance(3 - 0.1 * len(wire) + 0.1)
+        self.assertTrue(self.transport.disconnecting)
+
     def test_query_resets_idle_timer(self) -> None:
-        """Each query restarts the idle timer."""
-        self.clock.advance(8)
+        """After a query, the idle timeout (10 s) applies; each query restarts it."""
+        self.clock.advance(2)
         self.send(_query_wire())
-        self.clock.advance(8)
+        self.clock.advance(9.9)
         self.assertFalse(self.transport.disconnecting)
-        self.assertEqual(len(self.responses()), 1)
-        self.clock.advance(2.1)
+        self.send(_query_wire())
+        self.clock.advance(9.9)
+        self.assertFalse(self.transport.disconnecting)
+        self.assertEqual(len(self.responses()), 2)
+        self.clock.advance(0.2)
         self.assertTrue(self.transport.disconnecting)
 
     def test_outstanding_query_keeps_connection(self) -> None:

@@ -21,8 +21,8 @@ from kubernetai.cluster import Cluster
 from kubernetai.corefile import CorefileError
 from kubernetai.directive import GROUP, BlockBuilder, Registry
 from kubernetai.dnsserver import QueryLog
-from kubernetai.negative import FallThrough
 from kubernetai.logwriter import STDOUT
+from kubernetai.negative import FallThrough
 from kubernetai.reactor_thread import in_reactor
 from kubernetai.resolver import StanzaResolver
 from kubernetai.sandbox.server import Sandbox
@@ -458,7 +458,9 @@ def test_service_answers_over_udp(running: Any, capsys: pytest.CaptureFixture[st
     assert response.rcode() == dns.rcode.NOERROR
     assert response.flags & dns.flags.AA
     assert [rr.to_text() for rrset in response.answer for rr in rrset] == [cluster_ip]
-    (line,) = capsys.readouterr().out.splitlines()
+    STDOUT.flush()  # the line is written by the log writer thread, maybe not yet
+    lines = capsys.readouterr().out.splitlines()
+    (line,) = [line for line in lines if " web.shop.svc.a.local. " in line] or [lines]
     assert line.startswith("[INFO] 127.0.0.1:")
     assert " NOERROR qr,aa,rd " in line
 

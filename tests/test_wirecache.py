@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dns.edns
+import dns.flags
 import dns.message
 import dns.rcode
 from kubernetai.wirecache import CachingServerFactory, WireCache
@@ -21,7 +23,7 @@ def query(factory: CachingServerFactory, name: str, rdtype: str = "A",
           **kwargs) -> dns.message.Message:
     out = Collector()
     message = dns.message.make_query(name, rdtype, **kwargs)
-    factory.handleWire(message.to_wire(), out, None, True)
+    factory.handleWire(message.to_wire(max_size=65535), out, None, True)
     response = dns.message.from_wire(out.sent[0])
     assert response.id == message.id
     return response
@@ -49,26 +51,58 @@ def test_nxdomain_cached_servfail_not():
     assert len(resolver.queries) == 3
 
 
-def test_edns_and_size_are_part_of_the_key():
-    """A query with EDNS (another size, another OPT) is its own entry."""
+def test_edns_is_not_part_of_the_key():
+    """One entry serves every EDNS size and option set; each reply has its own OPT."""
     cache = WireCache()
     factory, resolver = factory_with(cache)
-    query(factory, "web.cluster.local")
-    with_edns = query(factory, "web.cluster.local", use_edns=0, payload=1232)
-    assert with_edns.edns == 0 and len(resolver.queries) == 2
+    plain = query(factory, "web.cluster.local")
+    with_edns = query(factory, "web.cluster.local", use_edns=0, payload=1232, want_dnssec=True)
+    cookie = dns.edns.GenericOption(dns.edns.COOKIE, b"12345678")
+    with_cookie = query(factory, "web.cluster.local", use_edns=0, options=[cookie])
+    assert len(resolver.queries) == 1 and cache.hits == 2 and len(cache.entries) == 1
+    assert plain.edns == -1 and with_edns.edns == 0 and with_edns.payload == 1232
+    assert with_edns.ednsflags & dns.flags.DO
+    assert [o.client for o in with_cookie.options] == [b"12345678"]
+    assert plain.answer == with_edns.answer == with_cookie.answer
 
 
-def test_bounded_and_cleared():
-    """A full cache empties itself; clear() and adopt() empty it too."""
+def test_an_entry_too_large_for_a_small_client_is_not_served_to_it():
+    """An answer cached from a large-buffer query is answered afresh, truncated, for 512."""
+    cache = WireCache()
+    factory, resolver = factory_with(cache)
+    big = query(factory, "mixed.cluster.local", use_edns=0, payload=4096)
+    assert not big.flags & dns.flags.TC and len(big.to_wire()) > 512
+    small = query(factory, "mixed.cluster.local")
+    assert small.flags & dns.flags.TC and len(resolver.queries) == 2
+    assert query(factory, "mixed.cluster.local", use_edns=0, payload=4096).answer == big.answer
+    assert len(resolver.queries) == 2
+
+
+def test_bounded_in_entries_oldest_first_and_cleared():
+    """Past max_entries the oldest entry goes; clear() and adopt() empty it."""
     cache = WireCache(max_entries=3)
     factory, _ = factory_with(cache)
-    for i in range(3):
+    for i in range(4):
         query(factory, f"web{i}.cluster.local")
-    assert len(cache.entries) == 3
-    query(factory, "web9.cluster.local")
-    assert len(cache.entries) == 1
+    assert [k[0] for k in cache.entries] == [b"web1.cluster.local", b"web2.cluster.local",
+                                             b"web3.cluster.local"]
     factory.adopt(factory_with(WireCache())[0])
-    assert cache.entries == {}
+    assert not cache.entries and cache.bytes == 0
+
+
+def test_bounded_in_bytes_whatever_the_client_pads():
+    """Padding and cookies neither enlarge an entry nor make new ones (D2)."""
+    cache = WireCache(max_bytes=64 * 1024)
+    factory, resolver = factory_with(cache)
+    for i in range(2000):
+        padding = dns.edns.GenericOption(dns.edns.PADDING, bytes(7000))
+        reply = query(factory, f"n{i}.cluster.local", use_edns=0, payload=1232,
+                      options=[padding])
+        assert len(reply.to_wire()) <= 1232
+        assert cache.bytes <= cache.max_bytes
+    assert cache.bytes == sum(cache.cost(k[0], v) for k, v in cache.entries.items())
+    assert all(len(v) < 200 for v in cache.entries.values())
+    assert cache.evictions > 0
 
 
 def test_cluster_change_empties_the_server_cache(server, sandboxes):
