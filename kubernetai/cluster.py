@@ -6,21 +6,28 @@ services and namespaces always, EndpointSlices unless `noendpoints`, pods only f
 `pods verified`, ServiceImports and multicluster EndpointSlices for `multicluster`).
 Informer threads hand batches over with `callFromThread`; the cache is only ever touched on
 the reactor thread, so the query path reads it with no lock.
+
+`Cluster.probe` tries the API server once without starting anything (`kubernetai check
+--connect`), and `describe_api_error` says in one line, naming the URL, why a request failed.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
+import json
+import ssl
 from typing import Any, Callable
 
+import urllib3
 from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from . import objects
 from .cache import ClusterCache
-from .informer import Changes, Informer, Replace, Watched
-from .stanza import StanzaConfig, kube_client_config
+from .informer import Changes, Informer, Replace, Watched, lister
+from .stanza import StanzaConfig, kube_client_config, plain_http_credentials
 
 POD_PHASES = "status.phase!=Succeeded,status.phase!=Failed,status.phase!=Unknown"
 MC_SERVICE_LABEL = "multicluster.kubernetes.io/service-name"
@@ -73,6 +80,9 @@ class Cluster(service.Service):
         self.required = frozenset(self.watched)
         self.read_timeout = read_timeout
         self._api_client = api_client
+        # Located notes about the connection, found when the client is built
+        # (credentials over plain HTTP): printed by `check`, logged at start.
+        self.warnings: list[str] = []
         self._informers: list[Informer] = []
         self._waiters: list[defer.Deferred[bool]] = []
         # Called on the reactor thread after a change that can change answers (the
@@ -94,13 +104,23 @@ class Cluster(service.Service):
         """
         if self._api_client is None:
             from kubernetes import client as k8s
-            self._api_client = k8s.ApiClient(kube_client_config(self.config))
+            client_config = kube_client_config(self.config)
+            note = plain_http_credentials(self.config, client_config)
+            self.warnings = [note] if note else []
+            self._api_client = k8s.ApiClient(client_config)
             self._api_client.user_agent = "kubernetai/python"
         return self._api_client
+
+    @property
+    def url(self) -> str:
+        """The API server's URL (once :meth:`connect` has built the client)."""
+        return str(self._api_client.configuration.host) if self._api_client is not None else ""
 
     def startService(self) -> None:
         super().startService()
         client = self.connect()
+        for note in self.warnings:
+            self.log.warn("{note}", note=note)
         limiter = self.config.request_limiter()
         for resource, watched in self.watched.items():
             convert = CONVERTERS[resource]
@@ -110,7 +130,9 @@ class Cluster(service.Service):
                                 deliver=lambda batch, r=resource: self._deliver(r, batch),
                                 reactor=self.reactor, read_timeout=self.read_timeout,
                                 limiter=limiter,
-                                name=f"{self.config.primary_zone}{resource}")
+                                # The URL, so that a failure (a TLS error names no host)
+                                # says which API server it is about.
+                                name=f"{self.config.primary_zone}{resource} {self.url}")
             informer.start()
             self._informers.append(informer)
 
@@ -162,3 +184,111 @@ class Cluster(service.Service):
         call = self.reactor.callLater(timeout, expire)
         waiter.addBoth(lambda result: (call.active() and call.cancel(), result)[1])
         return waiter
+
+    def probe(self, timeout: float) -> str | None:
+        """Try the API server once, as the informers would start: None if it answers.
+
+        One list of each resource the stanza watches, ``limit=1``, with the
+        stanza's selectors and credentials, each request bounded by
+        ``timeout`` (connect, TLS handshake and answer each) and not
+        retried.  Returns what went wrong, naming the URL, for the first
+        resource that fails.  Blocking: for `check --connect`, not the
+        reactor thread.
+        """
+        client = self.connect()
+        probing = copy.copy(client.configuration)
+        probing.retries = 0  # one try: a refused connection is reported, not retried
+        from kubernetes import client as k8s
+        api = k8s.ApiClient(probing)
+        api.user_agent = client.user_agent
+        try:
+            for watched in self.watched.values():
+                try:
+                    _list_once(api, watched, timeout)
+                except Exception as error:  # noqa: BLE001 - every failure is the answer
+                    return f"{watched.resource}: {describe_api_error(error, probing.host, timeout)}"
+        finally:
+            api.close()
+        return None
+
+
+# The most a probe reads of an answer (a list of one object).
+_PROBE_BODY_BYTES = 1 << 20
+
+
+class _NotAList(Exception):
+    """An answer that is not a Kubernetes list: probably not an API server."""
+
+
+def _list_once(api: Any, watched: Watched, timeout: float) -> None:
+    """One list request of ``watched`` with ``limit=1``; raises if it fails."""
+    params: dict[str, Any] = {"limit": 1, "_preload_content": False,
+                              "_request_timeout": (timeout, timeout)}
+    if watched.label_selector:
+        params["label_selector"] = watched.label_selector
+    if watched.field_selector:
+        params["field_selector"] = watched.field_selector
+    response = lister(api, watched.resource)(**params)
+    try:
+        body = response.read(_PROBE_BODY_BYTES)
+    finally:
+        response.release_conn()
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict) or not isinstance(answer.get("items"), list):
+        raise _NotAList("the answer is not a Kubernetes list: is this the API server?")
+
+
+def describe_api_error(error: BaseException, url: str, timeout: float) -> str:
+    """One line saying what went wrong talking to the API server at ``url``.
+
+    A TLS failure says so and names the URL (Python's own message names
+    neither the server nor the certificate it refused); a refusal of the
+    credentials says which status came back.
+    """
+    from kubernetes.client.exceptions import ApiException
+
+    if isinstance(error, urllib3.exceptions.MaxRetryError) and error.reason is not None:
+        error = error.reason
+    if isinstance(error, ApiException):
+        return _describe_status(error, url)
+    if isinstance(error, urllib3.exceptions.SSLError) and error.args:
+        error = error.args[0] if isinstance(error.args[0], BaseException) else error
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return (f"TLS with {url} failed: its certificate is not trusted ({error.verify_message}): "
+                "is the CA right (tls CACERT, or the kubeconfig's certificate-authority)?")
+    if isinstance(error, (ssl.SSLError, urllib3.exceptions.SSLError)):
+        return f"TLS with {url} failed: {error}"
+    # NewConnectionError is a ConnectTimeoutError too (urllib3 keeps it so): test it first.
+    if isinstance(error, urllib3.exceptions.NewConnectionError):
+        cause = error.__cause__ or error.__context__
+        why = getattr(cause, "strerror", None) or str(cause or error)
+        return f"cannot connect to {url}: {why}"
+    if isinstance(error, urllib3.exceptions.ConnectTimeoutError):
+        return f"no connection to {url} within {timeout:g}s"
+    if isinstance(error, urllib3.exceptions.ReadTimeoutError):
+        return f"{url} did not answer within {timeout:g}s"
+    if isinstance(error, _NotAList):
+        return f"{url}: {error}"
+    text = str(error)
+    return f"{url}: {type(error).__name__}" + (f": {text}" if text else "")
+
+
+def _describe_status(error: Any, url: str) -> str:
+    message = ""
+    try:
+        body = json.loads(error.body or "")
+        if isinstance(body, dict):
+            message = str(body.get("message") or "")
+    except (TypeError, ValueError):
+        pass
+    status = f"HTTP {error.status} {error.reason or ''}".rstrip()
+    if error.status == 401:
+        lead = f"{url} refused the credentials ({status})"
+    elif error.status == 403:
+        lead = f"{url} does not allow this ({status}): the stanza needs list and watch"
+    else:
+        lead = f"{url} answered {status}"
+    return lead + (f": {message[:200]}" if message else "")

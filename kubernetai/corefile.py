@@ -33,6 +33,12 @@ Lexical rules (from ``caddyfile/lexer.go``):
 Environment references ``{$NAME}`` and ``{%NAME%}`` are replaced token by
 token after lexing, as CoreDNS does (so a value containing spaces stays one
 token); a variable that is not set becomes the empty string.
+
+Unlike CoreDNS, reading is bounded (see the ``MAX_*`` limits below): only
+regular files are read, each and all together of bounded size, with a
+bounded number of imports, nesting depth and tokens, so that any input ends
+quickly in a result or a :class:`CorefileError`, and a message quotes only a
+short, escaped excerpt of what a file holds.
 """
 
 from __future__ import annotations
@@ -40,25 +46,130 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import itertools
+import json
 import logging
 import os
 import re
+import stat
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 import pyparsing as pp
 
 __all__ = [
+    "MAX_FILE_BYTES",
+    "MAX_IMPORTED_FILES",
+    "MAX_IMPORT_DEPTH",
+    "MAX_NESTING",
+    "MAX_TOKENS",
+    "MAX_TOTAL_BYTES",
     "CorefileError",
     "Directive",
     "ServerBlock",
     "ZoneAddress",
+    "excerpt",
     "normalize_zone",
     "parse",
     "parse_file",
+    "printable",
+    "read_regular_file",
 ]
 
 log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------
+# Limits.  CoreDNS has none; a Corefile is trusted input, but it may import
+# files an operator did not write (a ConfigMap, a conf.d directory) and it is
+# re-read on every reload, so reading and parsing one must be bounded in
+# memory and time whatever it holds.  Each limit is far above any real
+# Corefile (the stock ones hold about a hundred tokens).
+
+#: The Corefile, and each file it imports, may be at most this many bytes
+#: (1 MiB, also the most a Kubernetes ConfigMap can hold).
+MAX_FILE_BYTES = 1 << 20
+#: Bytes read for one Corefile in all: the Corefile and every import.
+MAX_TOTAL_BYTES = 8 << 20
+#: Files one Corefile may import in all (each file a glob matches counts).
+MAX_IMPORTED_FILES = 256
+#: Tokens once every import and snippet is spliced in.
+MAX_TOKENS = 100_000
+#: Braces open at once, the server block's own included.
+MAX_NESTING = 32
+#: Imports (of files or snippets) inside imported text, one inside another.
+MAX_IMPORT_DEPTH = 16
+#: One token after environment substitution.
+MAX_TOKEN_CHARS = 65_536
+#: Entries looked at in one directory while matching an import glob.
+MAX_GLOB_ENTRIES = 100_000
+
+# What an error message quotes of a token, at most; and of anything at all.
+_EXCERPT_CHARS = 40
+_MAX_MESSAGE_CHARS = 1000
+
+
+# --------------------------------------------------------------------------
+# Text safe to print.  A message may quote what a file or an environment
+# variable holds; it goes to a terminal or a log, so it must not carry
+# control characters (a forged log line, an escape sequence), invisible
+# ones (bidi overrides, zero-width spaces) or a file's whole contents.
+
+def _escape_char(char: str) -> str:
+    code = ord(char)
+    if char in "\t\n\r":
+        return {"\t": "\\t", "\n": "\\n", "\r": "\\r"}[char]
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with every character Python calls unprintable escaped
+    (``\\x1b``, ``\\u202e``): controls, format characters such as bidi
+    overrides and zero-width spaces, separators other than the ASCII space.
+    Other characters are kept as written."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape_char(c) for c in text)
+
+
+def excerpt(text: str, limit: int = _EXCERPT_CHARS) -> str:
+    """At most ``limit`` characters of ``text``, escaped by :func:`printable`,
+    and how much was left out: what a message may quote of a token."""
+    if len(text) <= limit:
+        return printable(text)
+    return f"{printable(text[:limit])}...({len(text) - limit:,} more characters)"
+
+
+def describe_char(char: str) -> str:
+    """``U+202E (RIGHT-TO-LEFT OVERRIDE)``: a character named unambiguously."""
+    name = unicodedata.name(char, "")
+    return f"U+{ord(char):04X}" + (f" ({name})" if name else "")
+
+
+def _is_path(token: str) -> bool:
+    return token.startswith(("/", "./", "../", "~/"))
+
+
+def _safe_message(message: str, token: str | None) -> str:
+    """The message with a long token cut to an excerpt, escaped and bounded.
+
+    A token that is a path (it starts with ``/``, ``./``, ``../`` or ``~/``)
+    is kept whole: the user needs it to find the file.
+    """
+    if token and len(token) > _EXCERPT_CHARS and not _is_path(token):
+        short = excerpt(token)
+        for quoted, replacement in ((repr(token), f"'{short}'"),
+                                    (json.dumps(token, ensure_ascii=False), f'"{short}"'),
+                                    (token, short)):
+            message = message.replace(quoted, replacement)
+    message = printable(message)
+    if len(message) > _MAX_MESSAGE_CHARS:
+        message = message[:_MAX_MESSAGE_CHARS] + "..."
+    return message
 
 
 # --------------------------------------------------------------------------
@@ -72,6 +183,12 @@ class CorefileError(Exception):
     place to fix, and the offending token so that callers (and tests) need
     not parse the message.  ``str(e)`` is ``"<filename>:<line>: <message>"``,
     the form editors and terminals turn into a link.
+
+    The message is made safe to print whoever wrote it: a token longer than
+    a short excerpt is cut (unless it is a path), control and invisible
+    characters are escaped (in the file name too), and the whole is bounded,
+    so an error never replays a file's contents or a terminal escape into a
+    log.  ``token`` keeps the offending token as it was.
     """
 
     filename: str
@@ -80,6 +197,7 @@ class CorefileError(Exception):
     message: str
 
     def __init__(self, filename: str, line: int, message: str, token: str | None = None) -> None:
+        message = _safe_message(message, token)
         super().__init__(filename, line, message, token)
         self.filename = filename
         self.line = line
@@ -87,7 +205,7 @@ class CorefileError(Exception):
         self.message = message
 
     def __str__(self) -> str:
-        return f"{self.filename}:{self.line}: {self.message}"
+        return f"{printable(self.filename)}:{self.line}: {self.message}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,8 +308,10 @@ def _build_lexer() -> pp.ParserElement:
     # pyparsing's skipping: CoreDNS's notion of white space is not
     # pyparsing's default, and \r is special (skipped, but it does not end a
     # word), and exact match locations give exact line numbers.
-    space = pp.Regex(f"[{_SPACE}]+").suppress()
-    comment = pp.Regex(r"#[^\n]*").suppress()
+    # One match for a whole run of white space and comments, however many
+    # lines: what costs time is the number of matches, and only tokens are
+    # counted against the budget.
+    gap = pp.Regex(f"(?:[{_SPACE}]+|#[^\n]*)+").suppress()
     # "..." with \-escapes; the unrolled form stays linear on long strings.
     quoted = pp.Regex(r'"[^"\\]*(?:\\.[^"\\]*)*"', flags=re.DOTALL)
     quoted.set_parse_action(_lexeme("quoted"))
@@ -202,13 +322,15 @@ def _build_lexer() -> pp.ParserElement:
     # white space or a comment; a \r inside it is kept here, dropped later.
     word = pp.Regex(f'[^{_SPACE}"#][^{_SPACE_BUT_CR}#]*')
     word.set_parse_action(_lexeme("word"))
-    token = space | comment | quoted | unterminated | word
-    lexer = pp.ZeroOrMore(token) + pp.StringEnd()
-    lexer.leave_whitespace()
+    # Every character starts one of these, so scanning for them yields the
+    # whole text, one lexeme after the other; scanning (rather than parsing
+    # the whole text at once) lets _tokenize stop at its token budget.
+    token = gap | quoted | unterminated | word
+    token.leave_whitespace()
     # Locations must index the text as given (pyparsing expands tabs by
     # default), since line numbers are counted from them.
-    lexer.parse_with_tabs()
-    return lexer.streamline()
+    token.parse_with_tabs()
+    return token.streamline()
 
 
 _LEXER = _build_lexer()
@@ -242,14 +364,51 @@ def _unescape(body: str) -> str:
     return re.sub(r'\\(.)', lambda m: m.group(1) if m.group(1) == '"' else m.group(0), body, flags=re.DOTALL)
 
 
-def _tokenize(text: str, filename: str, chain: tuple[str, ...]) -> list[_Token]:
+class _Budget:
+    """What one Corefile has used of the limits, across all its files."""
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.bytes = 0  # read from files
+        self.imports = 0  # files imported
+
+    def add_tokens(self, count: int, filename: str, line: int, token: str | None) -> None:
+        self.tokens += count
+        if self.tokens > MAX_TOKENS:
+            raise CorefileError(
+                filename, line,
+                f"the Corefile holds too many tokens: more than {MAX_TOKENS:,} once imports and "
+                "snippets are spliced in", token)
+
+
+# C0 and C1 control characters other than the white space Go's lexer skips
+# (tab, line feed, vertical tab, form feed, carriage return, NEL), and DEL.
+_CONTROL_RE = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f]")
+
+
+def _refuse_control_characters(text: str, filename: str) -> None:
+    """A control character can only mean this is not a Corefile (a binary
+    file, ``/proc/self/environ``): refuse it without quoting any of it."""
+    found = _CONTROL_RE.search(text)
+    if found is not None:
+        line = text.count("\n", 0, found.start()) + 1
+        raise CorefileError(
+            filename, line,
+            f"control character {describe_char(found.group())} in the file: a Corefile is text "
+            "(is this the right file?)")
+
+
+def _tokenize(text: str, filename: str, chain: tuple[str, ...], budget: _Budget) -> list[_Token]:
     if text.startswith("\ufeff"):
         text = text[1:]
-    lexemes = _LEXER.parse_string(text, parse_all=True)
+    _refuse_control_characters(text, filename)
     origin = next(_origins)
     tokens: list[_Token] = []
     line, last = 1, 0
-    for lx in lexemes:
+    for found, loc, _end in _LEXER.scan_string(text):
+        if not found:
+            continue  # white space or a comment
+        lx = found[0]
         line += text.count("\n", last, lx.loc)
         last = lx.loc
         if lx.kind == "unterminated":
@@ -258,6 +417,7 @@ def _tokenize(text: str, filename: str, chain: tuple[str, ...]) -> list[_Token]:
             value = _unescape(lx.raw[1:-1])
         else:
             value = lx.raw.replace("\r", "")
+        budget.add_tokens(1, filename, line, value)
         tokens.append(_Token(value, filename, line, line + lx.raw.count("\n"), origin, chain))
     return tokens
 
@@ -276,7 +436,8 @@ def _substitute(text: str, environ: Mapping[str, str]) -> str:
     beginning (so a value may itself contain references), an unclosed
     reference is left alone, and an empty name (``{$}``) stops the scan.
     Unlike CoreDNS we stop with an error instead of looping forever when a
-    value refers to itself.
+    value refers to itself, or growing without end when it refers to itself
+    twice (the token would double at every round).
     """
     for start, end in (("{%", "%}"), ("{$", "}")):
         if start not in text:
@@ -288,7 +449,12 @@ def _substitute(text: str, environ: Mapping[str, str]) -> str:
             if stop == -1 or stop <= index + len(start):
                 break
             ref = text[index : stop + len(end)]
-            text = text.replace(ref, environ.get(ref[len(start) : -len(end)], ""))
+            value = environ.get(ref[len(start) : -len(end)], "")
+            # Measured before replacing: one round may multiply the length.
+            if len(text) + text.count(ref) * (len(value) - len(ref)) > MAX_TOKEN_CHARS:
+                raise ValueError(f"environment variable substitution makes a token longer than "
+                                 f"{MAX_TOKEN_CHARS:,} characters")
+            text = text.replace(ref, value)
             rounds += 1
             if rounds > _MAX_SUBSTITUTIONS:
                 raise ValueError("environment variable substitution does not terminate")
@@ -417,6 +583,13 @@ def _split_host_port(text: str) -> tuple[list[str], int | None]:
         if _INT_RE.fullmatch(digits) and -_GO_INT_MAX - 1 <= int(digits) <= _GO_INT_MAX:
             port = int(digits)
             text = text[:colon]
+        elif _parse_cidr(text) is None:
+            # CoreDNS keeps "zone:nan" whole, as the zone "zone:nan." on the
+            # default port: a zone no query can be meant for.
+            raise ValueError(_stray_colon(text, digits))
+    if ":" in text and _parse_cidr(text) is None:
+        raise ValueError(_stray_colon(text, None))
+    _check_zone_characters(text)
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > 255:
         raise ValueError(f"specified zone is too long: {size} > 255")
@@ -432,17 +605,58 @@ def _split_host_port(text: str) -> tuple[list[str], int | None]:
     return _reverse_zones(net), port
 
 
+def _stray_colon(text: str, port: str | None) -> str:
+    """Why a ``:`` that does not start a port number is refused."""
+    if text.startswith("["):
+        return (f"'{printable(text)}' is an address, not a zone: a server block key names the zone "
+                "it serves (to listen on an address, use bind)")
+    if port is not None:
+        return f"port '{printable(port)}' is not a number"
+    return f"zone '{printable(text)}' holds a ':' (only a port number may follow the zone, after one ':')"
+
+
+def _idna_form(text: str) -> str | None:
+    """The ASCII (IDNA) form of a name, if the idna package is there and can make it."""
+    try:
+        import idna
+        return idna.encode(text.rstrip("."), uts46=True).decode("ascii")
+    except Exception:  # noqa: BLE001 - no package, or a name IDNA refuses: no hint
+        return None
+
+
+def _check_zone_characters(text: str) -> None:
+    """Refuse what cannot be a zone name on the wire, naming the character.
+
+    CoreDNS takes any text miekg/dns calls a name; but a query carries bytes,
+    and a zone written with an invisible character (U+200B, U+202E) or any
+    non-ASCII letter can never match one: the name that looks right in the
+    Corefile is another name.  Escapes (``\\DDD``) still write any byte.
+    """
+    for char in text:
+        if " " < char < "\x7f":
+            continue
+        if char == " " or not char.isprintable():
+            raise ValueError(f"zone '{printable(text)}' holds {describe_char(char)}, which cannot be "
+                             "part of a zone name")
+        ascii_form = _idna_form(text)
+        raise ValueError(f"zone '{text}' holds {describe_char(char)}, not ASCII: queries carry "
+                         "the IDNA form of a name" + (f"; write {ascii_form}" if ascii_form else ""))
+
+
 def normalize_zone(key: str) -> list[ZoneAddress]:
     """Normalise one server block key (or a zone given as a directive arg).
 
     ``[SCHEME://]ZONE[:PORT]``: the scheme defaults to ``dns`` and picks the
     default port (53, or 853/443 for the encrypted transports); the zone is
     lowercased and fully qualified; a CIDR becomes its reverse zone(s).
-    This is what CoreDNS's ``InspectServerBlocks`` does, including its
-    leniency: anything miekg/dns calls a domain name is accepted, so
-    ``[::1]`` is the (odd) zone ``[::1].`` and ``:1053`` (no zone) is an
-    error.  Stricter than CoreDNS: an unknown scheme and a port outside
-    0..65535 are errors here rather than a nonsense zone or a failed bind.
+    This is what CoreDNS's ``InspectServerBlocks`` does, including much of
+    its leniency: what miekg/dns calls a domain name is accepted (``a,b`` is
+    the zone ``a,b.``) and ``:1053`` (no zone) is an error.  Stricter than
+    CoreDNS, where it keeps a zone no query can match or fails later: an
+    unknown scheme, a port outside 0..65535, a ``:`` not followed by a port
+    number (CoreDNS serves ``cluster.local:nan`` as the zone
+    ``cluster.local:nan.`` on port 53, and ``[::1]:53`` as ``[::1].``), and
+    a zone holding a control, invisible or non-ASCII character.
 
     Raises ValueError with CoreDNS's wording for anything it refuses.
     """
@@ -475,29 +689,115 @@ def _has_magic(path: str) -> bool:
     return any(c in path for c in "*?[")
 
 
-def _glob(pattern: str) -> list[str]:
+class _TooMany(Exception):
+    """A glob that would import more files than the limits allow."""
+
+
+def _glob(pattern: str, most: int) -> list[str]:
     """Go's filepath.Glob: ``*`` matches dot files too, results sorted per
-    directory, a pattern without wildcards matches if the path exists."""
+    directory, a pattern without wildcards matches if the path exists.
+
+    Bounded: a directory with more than MAX_GLOB_ENTRIES entries, or more
+    than ``most`` matches, raises _TooMany instead of listing on.
+    """
     if not _has_magic(pattern):
         return [pattern] if os.path.lexists(pattern) else []
     head, tail = os.path.split(pattern)
-    dirs = _glob(head) if _has_magic(head) else [head]
-    found = []
+    dirs = _glob(head, most) if _has_magic(head) else [head]
+    found: list[str] = []
     for d in dirs:
+        names = []
         try:
-            names = sorted(os.listdir(d or "."))
+            with os.scandir(d or ".") as entries:
+                for seen, entry in enumerate(entries, 1):
+                    if seen > MAX_GLOB_ENTRIES:
+                        raise _TooMany(f"directory {d or '.'!r} has more than {MAX_GLOB_ENTRIES:,} entries")
+                    if fnmatch.fnmatchcase(entry.name, tail):
+                        names.append(entry.name)
+                        if len(found) + len(names) > most:
+                            raise _TooMany(f"it matches more than {most:,} file(s)")
         except OSError:
             continue
-        found.extend(os.path.join(d, name) for name in names if fnmatch.fnmatchcase(name, tail))
+        found.extend(os.path.join(d, name) for name in sorted(names))
     return found
 
 
-def _read_text(path: str, err_file: str, err_line: int, err_token: str | None) -> str:
+class _Refused(ValueError):
+    """A file that must not be read as configuration; the message says why."""
+
+
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _not_regular(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a file")
+    return f"not a regular file ({kind})"
+
+
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _open_regular(path: str) -> int:
+    """Open ``path`` for reading only if it is a regular file; return the fd.
+
+    Opened without blocking, so a FIFO swapped in after a stat cannot hang
+    the open (nor the read: it is refused once opened, by fstat).
+    """
+    fd = os.open(path, _OPEN_FLAGS)
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as e:
-        raise CorefileError(err_file, err_line, f"could not import {path!r}: {e.strerror or e}", err_token) from e
+        why = _not_regular(os.fstat(fd).st_mode)
+        if why is not None:
+            raise _Refused(why)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_regular_file(path: str | os.PathLike[str], limit: int = MAX_FILE_BYTES) -> bytes:
+    """The whole of a regular file of at most ``limit`` bytes.
+
+    For every file the configuration names (the Corefile, its imports, a
+    kubeconfig, certificates).  The file is looked at before it is opened (a
+    device such as /dev/zero or a FIFO is refused without opening it:
+    opening some devices does something) and again once open; the size is
+    checked while reading too, since files in /proc report a size of 0.
+    Raises OSError, or ValueError saying why the file is refused.
+    """
+    path = os.fspath(path)
+    why = _not_regular(os.stat(path).st_mode)
+    if why is not None:
+        raise _Refused(why)
+    fd = _open_regular(path)
+    try:
+        size = os.fstat(fd).st_size
+        if size > limit:
+            raise _Refused(f"too large: {size:,} bytes (at most {limit:,})")
+        chunks: list[bytes] = []
+        total = 0
+        while chunk := os.read(fd, min(1 << 16, limit + 1 - total)):
+            total += len(chunk)
+            if total > limit:
+                raise _Refused(f"too large: more than {limit:,} bytes")
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def _read_bounded(path: str, budget: _Budget) -> bytes:
+    """:func:`read_regular_file`, counted against the Corefile's total."""
+    data = read_regular_file(path)
+    budget.bytes += len(data)
+    if budget.bytes > MAX_TOTAL_BYTES:
+        raise _Refused(f"the Corefile and its imports hold more than {MAX_TOTAL_BYTES:,} bytes")
+    return data
+
+
+def _decode(data: bytes, path: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -516,29 +816,35 @@ _LISTENER_DIRECTIVES = frozenset({"bind", "view"})
 
 
 class _Parser:
-    """A recursive reader over the token list, splicing imports in place.
+    """A reader over the token stream, splicing imports in as it goes.
 
     The structure follows caddyfile/parse.go: server block keys up to a
     ``{`` (or the end of the first line, for a single brace-less block);
     one directive per line; a ``{`` on a directive's line opens a nested
     block that a ``}`` closes.  Imports are replaced by the imported tokens
-    in the list, so everything downstream sees one token stream.
+    in the stream, so everything downstream sees one token stream.
+
+    The tokens still to read are a stack (the next one last), so splicing
+    an import in costs what it brings, not what follows it.  Nested blocks
+    are read recursively, at most MAX_NESTING deep; imports and snippets
+    nest at most MAX_IMPORT_DEPTH deep and bring MAX_TOKENS at most in all.
     """
 
-    def __init__(self, tokens: list[_Token], environ: Mapping[str, str]) -> None:
-        self.toks = tokens
-        self.i = 0
+    def __init__(self, tokens: list[_Token], environ: Mapping[str, str], budget: _Budget) -> None:
+        self.pending = tokens[::-1]
+        self.prev: _Token | None = None  # the token taken last
         self.environ = environ
+        self.budget = budget
         self.snippets: dict[str, list[_Token]] = {}
 
     # -- token access -----------------------------------------------------
 
     def peek(self) -> _Token | None:
-        return self.toks[self.i] if self.i < len(self.toks) else None
+        return self.pending[-1] if self.pending else None
 
     def take(self) -> _Token:
-        tok = self.toks[self.i]
-        self.i += 1
+        tok = self.pending.pop()
+        self.prev = tok
         return tok
 
     @staticmethod
@@ -546,12 +852,13 @@ class _Parser:
         return a.origin == b.origin and a.end_line == b.line
 
     def at_new_line(self) -> bool:
-        return self.i == 0 or not self.same_line(self.toks[self.i - 1], self.toks[self.i])
+        tok = self.peek()
+        return self.prev is None or tok is None or not self.same_line(self.prev, tok)
 
     def next_on_line(self) -> _Token | None:
         """The next token if it continues the line of the one just taken."""
         tok = self.peek()
-        if tok is None or self.i == 0 or not self.same_line(self.toks[self.i - 1], tok):
+        if tok is None or self.prev is None or not self.same_line(self.prev, tok):
             return None
         return tok
 
@@ -569,7 +876,7 @@ class _Parser:
 
     def expand_import(self) -> None:
         """Replace ``import PATTERN`` (the current line) by what it names."""
-        at = self.i
+        before = self.prev
         imp = self.take()
         pat = self.next_on_line()
         if pat is None:
@@ -581,20 +888,25 @@ class _Parser:
         pattern = self.env(pat)
         if not pattern:
             raise self.error(pat, f"import {pat.text!r} requires a non-empty file path")
+        if len(pat.chain) > MAX_IMPORT_DEPTH:
+            raise self.error(pat, f"imports nested too deeply: more than {MAX_IMPORT_DEPTH} imports one "
+                                  f"inside another (... -> {' -> '.join(pat.chain[-3:])} -> {pattern})")
         if pattern in self.snippets:
             new = self.expand_snippet(pat, pattern)
         else:
             new = self.import_files(pat, pattern)
-        self.toks[at : at + 2] = new
-        self.i = at
+        self.pending.extend(reversed(new))
+        self.prev = before  # the imported lines never run on from the line before
 
     def expand_snippet(self, pat: _Token, name: str) -> list[_Token]:
         marker = f"({name})"
         if marker in pat.chain:
             raise self.error(pat, f"import cycle: snippet {name!r} is already being imported ({' -> '.join(pat.chain + (marker,))})")
+        body = self.snippets[name]
+        self.budget.add_tokens(len(body), pat.file, pat.line, pat.text)
         origin = next(_origins)
         chain = pat.chain + (marker,)
-        return [replace(t, origin=origin, chain=chain) for t in self.snippets[name]]
+        return [replace(t, origin=origin, chain=chain) for t in body]
 
     def import_files(self, pat: _Token, pattern: str) -> list[_Token]:
         # Relative to the file holding the import token (for a snippet, the
@@ -607,7 +919,12 @@ class _Parser:
             raise self.error(pat, f"glob pattern may only contain one wildcard (*), but has others: {pattern!r}")
         if "[" in full:
             raise self.error(pat, f"bad glob pattern {pattern!r}: unclosed '['")
-        matches = _glob(full)
+        allowed = MAX_IMPORTED_FILES - self.budget.imports
+        try:
+            matches = _glob(full, allowed)
+        except _TooMany as e:
+            raise self.error(pat, f"cannot import {pattern!r}: {e}; a Corefile may import "
+                                  f"{MAX_IMPORTED_FILES:,} files in all") from None
         if not matches:
             if any(c in full for c in "*?[]"):
                 log.warning("%s:%d: no files match import glob pattern %r", pat.file, pat.line, pattern)
@@ -619,15 +936,21 @@ class _Parser:
                 f"unknown snippet {pattern!r} in import (no snippet of that name is defined above it, "
                 f"and there is no file {full})",
             )
+        if len(matches) > allowed:
+            raise self.error(pat, f"cannot import {pattern!r}: a Corefile may import "
+                                  f"{MAX_IMPORTED_FILES:,} files in all")
         tokens: list[_Token] = []
         for path in matches:
             path = os.path.abspath(path)
-            if os.path.isdir(path):
-                raise self.error(pat, f"could not import {path!r}: is a directory")
             if path in pat.chain:
                 raise self.error(pat, f"import cycle: {pattern!r} is already being imported ({' -> '.join(pat.chain + (path,))})")
-            text = _read_text(path, pat.file, pat.line, pat.text)
-            tokens.extend(_tokenize(text, path, pat.chain + (path,)))
+            try:
+                data = _read_bounded(path, self.budget)
+            except (OSError, ValueError) as e:
+                why = (e.strerror or str(e)) if isinstance(e, OSError) else str(e)
+                raise self.error(pat, f"could not import {path!r}: {why}") from None
+            self.budget.imports += 1
+            tokens.extend(_tokenize(_decode(data, path), path, pat.chain + (path,), self.budget))
         return tokens
 
     # -- top level ----------------------------------------------------------
@@ -725,6 +1048,8 @@ class _Parser:
                     break
             elif tok.text == "{":
                 depth += 1
+                if depth > MAX_NESTING:
+                    raise self.too_deep(tok)
             body.append(tok)
         # Caddy refuses a snippet that imports itself even if never used.
         for j, tok in enumerate(body[:-1]):
@@ -759,9 +1084,16 @@ class _Parser:
                 continue
             if tok.text == "{":
                 raise self.error(tok, "unexpected '{': a block must open on the line of its directive")
-            directives.append(self.parse_directive(nested=False))
+            directives.append(self.parse_directive(nested=False, depth=1))
 
-    def parse_nested_block(self, brace: _Token) -> list[Directive]:
+    @classmethod
+    def too_deep(cls, brace: _Token) -> CorefileError:
+        return cls.error(brace, f"blocks nested too deeply: more than {MAX_NESTING} levels of '{{'")
+
+    def parse_nested_block(self, brace: _Token, depth: int) -> list[Directive]:
+        """The lines of a block opened by ``brace``, ``depth`` braces deep."""
+        if depth > MAX_NESTING:
+            raise self.too_deep(brace)
         lines: list[Directive] = []
         while True:
             tok = self.peek()
@@ -775,16 +1107,17 @@ class _Parser:
                 continue
             if tok.text == "{":
                 raise self.error(tok, "unexpected '{': a block must open on the line of its directive")
-            lines.append(self.parse_directive(nested=True))
+            lines.append(self.parse_directive(nested=True, depth=depth))
 
-    def parse_directive(self, nested: bool) -> Directive:
+    def parse_directive(self, nested: bool, depth: int) -> Directive:
+        """One line and the block it opens; ``depth``: the braces open around it."""
         name = self.take()
         args: list[str] = []
         arg_lines: list[int] = []
         block: list[Directive] = []
         while (tok := self.next_on_line()) is not None:
             if tok.text == "{":
-                block = self.parse_nested_block(self.take())
+                block = self.parse_nested_block(self.take(), depth + 1)
                 after = self.next_on_line()
                 if after is not None and not (nested and after.text == "}"):
                     raise self.error(after, f"unexpected {after.text!r} after '}}' on the same line")
@@ -827,11 +1160,18 @@ def parse(text: str, filename: str = "Corefile", *, environ: Mapping[str, str] |
     (its directory; the current directory for a bare name).  ``environ``
     replaces ``os.environ`` for ``{$VAR}`` substitution.  An empty Corefile
     gives an empty tuple (CoreDNS would then run its built-in default,
-    ``.:53 { whoami log }``; that choice belongs to the caller).
+    ``.:53 { whoami log }``; that choice belongs to the caller).  The text
+    is held to the limits of a file (at most MAX_FILE_BYTES characters).
     """
-    env = os.environ if environ is None else environ
-    tokens = _tokenize(text, filename, (os.path.abspath(filename),))
-    parser = _Parser(tokens, env)
+    if len(text) > MAX_FILE_BYTES:
+        raise CorefileError(filename, 0, f"the Corefile is too large: {len(text):,} characters "
+                                         f"(at most {MAX_FILE_BYTES:,})")
+    return _parse(text, filename, os.environ if environ is None else environ, _Budget())
+
+
+def _parse(text: str, filename: str, env: Mapping[str, str], budget: _Budget) -> tuple[ServerBlock, ...]:
+    tokens = _tokenize(text, filename, (os.path.abspath(filename),), budget)
+    parser = _Parser(tokens, env, budget)
     blocks: list[ServerBlock] = []
     key_tokens: list[list[_Token]] = []
     for keys, directives in parser.parse_all():
@@ -852,15 +1192,17 @@ def parse(text: str, filename: str = "Corefile", *, environ: Mapping[str, str] |
 
 
 def parse_file(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> tuple[ServerBlock, ...]:
-    """Read and parse a Corefile; imports are relative to its directory."""
+    """Read and parse a Corefile; imports are relative to its directory.
+
+    Only a regular file is read (a FIFO or a device is refused before it is
+    opened, and a FIFO put in its place by then cannot block the read), of
+    at most MAX_FILE_BYTES; the other limits are :func:`parse`'s.
+    """
     name = os.fspath(path)
+    budget = _Budget()
     try:
-        with open(name, "rb") as fh:
-            data = fh.read()
-    except OSError as e:
-        raise CorefileError(name, 0, f"cannot read Corefile: {e.strerror or e}") from e
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise CorefileError(name, data.count(b"\n", 0, e.start) + 1, "file is not valid UTF-8") from e
-    return parse(text, name, environ=environ)
+        data = _read_bounded(name, budget)
+    except (OSError, ValueError) as e:
+        why = (e.strerror or str(e)) if isinstance(e, OSError) else str(e)
+        raise CorefileError(name, 0, f"cannot read Corefile: {why}") from e
+    return _parse(_decode(data, name), name, os.environ if environ is None else environ, budget)

@@ -1,5 +1,8 @@
 """`kubernetai demo` and `kubernetai check`: the quick start, and a Corefile linter.
 
+`check --connect` also tries each stanza's API server once (see `Cluster.probe`), so a wrong
+CA, a refused token or an unreachable server shows before the server is started.
+
 The demo runs the three demo clusters (examples/) in simulated API servers on the ports
 Corefile.example names, and the DNS server from Corefile.example on 127.0.0.1:1053, in one
 process, so `dig` gets real answers with no Kubernetes at hand.
@@ -55,14 +58,30 @@ def add_commands(subparsers: Any) -> None:
     check = subparsers.add_parser(
         "check", help="validate a Corefile without starting anything",
         description="Parse and set up every directive of a Corefile; print FILE:LINE: errors "
-                    "and exit 1, or print a summary and exit 0.")
+                    "and exit 1, or print a summary and exit 0. With --connect, also try each "
+                    "stanza's API server once and exit 1 if any cannot be used.")
     check.add_argument("corefile")
+    check.add_argument("--connect", action="store_true",
+                       help="list each resource every stanza watches once (limit=1) from its "
+                            "API server, with its credentials; report each stanza")
+    check.add_argument("--timeout", type=_positive_seconds, default=5.0, metavar="SECONDS",
+                       help="with --connect: the most each request may take (default 5)")
     check.set_defaults(run=run_check)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 300:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 300 seconds: {text}")
+    return value
 
 
 def run_check(args: argparse.Namespace) -> int:
     from .corefile import CorefileError, parse_file
-    from .server import compile_corefile, connect_all, warnings_for
+    from .server import clusters_of, compile_corefile, connect_all, warnings_for
     try:
         blocks = parse_file(args.corefile)
         if not blocks:
@@ -72,14 +91,42 @@ def run_check(args: argparse.Namespace) -> int:
     except CorefileError as error:
         print(error, file=sys.stderr)
         return 1
-    stanzas = len({id(c) for plan in plans for c in plan.clusters()})
+    clusters = clusters_of(plans)
     for plan in plans:
         for note in warnings_for(plan):
             print(f"warning: {note}")
+    for cluster in clusters:
+        for note in cluster.warnings:
+            print(f"warning: {note}")
+    if args.connect and not _connect_all(clusters, args.timeout):
+        print(f"{args.corefile}: FAILED: a kubernetai stanza cannot use its API server",
+              file=sys.stderr)
+        return 1
     ports = ", ".join(str(plan.port) for plan in plans)
-    print(f"{args.corefile}: OK: {len(blocks)} server block(s), {stanzas} kubernetai "
-          f"stanza(s), port(s) {ports}")
+    tried = ", API server(s) answered" if args.connect else ""
+    print(f"{args.corefile}: OK: {len(blocks)} server block(s), {len(clusters)} kubernetai "
+          f"stanza(s), port(s) {ports}{tried}")
     return 0
+
+
+def _connect_all(clusters: list[Any], timeout: float) -> bool:
+    """Probe every stanza's API server (a few at a time); print one line each, in order.
+
+    A stanza that answers is printed on stdout, one that does not on stderr.
+    True if all answered.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not clusters:
+        return True
+    with ThreadPoolExecutor(max_workers=min(8, len(clusters))) as pool:
+        results = list(pool.map(lambda cluster: cluster.probe(timeout), clusters))
+    for cluster, problem in zip(clusters, results):
+        if problem is None:
+            print(f"{cluster.label}: OK: {cluster.url}")
+        else:
+            print(f"{cluster.label}: FAILED: {problem}", file=sys.stderr)
+    return all(problem is None for problem in results)
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -231,7 +231,7 @@ class Request:
         Everything that writes a query name to a log goes through here, so a name holding
         a newline or an ESC byte is printed as ``\\010`` / ``\\027``, never raw.
         """
-        if len(self.labels) == self.lname.count(b".") + 1 or not self.labels:
+        if self.simple:
             return presentation_dotted(self.lname)          # no dot inside a label
         return presentation([label.lower() for label in self.labels])
 
@@ -387,6 +387,11 @@ def _read_name(data: bytes, pos: int, n: int) -> tuple[list[bytes], int, bool]:
         labels.append(data[pos + 1:stop])
         pos = stop
     return labels, (end if end >= 0 else pos), end >= 0
+
+
+def _encode_labels(labels: list[bytes]) -> bytes:
+    """A name in uncompressed wire form."""
+    return b"".join([bytes((len(label),)) + label for label in labels]) + b"\0"
 
 
 def _skip_rr(data: bytes, pos: int, n: int) -> int:
@@ -724,7 +729,12 @@ class KubernetaiServerFactory(DNSServerFactory):
                 raise _Malformed("truncated question")
             qtype, qclass = _U16X2.unpack_from(data, pos)
             pos += 4
-            question = data[12:pos]
+            if pointer:
+                # A pointer would point elsewhere in the reply (into its header, say):
+                # write the name out again, as miekg's unpack and pack do.
+                question = _encode_labels(labels) + data[pos - 4:pos]
+            else:
+                question = data[12:pos]
             # Answer and authority records of a query are skipped; the last OPT in
             # the additional section is the one that counts (miekg ``IsEdns0``).
             for _ in range(an + ns):
@@ -768,6 +778,14 @@ class KubernetaiServerFactory(DNSServerFactory):
         req.rd = b3 & 0x01
         req.cd = b4 & 0x10
         qname = b".".join(labels)
+        inner_dot = bool(labels) and qname.count(b".") != len(labels) - 1
+        if inner_dot:
+            # A dot inside a label ("web\\.shared"): no zone or object name can hold one,
+            # and joined with the others it would read as two labels (another name,
+            # another zone). A NUL in its place keeps the name one label that matches
+            # nothing, as CoreDNS, which splits names on unescaped dots only, finds
+            # nothing for it: NXDOMAIN inside a zone, REFUSED outside every zone.
+            qname = b".".join([label.replace(b".", b"\0") for label in labels])
         req.qname = qname
         req.lname = qname.lower()
         req.labels = labels
@@ -782,7 +800,7 @@ class KubernetaiServerFactory(DNSServerFactory):
         req.size = n
         # "simple": no compression pointer and no dot inside a label, so the dotted name
         # maps back to the question bytes (compression priming, cache patching).
-        req.simple = not pointer and (not labels or qname.count(b".") == len(labels) - 1)
+        req.simple = not pointer and not inner_dot
         # CoreDNS's order: class (REFUSED, OPT echoed), then the EDNS version.
         if qclass not in self.allowedClasses:
             return self.render(req, REFUSED)

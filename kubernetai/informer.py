@@ -11,24 +11,61 @@ reflector does for CoreDNS, but built for a Python process:
 * It reads the watch stream chunk by chunk itself instead of using
   ``kubernetes.watch.Watch``, whose 410 handling retries from the same resourceVersion,
   whose ``deserialize=False`` mode fails on ERROR events, and which sets no read timeout.
-* Every request carries a client read timeout, so a half-dead connection (no bytes, no
-  FIN) is noticed; watches also ask for BOOKMARK events, which keep a quiet stream alive
-  and the resourceVersion fresh.
+* Every request carries a client read timeout, and a watch a tighter one, the silence
+  limit (`stall_timeout`, 75 s by default; see `STALL_TIMEOUT`), so a half-dead connection
+  (no bytes, no FIN) or a stalled server is noticed; watches ask for BOOKMARK events, which
+  keep a healthy stream from ever being that silent and the resourceVersion fresh. Every
+  socket also has TCP keepalive (see `_keepalive`), so a vanished peer is noticed even
+  between bookmarks and middleboxes do not drop an idle watch connection.
 * Each informer has a connection pool of its own (on the caller's configuration), so that
   stop() can shut its sockets and the retry policy is the informer's: urllib3 does not
   retry behind its back (see `_RETRIES`).
 * What it learns reaches the reactor only through ``reactor.callFromThread``: a `Replace`
   after each full list and `Changes` batches for watch events, coalesced so that a burst
   of events costs a few reactor calls rather than one each.
+* Every list is a consistent read (no ``resourceVersion``): the answer is the server's
+  current state, never an older cache, so a re-list after the server's history moved can
+  never bring back what the old history had. A re-list's `Replace` drops every object the
+  receiver holds that the list no longer has.
+
+The server's history can move under an informer: etcd restored from a backup, or a
+simulated API server restarted from its manifests, starts its resourceVersions below what
+clients have seen. Watching on from the old resourceVersion would then miss every change
+between the two histories for good (objects deleted meanwhile answered forever). These
+signs mean "the last resourceVersion is no longer usable" and cause a fresh list:
+
+* 410 Gone / Expired (HTTP, or an ERROR event): the resourceVersion left the history window;
+* ``Timeout: Too large resource version`` (HTTP 504 whose Status has the cause
+  ``ResourceVersionTooLarge``, or that Status in an ERROR event): kube-apiserver's answer
+  to a list or continue token at a resourceVersion it has not reached (from its watch
+  cache after waiting 3 s, from etcd at once), and to such a watch when etcd serves it;
+* a resourceVersion going backwards: a watch event or bookmark older than the last one
+  seen, a list older than the last one seen (the list is then the re-list, and logged),
+  or the server's current resourceVersion, which the informer asks with a one-item
+  consistent list before it watches again after a broken connection or a silent watch.
+  That last check matters most: kube-apiserver's watch cache holds a watch from a
+  resourceVersion it has not reached open without a word (it only ever sends what is
+  newer), so a restarted or restored server gives no other sign at all.
+
+resourceVersions are formally opaque, but every kube-apiserver (etcd, and kine) makes
+them decimal revision numbers; the informer compares them only when both are integers.
 
 Recovery, per situation:
 
 ==============================================  ===========================================
-410 Gone (ERROR event, or HTTP 410)              re-list at once, deliver a fresh Replace
+410 Gone, too-large resourceVersion,             re-list at once (a consistent read) and
+resourceVersion going backwards                  deliver a fresh Replace
+410 or too-large on a list's continue page,      list again from the first page, at once
+pages of one list at different versions          (up to three times, then back off)
+429 on a list page                               wait Retry-After, ask for that page again
 watch ended normally (timeoutSeconds)            re-watch from the last resourceVersion
-connection refused/reset/cut, read timeout,      back off (exponential, jittered) and
-429, 5xx, other HTTP errors, ERROR events        re-watch from the last resourceVersion
-                                                 (or re-list if there is none yet)
+watch silent for `stall_timeout`                 check the server's resourceVersion, then
+                                                 re-watch from the last one at once
+connection refused/reset/cut, read timeout       back off, check the server's
+                                                 resourceVersion, re-watch from the last one
+429, 5xx, other HTTP errors, ERROR events        back off (exponential, jittered, at least
+                                                 Retry-After) and re-watch from the last
+                                                 resourceVersion (or re-list if none yet)
 a watch that ends within a second with nothing   treated as an error (client-go does too),
                                                  so a misbehaving server is not hammered
 ==============================================  ===========================================
@@ -36,6 +73,7 @@ a watch that ends within a second with nothing   treated as an error (client-go 
 
 from __future__ import annotations
 
+import email.utils
 import functools
 import json
 import random
@@ -63,6 +101,34 @@ RESOURCES = ("services", "endpointslices", "pods", "namespaces", "serviceimports
 
 # client-go treats a watch that closes within this time having delivered nothing as an error.
 _SHORT_WATCH = 1.0
+
+# How long a watch may stay silent (no byte at all, not even a BOOKMARK) before it counts as
+# stalled and is re-opened from the last resourceVersion. kube-apiserver sends a watch that
+# asked for bookmarks one BOOKMARK about every minute (cacher.go: defaultBookmarkFrequency
+# = 1 minute, dispatched in 1 s buckets by a timer jittered around 1 s) and one 2 s before
+# the watch's timeoutSeconds; a healthy stream is therefore never silent much past 60 s.
+# The 15 s of margin are the ones kube-apiserver itself grants a bookmark
+# (DefaultEventFreshDuration = defaultBookmarkFrequency + 15 s). A false alarm (a server
+# that sends no bookmarks, or one delayed past 75 s) costs one cheap re-watch from the
+# same resourceVersion, no re-list, so the limit need not be generous; the previous
+# 90 s read timeout was looser and the watch's 5-6 minute timeoutSeconds far looser.
+STALL_TIMEOUT = 75.0
+
+# TCP keepalive on every informer socket: first probe after 30 s idle, then every 5 s, the
+# connection given up after 3 unanswered probes: a vanished peer (host gone, NAT or
+# conntrack state lost) is noticed within 45 s, the budget of client-go's HTTP/2 health
+# check (ReadIdleTimeout 30 s + PingTimeout 15 s), which an HTTP/1.1 client does not have.
+# The probes also keep load balancers and NATs from expiring a quiet watch connection.
+_KEEPALIVE = (30, 5, 3)  # idle seconds, interval seconds, probes
+
+# A server's Retry-After is honoured up to this many seconds (a bogus huge value must not
+# park the informer for hours).
+_MAX_RETRY_AFTER = 60.0
+
+# Times one list may start over from its first page (continue token expired or from
+# another history, pages at different versions) or retry a throttled page before the
+# list counts as failed and is retried after a backoff.
+_LIST_ATTEMPTS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +177,9 @@ class InformerStats:
     bookmarks: int = 0
     batches: int = 0        # Changes delivered
     skipped: int = 0        # objects `convert` returned None for (or raised on)
+    resets: int = 0         # times the server's history moved (too-large or backwards RV)
+    stalls: int = 0         # watches silent for `stall_timeout` (also counted in errors)
+    probes: int = 0         # answered one-item lists checking the server's resourceVersion
     last_error: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -121,8 +190,34 @@ class _Gone(Exception):
     """410: the resourceVersion (or continue token) is too old; a fresh list is needed."""
 
 
+class _HistoryMoved(Exception):
+    """The server's history no longer contains our resourceVersion: a fresh list is needed.
+
+    Raised on ``Too large resource version`` and on a resourceVersion going backwards:
+    the server was restored or restarted with a history that starts below what this
+    informer has seen, so watching on from the last resourceVersion would miss changes.
+    """
+
+
+class _Stalled(Exception):
+    """The watch sent nothing at all for `stall_timeout` seconds (headers or body)."""
+
+    def __init__(self, seconds: float, received: int) -> None:
+        what = f"after {received} message(s)" if received else "having sent nothing"
+        super().__init__(f"watch stalled: no data for {seconds:g}s, {what}")
+        self.received = received
+
+
 class _WatchError(Exception):
     """An ERROR event other than 410, or a stream that could not be understood."""
+
+
+class _StartOver(Exception):
+    """A list must begin again from its first page; `cause` is raised if it cannot."""
+
+    def __init__(self, why: str, cause: Exception) -> None:
+        super().__init__(why)
+        self.cause = cause
 
 
 class _ShortWatch(Exception):
@@ -196,6 +291,7 @@ def _tracking_pool(pool_class: type, connections: _Connections) -> type:
 
     def connect(self: Any) -> None:
         base.connect(self)
+        _keepalive(getattr(self, "sock", None))
         connections.connected(self)
 
     connection_class = type(f"Tracked{base.__name__}", (base,), {"connect": connect})
@@ -203,7 +299,26 @@ def _tracking_pool(pool_class: type, connections: _Connections) -> type:
                 {"ConnectionCls": connection_class})
 
 
-def _lister(api_client: k8s.ApiClient, resource: str) -> Callable[..., Any]:
+def _keepalive(sock: Any) -> None:
+    """Turn on TCP keepalive with the informer's timings (`_KEEPALIVE`), where supported."""
+    if sock is None:
+        return
+    idle, interval, probes = _KEEPALIVE
+    # Linux names the idle time TCP_KEEPIDLE, macOS TCP_KEEPALIVE.
+    idle_option = getattr(socket, "TCP_KEEPIDLE", None) or getattr(socket, "TCP_KEEPALIVE", None)
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    for option, value in ((idle_option, idle), (getattr(socket, "TCP_KEEPINTVL", None), interval),
+                          (getattr(socket, "TCP_KEEPCNT", None), probes)):
+        if option is not None:
+            options.append((socket.IPPROTO_TCP, option, value))
+    for level, option, value in options:
+        try:
+            sock.setsockopt(level, option, value)
+        except (OSError, AttributeError):
+            pass  # not a TCP socket (a proxy tunnel, a test double): keep what it has
+
+
+def lister(api_client: k8s.ApiClient, resource: str) -> Callable[..., Any]:
     if resource == "services":
         return k8s.CoreV1Api(api_client).list_service_for_all_namespaces
     if resource == "pods":
@@ -226,7 +341,13 @@ def object_key(obj: dict[str, Any]) -> str:
 
 
 class Informer:
-    """Keeps a receiver's copy of one resource current: list, then watch, on a thread."""
+    """Keeps a receiver's copy of one resource current: list, then watch, on a thread.
+
+    `read_timeout` bounds every read of every request (a list page can take a while on a
+    big cluster); `stall_timeout` is the tighter silence limit of a watch (headers, then
+    any byte of the stream): see `STALL_TIMEOUT` for why 75 s. A watch ends after
+    `watch_timeout` seconds (times a random 1-1.2) by asking the server to end it.
+    """
 
     def __init__(self, api_client: k8s.ApiClient, watched: Watched, *,
                  convert: Callable[[dict[str, Any]], Any | None],
@@ -234,11 +355,13 @@ class Informer:
                  reactor: Any = None, read_timeout: float = 90.0, page_size: int = 500,
                  backoff: tuple[float, float] = (0.2, 30.0), batch_interval: float = 0.05,
                  name: str = "", watch_timeout: int = 300,
-                 connect_timeout: float = 10.0, limiter: Any = None) -> None:
+                 connect_timeout: float = 10.0, limiter: Any = None,
+                 stall_timeout: float = STALL_TIMEOUT) -> None:
         if reactor is None:
             from twisted.internet import reactor
-        if read_timeout <= 0 or page_size <= 0 or watch_timeout <= 0:
-            raise ValueError("read_timeout, page_size and watch_timeout must be positive")
+        if read_timeout <= 0 or page_size <= 0 or watch_timeout <= 0 or stall_timeout <= 0:
+            raise ValueError("read_timeout, page_size, watch_timeout and stall_timeout must be "
+                             "positive")
         if not 0 < backoff[0] <= backoff[1]:
             raise ValueError(f"bad backoff {backoff!r}: need 0 < initial <= maximum")
         self.watched = watched
@@ -247,11 +370,12 @@ class Informer:
         self._stopping = threading.Event()
         self._connections = _Connections(self._stopping)
         self._api = _private_client(api_client, self._connections)
-        self._list_fn = _lister(self._api, watched.resource)
+        self._list_fn = lister(self._api, watched.resource)
         self._convert = convert
         self._deliver = deliver
         self._reactor = reactor
         self.read_timeout = float(read_timeout)
+        self.stall_timeout = float(min(stall_timeout, read_timeout))
         self.connect_timeout = float(min(connect_timeout, read_timeout))
         self.page_size = int(page_size)
         self.backoff = (float(backoff[0]), float(backoff[1]))
@@ -265,6 +389,9 @@ class Informer:
         self.resource_version: str | None = None  # the latest one seen (thread-written)
         self._failures = 0
         self._progressed = False  # anything received since the last list
+        # The last watch broke or went silent: check the server's resourceVersion before
+        # the next one (see _check_history).
+        self._suspect = False
         self._thread: threading.Thread | None = None
 
     # -- lifecycle ----------------------------------------------------------------
@@ -362,6 +489,8 @@ class Informer:
                 if need_list:
                     self._list(reason)
                     need_list = False
+                elif self._suspect:
+                    self._check_history()
                 self._watch()
                 # A normal end (timeoutSeconds): watch again from the last RV, no list.
                 log.debug("informer {name}: watch ended normally; re-watching from rv {rv}",
@@ -375,8 +504,15 @@ class Informer:
                 failure = error
             self.stats.errors += 1
             self.stats.last_error = _describe(failure)
-            if _is_gone(failure):
-                need_list, reason = True, f"410 Gone: {_describe(failure)}"
+            if _may_hide_a_restart(failure):
+                self._suspect = True
+            if isinstance(failure, _Stalled) and not need_list:
+                self.stats.stalls += 1
+                log.warn("informer {name}: {why}; watching again from rv {rv}",
+                         name=self.name, why=_describe(failure), rv=self.resource_version)
+                continue  # the silence itself was the wait: no backoff on top of it
+            if _is_gone(failure) or _history_moved(failure):
+                need_list, reason = True, self._relist_reason(failure)
                 if self._progressed:
                     continue  # re-list at once; _list logs one line with the reason
                 # Nothing was received since the last list: do not re-list in a tight loop.
@@ -389,6 +525,33 @@ class Informer:
             if self._pause(why, retry_after=_retry_after(failure)):
                 return
 
+    def _relist_reason(self, failure: BaseException) -> str:
+        """Why a re-list is needed (for the log), counting moves of the server's history."""
+        if _is_gone(failure):
+            return f"410 Gone: {_describe(failure)}"
+        self.stats.resets += 1
+        log.warn("informer {name}: the API server's history moved ({why}); the last "
+                 "resourceVersion {rv} is unusable, re-listing", name=self.name,
+                 why=_describe(failure), rv=self.resource_version)
+        return f"history moved: {_describe(failure)}"
+
+    def _check_history(self) -> None:
+        """Before watching again after a broken connection or a silent watch: is the server
+        still on our history? Raises `_HistoryMoved` if its resourceVersion is below ours.
+
+        A restarted API server (or one whose etcd was restored) drops every connection and
+        comes back; if its resourceVersions start below ours, kube-apiserver's watch cache
+        holds a watch from ours open without a word, only ever sending what is newer, so
+        the watch alone would learn nothing until the silence limit, and then again
+        nothing. One one-item consistent list tells at once. It costs one small request
+        per reconnect, where client-go re-lists everything after most watch errors.
+        """
+        current = self._server_resource_version()
+        self._suspect = False
+        if _older(current, self.resource_version):
+            raise _HistoryMoved(f"the server is at rv {current}, below the last one seen, "
+                                f"{self.resource_version}")
+
     def _pause(self, why: str, *, retry_after: float | None) -> bool:
         """Back off before the next attempt: exponential with jitter, at least Retry-After.
 
@@ -399,7 +562,7 @@ class Informer:
         ceiling = min(cap, first * 2 ** min(self._failures - 1, 30))
         delay = random.uniform(ceiling / 2, ceiling)
         if retry_after:
-            delay = min(cap, max(delay, retry_after))
+            delay = max(delay, min(retry_after, _MAX_RETRY_AFTER))
         log.warn("informer {name}: {why} in {delay:.2f}s", name=self.name, why=why, delay=delay)
         return self._stopping.wait(delay)
 
@@ -407,7 +570,7 @@ class Informer:
         self._failures = 0
         self._progressed = True
 
-    def _request(self, **params: Any) -> Any:
+    def _request(self, *, read_timeout: float | None = None, **params: Any) -> Any:
         """One list or watch request; returns the urllib3 response (status 2xx)."""
         watched = self.watched
         if watched.label_selector:
@@ -416,68 +579,69 @@ class Informer:
             params["field_selector"] = watched.field_selector
         if self._stopping.is_set():
             raise _Stopping()
+        timeout = (self.connect_timeout, read_timeout or self.read_timeout)
         if self.limiter is None:
-            return self._list_fn(_preload_content=False,
-                                 _request_timeout=(self.connect_timeout, self.read_timeout),
-                                 **params)
+            return self._list_fn(_preload_content=False, _request_timeout=timeout, **params)
         # apiserver_qps/_burst/_max_inflight: the slot is held until the headers arrive,
         # as client-go's limits apply to starting requests, not to reading watch streams.
         with self.limiter.request():
-            return self._list_fn(_preload_content=False,
-                                 _request_timeout=(self.connect_timeout, self.read_timeout),
-                                 **params)
+            return self._list_fn(_preload_content=False, _request_timeout=timeout, **params)
+
+    def _fetch(self, **params: Any) -> dict[str, Any]:
+        """One list request (a page), read whole and decoded."""
+        response = self._request(**params)
+        body = None
+        try:
+            body = response.read()
+        finally:
+            self._release(response, reuse=body is not None)
+        if self._stopping.is_set():
+            raise _Stopping()
+        document = json.loads(body)
+        if not isinstance(document, dict):
+            raise _WatchError("the list answer is not a JSON object")
+        return document
+
+    def _server_resource_version(self) -> str:
+        """The server's current resourceVersion, from a one-item consistent list."""
+        document = self._fetch(limit=1)
+        self.stats.probes += 1
+        return str((document.get("metadata") or {}).get("resourceVersion") or "")
 
     # -- list ---------------------------------------------------------------------
 
     def _list(self, reason: str) -> None:
+        """List every page (a consistent read), then deliver one Replace.
+
+        A continue token the server no longer honours (410 once compacted, or "too large"
+        when it comes from a history the server no longer has), or pages reporting
+        different resourceVersions, start the list over from the first page, at most
+        `_LIST_ATTEMPTS` times in all; then the list has failed and is retried after a
+        backoff.
+        """
         started = time.monotonic()
         self._progressed = False
-        items: dict[str, Any] = {}
-        token: str | None = None
-        pages = restarts = 0
-        resource_version = ""
+        attempts = 0
         while True:
-            if self._stopping.is_set():
-                raise _Stopping()
-            params: dict[str, Any] = {"limit": self.page_size}
-            if token:
-                params["_continue"] = token
+            attempts += 1
             try:
-                response = self._request(**params)
-            except ApiException as error:
-                if error.status == 410 and token and restarts < 3:
-                    # The continue token expired mid-list: start over for a consistent list.
-                    restarts += 1
-                    log.info("informer {name}: continue token expired after {pages} pages; "
-                             "listing from the start", name=self.name, pages=pages)
-                    items.clear()
-                    token, pages = None, 0
-                    continue
-                raise
-            body = None
-            try:
-                body = response.read()
-            finally:
-                self._release(response, reuse=body is not None)
-            if self._stopping.is_set():
-                raise _Stopping()
-            document = json.loads(body)
-            del body
-            pages += 1
-            self.stats.pages += 1
-            for item in document.get("items") or ():
-                converted = self._convert_safely(item)
-                if converted is not None:
-                    items[object_key(item)] = converted
-            meta = document.get("metadata") or {}
-            resource_version = str(meta.get("resourceVersion") or "")
-            token = meta.get("continue") or None
-            del document
-            if not token:
+                items, resource_version, pages = self._read_pages()
                 break
-        if not resource_version:
-            raise _WatchError("the list carried no resourceVersion")
+            except _StartOver as start_over:
+                if attempts >= _LIST_ATTEMPTS:
+                    raise start_over.cause from None
+                log.info("informer {name}: {why}; listing from the start", name=self.name,
+                         why=start_over)
+        previous = self.resource_version
+        if _older(resource_version, previous):
+            # A consistent read is the server's present: take it, and say so loudly.
+            self.stats.resets += 1
+            log.warn("informer {name}: the list's resourceVersion {rv} is below the last one "
+                     "seen, {previous}: the API server's history was reset (restored or "
+                     "restarted); its list replaces everything", name=self.name,
+                     rv=resource_version, previous=previous)
         self.resource_version = resource_version
+        self._suspect = False
         first = not self.synced_once
         self.stats.lists += 1
         if not first:
@@ -489,6 +653,65 @@ class Informer:
                  what="listed" if first else "re-listed", count=len(items),
                  resource=self.watched.resource, rv=resource_version, pages=pages,
                  seconds=time.monotonic() - started, reason=reason)
+
+    def _read_pages(self) -> tuple[dict[str, Any], str, int]:
+        """One list, page by page: (converted items by key, resourceVersion, pages).
+
+        Raises `_StartOver` when the list must begin again from its first page. A 429
+        waits out Retry-After and asks for the same page again (up to `_LIST_ATTEMPTS`
+        times), so a throttled big list does not throw away the pages it has.
+        """
+        items: dict[str, Any] = {}
+        token: str | None = None
+        pages = throttled = 0
+        resource_version = ""
+        while True:
+            params: dict[str, Any] = {"limit": self.page_size}
+            if token:
+                params["_continue"] = token
+            try:
+                document = self._fetch(**params)
+            except ApiException as error:
+                if error.status == 429 and throttled < _LIST_ATTEMPTS - 1:
+                    throttled += 1
+                    self._wait_throttled(error, pages)
+                    continue
+                if token and (error.status == 410 or _history_moved(error)):
+                    raise _StartOver(f"continue token refused after {pages} page(s) "
+                                     f"({_describe(error)})", error) from error
+                raise
+            pages += 1
+            self.stats.pages += 1
+            meta = document.get("metadata") or {}
+            page_version = str(meta.get("resourceVersion") or "")
+            if resource_version and page_version != resource_version:
+                # One list is one snapshot; a page of another one means the server's state
+                # changed under the token (a restart between pages).
+                why = (f"list page at rv {page_version} after pages at rv "
+                       f"{resource_version}")
+                raise _StartOver(why, _WatchError(why))
+            resource_version = page_version
+            for item in document.get("items") or ():
+                converted = self._convert_safely(item)
+                if converted is not None:
+                    items[object_key(item)] = converted
+            token = meta.get("continue") or None
+            del document
+            if not token:
+                if not resource_version:
+                    raise _WatchError("the list carried no resourceVersion")
+                return items, resource_version, pages
+
+    def _wait_throttled(self, error: ApiException, pages: int) -> None:
+        """A 429 on a list page: wait what the server asks (or one backoff step)."""
+        self.stats.errors += 1
+        self.stats.last_error = _describe(error)
+        delay = min(_retry_after(error) or self.backoff[0], _MAX_RETRY_AFTER)
+        log.info("informer {name}: list throttled after {pages} page(s) ({why}); asking again "
+                 "in {delay:.2f}s", name=self.name, pages=pages, why=_describe(error),
+                 delay=delay)
+        if self._stopping.wait(delay):
+            raise _Stopping()
 
     def _convert_safely(self, obj: dict[str, Any]) -> Any | None:
         try:
@@ -506,13 +729,22 @@ class Informer:
     def _watch(self) -> None:
         """One watch request from the last resourceVersion, read until it ends.
 
-        Returns on a normal end of the stream; raises on everything else.
+        Returns on a normal end of the stream; raises on everything else: `_Stalled` when
+        nothing at all came for `stall_timeout` seconds, before the headers or after them
+        (every read of the stream is bounded by it, so any byte, a bookmark included,
+        restarts the count).
         """
         timeout = int(self.watch_timeout * random.uniform(1.0, 1.2))
         started = time.monotonic()
         self.stats.watches += 1
-        response = self._request(watch=True, resource_version=self.resource_version,
-                                 allow_watch_bookmarks=True, timeout_seconds=timeout)
+        try:
+            response = self._request(watch=True, resource_version=self.resource_version,
+                                     allow_watch_bookmarks=True, timeout_seconds=timeout,
+                                     read_timeout=self.stall_timeout)
+        except urllib3.exceptions.HTTPError as error:
+            if _is_read_timeout(error) and not self._stopping.is_set():
+                raise _Stalled(self.stall_timeout, 0) from error
+            raise
         received = 0
         pending: list[tuple[str, str, Any]] = []
         first_pending = 0.0
@@ -549,6 +781,8 @@ class Informer:
         except (urllib3.exceptions.HTTPError, OSError) as error:
             if self._stopping.is_set():
                 raise _Stopping() from None
+            if _is_read_timeout(error):
+                raise _Stalled(self.stall_timeout, received) from error
             raise _StreamBroken(error, received) from error
         finally:
             if pending and not self._stopping.is_set():
@@ -575,8 +809,16 @@ class Informer:
             message = f"{obj.get('reason', '')}: {obj.get('message', '')}".strip(": ")
             if code == 410:
                 raise _Gone(message or "resource version too old")
+            if _is_too_large(obj):
+                raise _HistoryMoved(f"ERROR event {code} {message}")
             raise _WatchError(f"ERROR event {code} {message}")
         resource_version = (obj.get("metadata") or {}).get("resourceVersion")
+        if kind in (BOOKMARK, ADDED, MODIFIED, DELETED) and resource_version \
+                and _older(str(resource_version), self.resource_version):
+            # A watch from a resourceVersion only ever goes forward; one going back comes
+            # from another history (the server was restored or restarted).
+            raise _HistoryMoved(f"resourceVersion went back from {self.resource_version} "
+                                f"to {resource_version} in a {kind} event")
         if kind == BOOKMARK:
             self.stats.bookmarks += 1
         elif kind in (ADDED, MODIFIED, DELETED):
@@ -680,7 +922,7 @@ def _describe(error: BaseException) -> str:
         return _describe(error.reason)
     if isinstance(error, _StreamBroken):
         return f"watch broken: {error}"
-    if isinstance(error, (_Gone, _WatchError, _ShortWatch)):
+    if isinstance(error, (_Gone, _WatchError, _ShortWatch, _HistoryMoved, _Stalled)):
         return str(error)
     if isinstance(error, urllib3.exceptions.ReadTimeoutError):
         return "read timed out (no data within the read timeout)"
@@ -693,12 +935,84 @@ def _is_gone(error: BaseException) -> bool:
     return isinstance(error, _Gone) or (isinstance(error, ApiException) and error.status == 410)
 
 
+def _may_hide_a_restart(error: BaseException) -> bool:
+    """Whether a failed watch may mean the server restarted: the connection broke, could
+    not be made, or went silent. An HTTP error came from a running server (it is asked
+    about its history on the next attempt only if the connection had broken before)."""
+    if isinstance(error, (_StreamBroken, _Stalled, _ShortWatch)):
+        return True
+    return not isinstance(error, (ApiException, _Gone, _HistoryMoved, _WatchError))
+
+
+def _history_moved(error: BaseException) -> bool:
+    """A too-large resourceVersion (HTTP or ERROR event) or one going backwards."""
+    if isinstance(error, _HistoryMoved):
+        return True
+    return isinstance(error, ApiException) and _is_too_large(_status_of(error))
+
+
+def _status_of(error: ApiException) -> dict[str, Any]:
+    """The Status object an API error carried, or {} if its body is not one."""
+    try:
+        body = json.loads(error.body or "")
+    except (ValueError, TypeError):
+        return {}
+    if not isinstance(body, dict):
+        return {}
+    body.setdefault("code", error.status)
+    return body
+
+
+def _is_too_large(status: dict[str, Any]) -> bool:
+    """Whether a Status is kube-apiserver's ``Timeout: Too large resource version``.
+
+    The cause ``ResourceVersionTooLarge`` says it; servers 1.17-1.18.5 only set the cause
+    message and older ones only the Status message, so those are accepted on a 504 too,
+    as client-go's isTooLargeResourceVersionError does.
+    """
+    details = status.get("details")
+    causes = details.get("causes") if isinstance(details, dict) else None
+    for cause in causes if isinstance(causes, list) else ():
+        if isinstance(cause, dict) and cause.get("reason") == "ResourceVersionTooLarge":
+            return True
+    if status.get("code") != 504 and status.get("reason") != "Timeout":
+        return False
+    for cause in causes if isinstance(causes, list) else ():
+        if isinstance(cause, dict) and cause.get("message") == "Too large resource version":
+            return True
+    return "Too large resource version" in str(status.get("message") or "")
+
+
+def _older(version: str | None, than: str | None) -> bool:
+    """Whether resourceVersion `version` is below `than` (both must be integers to tell)."""
+    if not version or not than or not version.isdigit() or not than.isdigit():
+        return False
+    return int(version) < int(than)
+
+
+def _is_read_timeout(error: BaseException) -> bool:
+    """Whether a urllib3 error (possibly wrapped in MaxRetryError) is a read timeout."""
+    if isinstance(error, urllib3.exceptions.MaxRetryError):
+        error = error.reason if error.reason is not None else error
+    return isinstance(error, (urllib3.exceptions.ReadTimeoutError, socket.timeout))
+
+
 def _retry_after(error: BaseException) -> float | None:
+    """Retry-After of an API error, in seconds (the header is a number or an HTTP date)."""
     headers = getattr(error, "headers", None) if isinstance(error, ApiException) else None
     if not headers:
         return None
     value = headers.get("Retry-After")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
+    if value is None:
         return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())

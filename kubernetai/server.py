@@ -10,6 +10,7 @@ own `startup_timeout`, as CoreDNS waits before serving), then listens on UDP and
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -98,6 +99,11 @@ def compile_corefile(blocks: Iterable[corefile.ServerBlock], *, registry: Regist
     return list(ports.values())
 
 
+def all_warnings(plans: Iterable[PortPlan]) -> list[str]:
+    """`warnings_for` every port, each note once (a block may serve several ports)."""
+    return list(dict.fromkeys(note for plan in plans for note in warnings_for(plan)))
+
+
 def warnings_for(plan: PortPlan) -> list[str]:
     """Configurations CoreDNS would answer SERVFAIL for, worth saying at start-up."""
     notes: list[str] = []
@@ -123,6 +129,9 @@ def warnings_for(plan: PortPlan) -> list[str]:
     return notes
 
 
+_ERROR_NAME = re.compile(r"\d+ ((?:\\.|[^ \\])+) ")
+
+
 class _BlockLogs:
     """Sends each query's log line and error line to the `log`/`errors` of its block."""
 
@@ -144,9 +153,10 @@ class _BlockLogs:
                 logger(record)
 
     def error(self, line: str) -> None:
-        # "<rcode> <name> <type>: <message>", as the server formats it
-        parts = line.split(" ", 2)
-        block = self._block(parts[1]) if len(parts) > 1 else None
+        # "<rcode> <name> <type>: <message>", as the server formats it; the name is in
+        # presentation form, where a space inside a label is written "\ ".
+        match = _ERROR_NAME.match(line)
+        block = self._block(match.group(1)) if match else None
         loggers = block.builder.error_loggers if block else []
         for emit in loggers:
             emit("[ERROR] plugin/errors: " + line)
@@ -199,9 +209,8 @@ class KubernetaiService(service.MultiService):
         self._starting: defer.Deferred[Any] | None = None
 
     def startService(self) -> None:
-        for plan in self.plans:
-            for note in warnings_for(plan):
-                log.warn("{note}", note=note)
+        for note in all_warnings(self.plans):
+            log.warn("{note}", note=note)
         super().startService()
         waits = [self._wait(cluster) for cluster in self.clusters]
         self._starting = defer.gatherResults(waits).addCallback(lambda _: self._listen())

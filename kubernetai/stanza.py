@@ -29,6 +29,7 @@ gives CoreDNS and the Python client lacks (:class:`RequestLimiter`).
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import math
 import os
@@ -55,6 +56,7 @@ __all__ = [
     "parse_duration",
     "parse_label_selector",
     "parse_stanza",
+    "plain_http_credentials",
 ]
 
 DEFAULT_TTL = 5  # plugin/kubernetes/kubernetes.go defaultTTL
@@ -530,6 +532,52 @@ def parse_label_selector(text: str) -> str:
 _DNS1123_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
+_LDH_LABEL_RE = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?", re.ASCII)
+
+
+def _bad_host(host: str, *, bracketed: bool) -> str | None:
+    """Why ``host`` cannot be dialled (Go's net: an IP literal, or a name
+    its resolver accepts: ASCII letters, digits, ``-`` and ``_`` in labels
+    of 1 to 63, not all digits), or None."""
+    if not host:
+        return "no host"
+    if bracketed:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return f"{host!r} in brackets is not an IPv6 address"
+        return None
+    try:
+        ipaddress.IPv4Address(host)
+        return None
+    except ValueError:
+        pass
+    for char in host:
+        if not char.isascii() or not char.isprintable():
+            return f"the host holds {corefile.describe_char(char)}: write the host name in ASCII (its IDNA form)"
+    name = host[:-1] if host.endswith(".") else host
+    labels = name.split(".")
+    if len(name) > 253 or not all(len(label) <= 63 and _LDH_LABEL_RE.fullmatch(label) for label in labels):
+        return f"{host!r} is not a host name"
+    if all(label.isdigit() for label in labels):
+        return f"{host!r} is neither an IP address nor a host name"
+    return None
+
+
+_MAX_WARNING_CHARS = 1000
+# A startup_timeout longer than this gets a warning (it is accepted).
+_LONG_STARTUP_TIMEOUT = 3600.0
+
+
+def _human_duration(seconds: float) -> str:
+    """``"about 292 years"``, ``"about 36 hours"``: a long wait in words."""
+    if seconds >= 2 * 365 * 86400:
+        return f"about {seconds / (365.25 * 86400):,.0f} years"
+    if seconds >= 2 * 86400:
+        return f"about {seconds / 86400:,.0f} days"
+    return f"about {seconds / 3600:,.0f} hours"
+
+
 def _arg_err(last: str) -> str:
     # caddy Dispenser.ArgErr
     return f"Wrong argument count or unexpected line ending after '{last}'"
@@ -559,7 +607,9 @@ class _StanzaParser:
         return self.error(line, message, opt.args[i])
 
     def warn(self, line: int, message: str) -> None:
-        self.warnings.append(f"{self.d.filename}:{line}: {self.name}: {message}")
+        # Printed by `check` and logged: escaped and bounded like an error.
+        text = corefile.printable(f"{self.d.filename}:{line}: {self.name}: {message}")
+        self.warnings.append(text if len(text) <= _MAX_WARNING_CHARS else text[:_MAX_WARNING_CHARS] + "...")
 
     def argcount(self, opt: Directive) -> CorefileError:
         last = opt.args[-1] if opt.args else opt.name
@@ -692,9 +742,8 @@ class _StanzaParser:
         digest = None
         if kubeconfig is not None:
             try:
-                with open(kubeconfig[0], "rb") as fh:  # type: ignore[index]
-                    digest = hashlib.sha256(fh.read()).hexdigest()
-            except OSError:
+                digest = hashlib.sha256(corefile.read_regular_file(kubeconfig[0])).hexdigest()  # type: ignore[index]
+            except (OSError, ValueError):
                 digest = None  # reported by kube_client_config
 
         return StanzaConfig(
@@ -725,24 +774,53 @@ class _StanzaParser:
         )
 
     def endpoint_url(self, raw: tuple[str, int, str], tls: bool) -> str:
-        """client-go DefaultServerURL: a URL without scheme (or without
-        host, e.g. ``host:port``) gets ``https://`` when TLS is configured,
-        else ``http://``."""
+        """The API server URL as client-go reads ``endpoint`` (DefaultServerURL), checked.
+
+        A URL without scheme or host (``host:port``, ``host``) is a shorthand:
+        client-go puts ``https://`` before it when TLS is configured, else
+        ``http://``, and then refuses one with a path.  CoreDNS checks nothing
+        more; a URL it would fail on only when connecting (no host, a host
+        that is no host name, port 0, an unknown scheme) is refused here, as
+        is a user name or password in it (it would be logged), and the
+        shorthand with neither ``tls`` nor port (``endpoint nan`` means
+        ``http://nan:80``: plain HTTP on port 80, not where an API server is).
+        """
         url, line, token = raw
-        parts = urlsplit(url) if "://" in url else None
-        if parts is None or not parts.netloc:
-            url = ("https://" if tls else "http://") + url
-            parts = urlsplit(url)
+
+        def bad(why: str) -> CorefileError:
+            return self.error(line, f"invalid endpoint URL {token!r}: {why}", token)
+
         try:
-            parts.port  # noqa: B018 - validates the port
-        except ValueError as e:
-            raise self.error(line, f"invalid endpoint URL {token!r}: {e}", token) from None
+            parts = urlsplit(url)
+            shorthand = not (parts.scheme and parts.netloc)
+            if shorthand:
+                url = ("https://" if tls else "http://") + url
+                parts = urlsplit(url)
+        except ValueError as e:  # e.g. brackets around something that is no IPv6 address
+            raise bad(str(e)) from None
+        if shorthand:
+            if parts.path not in ("", "/"):
+                raise bad("not a URL, nor a HOST:PORT pair (as client-go reads it)")
         if parts.scheme.lower() not in ("http", "https"):
-            raise self.error(line, f"invalid endpoint URL {token!r}: scheme must be http or https", token)
-        if not parts.hostname:
-            raise self.error(line, f"invalid endpoint URL {token!r}: no host", token)
+            raise bad("scheme must be http or https")
+        if "@" in parts.netloc:
+            raise bad("a user name or password in the URL is not supported (use kubeconfig)")
         if parts.query or parts.fragment:
-            raise self.error(line, f"invalid endpoint URL {token!r}: a query or fragment is not allowed", token)
+            raise bad("a query or fragment is not allowed")
+        try:
+            port = parts.port
+        except ValueError as e:
+            raise bad(str(e)) from None
+        if port == 0:
+            raise bad("port 0")
+        host = parts.hostname or ""
+        why = _bad_host(host, bracketed="[" in parts.netloc)
+        if why:
+            raise bad(why)
+        if shorthand and port is None and not tls:
+            raise bad(f"without a scheme, tls or a port, client-go reads it as http://{host}:80 "
+                      f"(plain HTTP on port 80), which is not where an API server listens: write "
+                      f"the URL in full, e.g. https://{host}:6443")
         return url.rstrip("/")
 
     # -- options (setup.go ParseStanza, in its order) ------------------------
@@ -871,6 +949,12 @@ class _StanzaParser:
             # CoreDNS panics at startup on a negative (or zero) timeout
             # (time.NewTicker); zero here means "do not wait for the sync".
             raise self.arg_error(opt, 0, f"startup_timeout must not be negative: {arg}")
+        if seconds > _LONG_STARTUP_TIMEOUT:
+            # Any Go duration works (up to 2562047h47m16.854775807s), in
+            # CoreDNS as here: the server waits that long for the first sync
+            # before it answers at all; worth saying when it means forever.
+            self.warn(opt.line, f"startup_timeout {arg}: until this stanza has synced, the server answers "
+                                f"no query for up to {_human_duration(seconds)} (CoreDNS waits as long)")
         self.extra_args(opt, 1)
         self.values["startup_timeout"] = seconds
 
@@ -1017,9 +1101,14 @@ def kube_client_config(
 
     if config.kubeconfig is not None:
         path, context = config.kubeconfig
-        if not os.path.isfile(path):
-            why = "no such file" if not os.path.exists(path) else "not a regular file"
-            raise fail("kubeconfig", f"cannot read kubeconfig {path!r}: {why}", path)
+        try:
+            # Checked (regular file, size) before the client's loader reads it.
+            corefile.read_regular_file(path)
+        except FileNotFoundError:
+            raise fail("kubeconfig", f"cannot read kubeconfig {path!r}: no such file", path) from None
+        except (OSError, ValueError) as e:
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise fail("kubeconfig", f"cannot read kubeconfig {path!r}: {why}", path) from None
         try:
             kconfig.load_kube_config(
                 config_file=path,
@@ -1037,12 +1126,14 @@ def kube_client_config(
         if config.tls is not None:
             cert, key, ca = config.tls
             for what, path in (("client certificate", cert), ("client key", key), ("certificate authority", ca)):
-                # clientcmd refuses unreadable files when the config is built.
+                # clientcmd refuses unreadable files when the config is built;
+                # a FIFO or a device is refused too, as it would hang or
+                # flood the TLS library that reads it later.
                 try:
-                    with open(path, "rb"):
-                        pass
-                except OSError as e:
-                    raise fail("tls", f"unable to read {what} {path!r}: {e.strerror or e}", path) from e
+                    corefile.read_regular_file(path)
+                except (OSError, ValueError) as e:
+                    why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+                    raise fail("tls", f"unable to read {what} {path!r}: {why}", path) from e
             cfg.cert_file = cert
             cfg.key_file = key
             cfg.ssl_ca_cert = ca
@@ -1067,6 +1158,33 @@ def kube_client_config(
     except Exception as e:  # ConfigException, OSError
         raise fail(None, f"unable to load in-cluster configuration: {e}", None) from e
     return cfg
+
+
+def plain_http_credentials(config: StanzaConfig, client_config) -> str | None:
+    """A warning if this connection sends credentials over plain HTTP, else None.
+
+    Only a kubeconfig can pair an ``http://`` server with a bearer token
+    (``token``, ``tokenFile``, an exec or auth-provider plugin) or a user
+    name and password; the client sends them as they are, readable by
+    anyone on the path.  (``endpoint`` carries no token, and in-cluster is
+    always HTTPS.)
+    """
+    host = client_config.host or ""
+    if not host.lower().startswith("http://"):
+        return None
+    header = next(iter(client_config.api_key.values()), "") if client_config.api_key else ""
+    if header.startswith("Basic "):
+        what = "a user name and password"
+    elif header or client_config.refresh_api_key_hook is not None:
+        what = "a bearer token"
+    elif client_config.username or client_config.password:
+        what = "a user name and password"
+    else:
+        return None
+    option = "kubeconfig" if config.kubeconfig is not None else None
+    line = config.option_line(option) if option else config.line
+    return (f"{config.filename}:{line}: kubernetai: {what} would be sent to {host} over plain HTTP, "
+            "unencrypted: use an https:// server")
 
 
 # --------------------------------------------------------------------------

@@ -61,6 +61,13 @@ READ_TIMEOUT = 10.0
 MAX_ABANDONED = 3
 
 
+#: Seconds a reload waits at most for the stanzas it starts to sync: their
+#: `startup_timeout`, capped (a `startup_timeout 2562047h` must not hold reloading
+#: for good), and extended up to this for a stanza that is still listing without
+#: errors. With READ_TIMEOUT it stays inside the unit's TimeoutStartSec=90s.
+RELOAD_SYNC_LIMIT = 60.0
+
+
 class ReloadAbandoned(Exception):
     """Reading the configuration for a reload did not finish within its deadline."""
 
@@ -324,7 +331,19 @@ class Supervisor(service.MultiService):
             cluster.setServiceParent(self.clusters)
         try:
             synced = yield defer.gatherResults(
-                [c.wait_synced(c.config.startup_timeout) for c in fresh])
+                [c.wait_synced(min(c.config.startup_timeout, RELOAD_SYNC_LIMIT))
+                 for c in fresh])
+            # A stanza still listing without any error is slow (a big cluster, a low
+            # apiserver_qps), not broken: it may use what is left of RELOAD_SYNC_LIMIT.
+            slow = [i for i, (c, ok) in enumerate(zip(fresh, synced))
+                    if not ok and not _last_error(c)
+                    and c.config.startup_timeout < RELOAD_SYNC_LIMIT]
+            if slow and self.running:
+                late = yield defer.gatherResults(
+                    [fresh[i].wait_synced(RELOAD_SYNC_LIMIT - fresh[i].config.startup_timeout)
+                     for i in slow])
+                for i, ok in zip(slow, late):
+                    synced[i] = ok
             if not self.running:
                 raise RuntimeError("the server is stopping")
             unsynced = [c for c, ok in zip(fresh, synced) if not ok]

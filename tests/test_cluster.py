@@ -283,3 +283,25 @@ def test_wait_synced_false_against_unreachable_endpoint(started: Any) -> None:
     assert not cluster.synced
     in_reactor(cluster.stopService)
     assert informer_threads("down.local.") == []
+
+
+def test_longest_go_startup_timeout_still_waits_and_syncs(sandbox: Sandbox, started: Any) -> None:
+    """startup_timeout 2562047h47m16.854775807s (Go's longest duration, which CoreDNS accepts) works:
+    the wait is armed on the reactor without overflowing and fires True once the stanza syncs."""
+    sandbox.apply([namespace("shop"), service("web")])
+    config = config_of(f"endpoint {sandbox.url}\nstartup_timeout 2562047h47m16.854775807s",
+                       zones="forever.local")
+    assert config.startup_timeout == pytest.approx(9223372036.854775807)
+    cluster = Cluster(config)
+    waiting = in_reactor(lambda: fired(cluster.wait_synced(config.startup_timeout)))
+    started(cluster)
+    wait_for(lambda: waiting == [True], what="the wait to fire True")
+
+
+def test_informers_are_named_with_the_api_server_url(sandbox: Sandbox, started: Any) -> None:
+    """Informer names (which lead their log lines) carry the API server's URL."""
+    cluster = started(Cluster(config_of(f"endpoint {sandbox.url}", zones="named.local")))
+    assert in_reactor(cluster.wait_synced, 15) is True
+    names = sorted(t.name for t in informer_threads("named.local."))
+    assert names == [f"informer-named.local.{resource} {sandbox.url}"
+                     for resource in ("endpointslices", "namespaces", "services")]

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from kubernetai import corefile
 from kubernetai.corefile import (
+    MAX_FILE_BYTES,
+    MAX_IMPORT_DEPTH,
+    MAX_IMPORTED_FILES,
+    MAX_NESTING,
+    MAX_TOKENS,
+    MAX_TOTAL_BYTES,
     CorefileError,
     Directive,
     ServerBlock,
@@ -361,7 +372,6 @@ ZONES = [
     ),
     pytest.param("fd00::/8", [("dns", "d.f.ip6.arpa.", 53)], id="ipv6-8"),
     pytest.param("10.0.0.0/8.", [("dns", "10.0.0.0/8.", 53)], id="cidr-with-dot-is-a-name"),
-    pytest.param("[::1]:53", [("dns", "[::1].", 53)], id="bracketed-ip-is-a-name"),
     pytest.param("a,b", [("dns", "a,b.", 53)], id="inner-comma-is-part-of-name"),
     pytest.param("example.org:+53", [("dns", "example.org.", 53)], id="port-with-sign"),
 ]
@@ -393,14 +403,28 @@ BAD_ZONES = [
     pytest.param("0:0::ffff:b:f/115", "invalid CIDR", id="leading-zero-ipv6-cidr"),
     pytest.param("foo://example.org", "unknown scheme 'foo'", id="unknown-scheme"),
     pytest.param("example.org:70000", "port 70000 out of range", id="port-range"),
+    pytest.param("cluster.local:nan", "port 'nan' is not a number", id="port-not-a-number"),
+    pytest.param("cluster.local:0x35", "port '0x35' is not a number", id="port-in-hex"),
+    pytest.param("[::1]:53", "'[::1]' is an address, not a zone", id="bracketed-address"),
+    pytest.param("a:b:53", "zone 'a:b' holds a ':'", id="colon-inside-zone"),
+    pytest.param("fd00::/8.", "port '/8.' is not a number", id="ipv6-cidr-with-dot"),
+    pytest.param("clu\u202ester.local", "zone 'clu\\u202ester.local' holds U+202E (RIGHT-TO-LEFT OVERRIDE)",
+                 id="bidi-override"),
+    pytest.param("clu\u200bster.local", "zone 'clu\\u200bster.local' holds U+200B (ZERO WIDTH SPACE)",
+                 id="zero-width-space"),
+    pytest.param("a\u00adb.local", "holds U+00AD (SOFT HYPHEN)", id="soft-hyphen"),
+    pytest.param("b\u00fccher.local", "holds U+00FC (LATIN SMALL LETTER U WITH DIAERESIS), not ASCII: "
+                 "queries carry the IDNA form of a name; write xn--bcher-kva.local", id="non-ascii"),
+    pytest.param("a b.local", "holds U+0020 (SPACE)", id="space"),
 ]
 
 
 @pytest.mark.parametrize("key, message", BAD_ZONES)
 def test_normalize_zone_errors(key, message):
     """Keys CoreDNS refuses raise ValueError with its wording."""
-    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+    with pytest.raises(ValueError) as e:
         normalize_zone(key)
+    assert message in str(e.value)
 
 
 def test_zone_address_equality_ignores_spelling():
@@ -644,6 +668,15 @@ ERRORS = [
     pytest.param(". {\n import a b\n}\n", "Corefile:2: unexpected 'b': import takes only one argument", id="import-two-arguments"),
     pytest.param(". {\n import {$NOPE}\n}\n", "Corefile:2: import '{$NOPE}' requires a non-empty file path", id="import-empty-env"),
     pytest.param(". {\n a {$LOOP}\n}\n", "Corefile:2: environment variable substitution does not terminate", id="env-loop"),
+    pytest.param(". {\n a {$DOUBLE}\n}\n",
+                 "Corefile:2: environment variable substitution makes a token longer than 65,536 characters",
+                 id="env-doubling"),
+    pytest.param(". {\n a {$BIG}{$BIG}\n}\n", "Corefile:2: environment variable substitution makes a token longer",
+                 id="env-too-long"),
+    pytest.param("cluster.local:nan {\n}\n", "Corefile:1: invalid server block key 'cluster.local:nan': "
+                 "port 'nan' is not a number", id="key-port-not-a-number"),
+    pytest.param("a.org {\n}\nclu\u202ester.local {\n}\n", "Corefile:3: invalid server block key "
+                 "'clu\\u202ester.local': zone 'clu\\u202ester.local' holds U+202E", id="key-bidi-override"),
 ]
 
 
@@ -651,7 +684,7 @@ ERRORS = [
 def test_errors(text, message):
     """Malformed Corefiles raise CorefileError naming file, line and token."""
     with pytest.raises(CorefileError) as e:
-        parse(text, environ={"LOOP": "{$LOOP}"})
+        parse(text, environ={"LOOP": "{$LOOP}", "DOUBLE": "{$DOUBLE}{$DOUBLE}", "BIG": "x" * 40_000})
     assert message in str(e.value)
     assert str(e.value) == f"{e.value.filename}:{e.value.line}: {e.value.message}"
 
@@ -669,3 +702,288 @@ def test_parse_file_missing(tmp_path):
     """A Corefile that cannot be read is a CorefileError too."""
     with pytest.raises(CorefileError, match="cannot read Corefile"):
         parse_file(tmp_path / "nope")
+
+
+# --------------------------------------------------------------------------
+# Limits: whatever a Corefile (or what it imports) holds, reading and
+# parsing it ends quickly with a located CorefileError, never a
+# RecursionError, a hang or memory exhaustion.
+
+
+def nested(levels: int, inner: str = "log") -> str:
+    """A directive line opening `levels` blocks one inside another."""
+    return "".join(f"{' ' * i}a{i} {{\n" for i in range(levels)) + f"{inner}\n" + "}\n" * levels
+
+
+def test_deep_nesting_is_a_located_error():
+    """600 nested blocks (past Python's recursion limit) are a CorefileError at the first '{' too deep."""
+    text = ". {\n" + nested(600) + "}\n"
+    with pytest.raises(CorefileError) as e:
+        parse(text)
+    assert (e.value.line, e.value.token) == (MAX_NESTING + 1, "{")
+    assert str(e.value) == f"Corefile:{MAX_NESTING + 1}: blocks nested too deeply: more than {MAX_NESTING} levels of '{{'"
+
+
+def test_nesting_up_to_the_limit_parses():
+    """Exactly MAX_NESTING braces open at once (the server block's included) is fine."""
+    block = one(". {\n" + nested(MAX_NESTING - 1) + "}\n")
+    depth, directive = 1, block.directives[0]
+    while directive.block:
+        depth, directive = depth + 1, directive.block[0]
+    assert (depth, directive.name) == (MAX_NESTING, "log")
+
+
+def test_deep_nesting_inside_a_snippet_is_refused_where_it_is_written():
+    """A snippet body nested too deeply is refused at its definition, used or not."""
+    with pytest.raises(CorefileError) as e:
+        parse("(deep) {\n" + nested(100) + "}\n. {\n log\n}\n")
+    assert (e.value.line, e.value.token) == (MAX_NESTING + 1, "{")
+    assert "blocks nested too deeply" in e.value.message
+
+
+def test_nesting_built_up_through_snippets_is_refused():
+    """Snippets that each wrap the previous one in three blocks add up; the limit counts the total."""
+    text = "(s0) {\n log\n}\n"
+    for i in range(1, 13):
+        text += f"(s{i}) {{\n a {{\n  b {{\n   c {{\n    import s{i - 1}\n   }}\n  }}\n }}\n}}\n"
+    with pytest.raises(CorefileError, match="blocks nested too deeply"):
+        parse(text + ". {\n import s12\n}\n")
+
+
+def test_imports_of_imports_nested_too_deeply(tmp_path):
+    """A chain of 40 files, each importing the next, stops at MAX_IMPORT_DEPTH with the file and line."""
+    for i in range(40):
+        write(tmp_path / f"f{i}.conf", f"log\nimport f{i + 1}.conf\n")
+    write(tmp_path / "f40.conf", "errors\n")
+    write(tmp_path / "Corefile", ". {\n import f0.conf\n}\n")
+    with pytest.raises(CorefileError) as e:
+        parse_file(tmp_path / "Corefile")
+    assert e.value.filename == str(tmp_path / f"f{MAX_IMPORT_DEPTH - 1}.conf")
+    assert (e.value.line, e.value.token) == (2, f"f{MAX_IMPORT_DEPTH}.conf")
+    assert f"imports nested too deeply: more than {MAX_IMPORT_DEPTH} imports" in e.value.message
+
+
+def test_nesting_built_up_through_imported_files_is_refused(tmp_path):
+    """Blocks opened in a file and continued in the files it imports count together."""
+    for i in range(12):
+        write(tmp_path / f"f{i}.conf", f"a {{\n b {{\n  c {{\n   import f{i + 1}.conf\n  }}\n }}\n}}\n")
+    write(tmp_path / "f12.conf", "log\n")
+    write(tmp_path / "Corefile", ". {\n import f0.conf\n}\n")
+    with pytest.raises(CorefileError, match="blocks nested too deeply") as e:
+        parse_file(tmp_path / "Corefile")
+    assert e.value.filename.startswith(str(tmp_path / "f"))
+
+
+def test_snippets_multiplying_at_each_level_hit_the_token_limit():
+    """Ten snippets each importing the previous four times (a million copies) stop at MAX_TOKENS, quickly."""
+    text = "(s0) {\n log\n}\n"
+    for i in range(1, 11):
+        text += f"(s{i}) {{\n" + f" import s{i - 1}\n" * 4 + "}\n"
+    start = time.perf_counter()
+    with pytest.raises(CorefileError, match=f"more than {MAX_TOKENS:,} once imports and snippets"):
+        parse(text + ". {\n import s10\n}\n")
+    assert time.perf_counter() - start < 30  # generous: the point is that it ends
+
+
+def test_token_limit_counts_every_expansion():
+    """A snippet of 1,000 tokens imported 101 times passes MAX_TOKENS at the import that crosses it."""
+    body = "".join(f" t{i} x\n" for i in range(500))
+    imports = "".join(f" import big\n" for i in range(101))
+    text = f"(big) {{\n{body}}}\n. {{\n{imports}}}\n"
+    with pytest.raises(CorefileError) as e:
+        parse(text)
+    assert "too many tokens" in e.value.message
+    assert e.value.token == "big"
+    # 1,208 tokens as written (the snippet's 1,000 among them); each import adds 1,000.
+    crossing = -(-(MAX_TOKENS + 1 - 1208) // 1000)
+    assert e.value.line == 503 + crossing
+
+
+def test_control_characters_refuse_the_file_without_quoting_it(tmp_path):
+    """A file holding a control character (a binary file) is refused; the message names the character only."""
+    path = write(tmp_path / "Corefile", ". {\n log\n}\n")
+    path.write_bytes(b". {\n log\n x\x1b[2Jsecret-value\n}\n")
+    with pytest.raises(CorefileError) as e:
+        parse_file(path)
+    assert str(e.value) == (f"{path}:3: control character U+001B in the file: a Corefile is text "
+                            "(is this the right file?)")
+
+
+def test_import_of_proc_environ_does_not_print_the_environment(tmp_path, monkeypatch):
+    """`import /proc/self/environ` is refused with no byte of the environment in the message."""
+    monkeypatch.setenv("KUBERNETAI_TEST_SECRET", "s3cr3t-v4lue")
+    write(tmp_path / "Corefile", ". {\n import /proc/self/environ\n}\n")
+    with pytest.raises(CorefileError) as e:
+        parse_file(tmp_path / "Corefile")
+    assert "s3cr3t" not in str(e.value) and "KUBERNETAI_TEST_SECRET" not in str(e.value)
+    assert str(e.value).startswith("/proc/self/environ:1: control character U+0000")
+
+
+def test_long_token_is_quoted_as_a_short_excerpt(tmp_path):
+    """An imported token file is quoted by its first 40 characters at most, whatever the error."""
+    secret = "eyJhbGciOiJSUzI1NiIsImtpZCI6IkFCQyJ9." + "s" * 900
+    write(tmp_path / "token", secret + "\n")
+    write(tmp_path / "Corefile", "import token\n")
+    with pytest.raises(CorefileError) as e:
+        parse_file(tmp_path / "Corefile")
+    assert e.value.token == secret
+    assert "s" * 50 not in str(e.value)
+    assert f"'{secret[:40]}...({len(secret) - 40:,} more characters)'" in str(e.value)
+
+
+def test_environment_value_with_escape_sequences_is_printed_escaped():
+    """Control characters from the environment reach a message escaped, never raw."""
+    with pytest.raises(CorefileError) as e:
+        parse("{$KEY} {\n}\n", environ={"KEY": "a\x1b[31m\n[ERROR] forged"})
+    assert "\x1b" not in str(e.value) and "\n" not in str(e.value)
+    assert "\\x1b[31m" in str(e.value)
+
+
+def test_file_larger_than_the_limit_is_refused_unread(tmp_path):
+    """A Corefile of more than MAX_FILE_BYTES is refused by its size (a sparse file: nothing is read)."""
+    path = tmp_path / "Corefile"
+    with path.open("wb") as fh:
+        fh.truncate(MAX_FILE_BYTES + 1)
+    with pytest.raises(CorefileError) as e:
+        parse_file(path)
+    assert str(e.value) == f"{path}:0: cannot read Corefile: too large: {MAX_FILE_BYTES + 1:,} bytes (at most {MAX_FILE_BYTES:,})"
+
+
+def test_imports_larger_than_the_total_limit_are_refused(tmp_path):
+    """Files that are each allowed but together pass MAX_TOTAL_BYTES are refused at the import."""
+    comment = ("#" + "x" * 1022 + "\n").encode() * (MAX_FILE_BYTES // 1024)
+    for i in range(MAX_TOTAL_BYTES // MAX_FILE_BYTES + 1):
+        (tmp_path / "d").mkdir(exist_ok=True)
+        (tmp_path / "d" / f"{i:02d}.conf").write_bytes(comment)
+    write(tmp_path / "Corefile", ". {\n import d/*.conf\n}\n")
+    with pytest.raises(CorefileError) as e:
+        parse_file(tmp_path / "Corefile")
+    assert (e.value.line, e.value.token) == (2, "d/*.conf")
+    assert f"hold more than {MAX_TOTAL_BYTES:,} bytes" in e.value.message
+
+
+def test_glob_matching_too_many_files_is_refused(tmp_path):
+    """A glob matching more than MAX_IMPORTED_FILES files is refused before any is read."""
+    (tmp_path / "d").mkdir()
+    for i in range(MAX_IMPORTED_FILES + 50):
+        (tmp_path / "d" / f"{i:04d}.conf").write_text("log\n")
+    write(tmp_path / "Corefile", ". {\n import d/*.conf\n}\n")
+    with pytest.raises(CorefileError) as e:
+        parse_file(tmp_path / "Corefile")
+    assert str(e.value) == (f"{tmp_path / 'Corefile'}:2: cannot import 'd/*.conf': it matches more than "
+                            f"{MAX_IMPORTED_FILES} file(s); a Corefile may import {MAX_IMPORTED_FILES} files in all")
+
+
+def test_glob_matching_up_to_the_limit_is_fine(tmp_path):
+    """MAX_IMPORTED_FILES files matched by one glob are all imported, in order."""
+    (tmp_path / "d").mkdir()
+    for i in range(MAX_IMPORTED_FILES):
+        (tmp_path / "d" / f"{i:04d}.conf").write_text(f"z{i:04d}.org {{\n}}\n")
+    write(tmp_path / "Corefile", "import d/*.conf\n")
+    blocks = parse_file(tmp_path / "Corefile")
+    assert [b.keys[0].zone for b in blocks] == [f"z{i:04d}.org." for i in range(MAX_IMPORTED_FILES)]
+
+
+@pytest.mark.parametrize("target, kind", [
+    pytest.param("/dev/null", "a character device", id="device"),
+    pytest.param("fifo", "a FIFO", id="fifo"),
+    pytest.param("sub", "a directory", id="directory"),
+])
+def test_import_of_something_not_a_regular_file(tmp_path, target, kind):
+    """Only regular files are imported; a device, a FIFO or a directory is refused without reading it."""
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "sub").mkdir()
+    write(tmp_path / "Corefile", f". {{\n import {target}\n}}\n")
+    with pytest.raises(CorefileError) as e:
+        parse_file(tmp_path / "Corefile")
+    path = target if target.startswith("/") else str(tmp_path / target)
+    assert str(e.value) == f"{tmp_path / 'Corefile'}:2: could not import {path!r}: not a regular file ({kind})"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_corefile_that_is_not_a_regular_file(tmp_path, kind):
+    """The Corefile itself must be a regular file too: a FIFO is refused at once, not waited on."""
+    if kind == "fifo":
+        path = tmp_path / "Corefile"
+        os.mkfifo(path)
+    else:
+        path = Path("/dev/zero")
+    with pytest.raises(CorefileError, match=r"cannot read Corefile: not a regular file \(a (FIFO|character device)\)"):
+        parse_file(path)
+
+
+def test_a_fifo_swapped_in_after_the_check_does_not_block(tmp_path):
+    """Opening for a read never waits for a FIFO writer, and what it opened is checked again."""
+    os.mkfifo(tmp_path / "fifo")
+    outcome: list[BaseException | int] = []
+
+    def open_it() -> None:
+        try:
+            outcome.append(corefile._open_regular(str(tmp_path / "fifo")))
+        except BaseException as error:  # noqa: BLE001 - the outcome is the assertion
+            outcome.append(error)
+    worker = threading.Thread(target=open_it, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "opening a FIFO blocked"
+    assert isinstance(outcome[0], corefile._Refused) and str(outcome[0]) == "not a regular file (a FIFO)"
+
+
+# Pieces that build every nesting construct: blocks, snippets, imports, quotes, environment.
+_PIECES = ["{", "}", "\n", " ", "import", "s", "(s)", "t", "(t)", "a", ".", "a.org", "\"", "#",
+           "{$X}", "{$Y}", ":", "nan", "*", "\u202e", "\x1b"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(_PIECES), max_size=400))
+def test_any_text_parses_or_is_a_corefile_error(tmp_path_factory, pieces):
+    """Whatever the text (here: random mixes of every nesting construct), parse returns or raises
+    CorefileError: never RecursionError, MemoryError or anything else, and each message is one line."""
+    directory = tmp_path_factory.getbasetemp()
+    text = " ".join(pieces)
+    try:
+        parse(text, str(directory / "Corefile"), environ={"X": "{$X}{$X}", "Y": "import s"})
+    except CorefileError as error:
+        assert "\n" not in str(error) and "\x1b" not in str(error)
+
+
+_LINES = st.sampled_from(["log", "import s", "import t", "a b", "{$X} c", "import {$Y}", "x \"q\""])
+_BLOCKS = st.recursive(_LINES, lambda inner: st.lists(inner, min_size=1, max_size=3).map(
+    lambda lines: "a {\n" + "\n".join(lines) + "\n}"), max_leaves=60)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(snippet=_BLOCKS, body=_BLOCKS, depth=st.integers(0, 700), wrap=st.sampled_from(["body", "snippet"]))
+def test_nested_structures_parse_or_are_a_corefile_error(tmp_path_factory, snippet, body, depth, wrap):
+    """Blocks nested to any depth, in a server block or a snippet that imports another: a result or a
+    CorefileError, never a RecursionError."""
+    opened, closed = "a {\n" * depth, "\n}" * depth
+    if wrap == "body":
+        body = opened + body + closed
+    else:
+        snippet = opened + snippet + closed
+    text = f"(t) {{\n log\n}}\n(s) {{\n{snippet}\n}}\n. {{\n{body}\n}}\n"
+    directory = tmp_path_factory.getbasetemp()
+    try:
+        parse(text, str(directory / "Corefile"), environ={"X": "{$X}{$X}", "Y": "s"})
+    except CorefileError as error:
+        assert "\n" not in str(error)
+
+
+def test_text_larger_than_a_file_may_be_is_refused():
+    """Corefile text handed to parse() directly is held to the size a file may have."""
+    with pytest.raises(CorefileError) as e:
+        parse("# " + "x" * MAX_FILE_BYTES + "\n")
+    assert str(e.value) == f"Corefile:0: the Corefile is too large: {MAX_FILE_BYTES + 3:,} characters (at most {MAX_FILE_BYTES:,})"
+
+
+def test_comments_cost_one_match_per_run(tmp_path):
+    """Eight imported files of a MiB of one-character comment lines (4 million lines) parse quickly:
+    white space and comments are not counted as tokens, so they must not cost one match per line."""
+    (tmp_path / "d").mkdir()
+    for i in range(MAX_TOTAL_BYTES // MAX_FILE_BYTES - 1):
+        (tmp_path / "d" / f"{i}.conf").write_bytes(b"#\n" * (MAX_FILE_BYTES // 2))
+    write(tmp_path / "Corefile", ". {\n import d/*.conf\n log\n}\n")
+    start = time.perf_counter()
+    assert tree(parse_file(tmp_path / "Corefile")[0].directives) == (D("log"),)
+    assert time.perf_counter() - start < 30  # generous: one match per line took minutes

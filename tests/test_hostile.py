@@ -129,7 +129,8 @@ def test_control_bytes_in_names_are_escaped_in_log_and_errors(logging_server):
     expected = (r"x\010[error]\ plugin/errors:\ 2\ forged\.\ a:\ boom\027[2j."
                 r"dot\.inside.shared.svc.cluster.local.")
     assert expected.encode() in info
-    assert b" 2 " + expected.encode() + b" A: " in error
+    # The escaped spaces do not hide the name's block: the line is its `errors` line.
+    assert b"[ERROR] plugin/errors: 2 " + expected.encode() + b" A: " in error
     assert all(PRINTABLE_LINE.match(line.decode("latin-1").rstrip("\n"))
                for line in output.seen), output.seen
     assert not any(line.startswith(b"[ERROR] plugin/errors: 2 forged") for line in output.seen)
@@ -146,6 +147,27 @@ def test_unknown_types_write_no_log_line(logging_server):
     for query_id in ids:
         output.until(f" - {query_id} ".encode())
     assert not [line for line in output.seen if b"unknown type" in line.lower()]
+
+
+def test_compression_pointer_in_question_is_written_out(server: Server) -> None:
+    """A question name pointing into the header is echoed as the name it read, not as a
+    pointer that would land on the reply's own header bytes."""
+    query = bytes.fromhex("0100 0100 0001 0000 0000 0000 c000 0001 0001".replace(" ", ""))
+    wire = server.raw_udp(query)
+    assert wire is not None
+    reply = dns.message.from_wire(wire)
+    assert reply.id == 0x0100 and reply.question[0].name.labels == (b"\x00", b"\x00", b"")
+
+
+def test_dot_inside_a_label_is_not_a_separator(server: Server) -> None:
+    """`web\\.cluster.local` is three labels, not web.cluster.local; `a.cluster\\.local`
+    is in no zone."""
+    inner = dns.message.make_query(dns.name.Name([b"web.x", b"cluster", b"local", b""]), "A")
+    reply = dns.message.from_wire(server.raw_udp(inner.to_wire()))
+    assert reply.rcode() == dns.rcode.NXDOMAIN and not reply.answer
+    assert reply.question[0].name.labels[0] == b"web.x"
+    outside = dns.message.make_query(dns.name.Name([b"a", b"cluster.local", b""]), "A")
+    assert dns.message.from_wire(server.raw_udp(outside.to_wire())).rcode() == dns.rcode.REFUSED
 
 
 def test_presentation_matches_miekg():

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+import socket
 import threading
 import time
 from pathlib import Path
@@ -11,7 +14,7 @@ import pytest
 from kubernetes import client, config
 
 from conftest import wait_for
-from kubernetai.informer import Changes, Informer, Replace, Watched
+from kubernetai.informer import STALL_TIMEOUT, Changes, Informer, Replace, Watched
 from kubernetai.sandbox.server import Sandbox
 
 
@@ -119,6 +122,68 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
 
 def lists(sandbox: Sandbox, resource: str = "services") -> int:
     return sandbox.request_counts().get(("list", resource), 0)
+
+
+class Gate:
+    """A request limiter (the hook the informer passes every request through) that notes
+    when each request starts and can hold the `hold_at`-th one until released."""
+
+    def __init__(self, hold_at: int | None = None) -> None:
+        self.starts: list[float] = []
+        self.hold_at = hold_at
+        self.reached = threading.Event()
+        self.released = threading.Event()
+
+    @contextlib.contextmanager
+    def request(self, timeout: float | None = None) -> Iterator[None]:
+        self.starts.append(time.monotonic())
+        if len(self.starts) == self.hold_at:
+            self.reached.set()
+            self.released.wait(30)
+        yield
+
+
+class Restarts:
+    """Restarts a sandbox the way an operator's API server restarts: the old one stops
+    (every connection dropped) and a fresh one starts on the same port from manifests, its
+    resourceVersions counting from the start again."""
+
+    def __init__(self) -> None:
+        self.servers: list[Sandbox] = []
+
+    def restart(self, old: Sandbox, objects: list[dict], **options: Any) -> Sandbox:
+        old.stop()
+        options.setdefault("bookmark_interval", 0.3)
+        options.setdefault("history_size", 20)
+        new = Sandbox(port=old.port, **options)
+        if objects:
+            new.apply(objects)
+        new.start()
+        self.servers.append(new)
+        return new
+
+    def stop_all(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+@pytest.fixture
+def restarts() -> Iterator[Restarts]:
+    made = Restarts()
+    yield made
+    made.stop_all()
+
+
+def grow_history(sandbox: Sandbox, writes: int) -> None:
+    """Move a sandbox's resourceVersion well ahead of what a fresh one starts at."""
+    sandbox.apply([service("churn", namespace="default", n=str(i)) for i in range(writes)])
+    sandbox.delete("Service", "default", "churn")
+
+
+def sandbox_options(**wanted: Any) -> dict[str, Any]:
+    """The options this Sandbox accepts out of `wanted` (newer sandboxes accept more)."""
+    accepted = inspect.signature(Sandbox).parameters
+    return {name: value for name, value in wanted.items() if name in accepted}
 
 
 # -- listing ----------------------------------------------------------------------------
@@ -333,14 +398,16 @@ def test_new_epoch_relists(sandbox, harness):
 
 
 def test_cut_watch_resumes_without_listing(sandbox, harness):
-    """A watch cut mid-stream resumes from the last resourceVersion; no re-list."""
+    """A watch cut mid-stream resumes from the last resourceVersion; no re-list, only a
+    one-item list to check the server is still on the same history."""
     informer, receiver = harness.start(sandbox)
     sandbox.apply(service("before"))
     wait_for(lambda: receiver.has("shop/before"))
     sandbox.cut_watches()
     sandbox.apply(service("after"))
     wait_for(lambda: receiver.has("shop/after"), what="the event after the cut")
-    assert lists(sandbox) == 1 and informer.stats.relists == 0
+    assert informer.stats.relists == 0 and informer.stats.probes == 1
+    assert lists(sandbox) == 1 + informer.stats.probes
     assert informer.stats.watches >= 2 and informer.stats.errors >= 1
     assert [key for _, key, _ in receiver.events()] == ["shop/before", "shop/after"]
 
@@ -354,16 +421,53 @@ def test_normal_end_of_watch_rewatches_without_listing(sandbox, harness):
     assert lists(sandbox) == 1 and informer.stats.errors == 0
 
 
-def test_stalled_watch_is_noticed_by_the_read_timeout(sandbox, harness):
-    """A stream that goes silent (no bookmarks either) times out and is reconnected."""
-    informer, receiver = harness.start(sandbox, read_timeout=1.0)
+def test_stalled_watch_is_restarted_within_the_silence_limit(sandbox, harness):
+    """A stream that goes silent (no bookmarks either) is re-opened after `stall_timeout`
+    from the last resourceVersion, long before the read timeout, with no re-list."""
+    informer, receiver = harness.start(sandbox, read_timeout=120.0, stall_timeout=1.0)
+    sandbox.apply(service("before-stall"))
+    wait_for(lambda: receiver.has("shop/before-stall"))
+    wait_for(lambda: informer.stats.bookmarks >= 1, what="a bookmark")
     sandbox.stall_watches()
-    wait_for(lambda: informer.stats.errors >= 1, what="the read timeout")
-    assert "read timed out" in informer.stats.last_error
+    wait_for(lambda: informer.stats.stalls >= 1, what="the stall noticed")
+    assert "watch stalled: no data for 1s" in informer.stats.last_error
+    watches = informer.stats.watches
+    wait_for(lambda: informer.stats.watches > watches, what="the re-watch")
     sandbox.unstall_watches()
     sandbox.apply(service("after-stall"))
     wait_for(lambda: receiver.has("shop/after-stall"), timeout=20)
-    assert lists(sandbox) == 1
+    assert informer.stats.relists == 0 and len(receiver.replaces()) == 1
+    # The only other lists are the one-item resourceVersion checks after silent watches.
+    assert lists(sandbox) == 1 + informer.stats.probes
+
+
+def test_silence_limit_defaults_to_a_production_value(sandbox, harness):
+    """By default a watch may stay silent STALL_TIMEOUT (75 s: a minute of bookmarks plus
+    kube-apiserver's 15 s of slack), a tighter bound than the 90 s read timeout; a
+    silence limit above the read timeout is cut to it."""
+    assert STALL_TIMEOUT == 75.0
+    informer = Informer(client.ApiClient(), Watched("services"), convert=dict, deliver=print)
+    assert informer.stall_timeout == 75.0 and informer.read_timeout == 90.0
+    informer = Informer(client.ApiClient(), Watched("services"), convert=dict, deliver=print,
+                        read_timeout=30.0)
+    assert informer.stall_timeout == 30.0
+    with pytest.raises(ValueError):
+        Informer(client.ApiClient(), Watched("services"), convert=dict, deliver=print,
+                 stall_timeout=0)
+
+
+def test_watch_sockets_have_tcp_keepalive(sandbox, harness):
+    """The watch socket probes a silent peer (30 s idle, 5 s apart, 3 probes: 45 s)."""
+    informer, _ = harness.start(sandbox)
+    sockets = [c.sock for c in list(informer._connections._connections)
+               if getattr(c, "sock", None) is not None]
+    assert sockets
+    for sock in sockets:
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 5
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
 
 
 def test_refused_connections_back_off_and_recover(sandbox, harness):
@@ -373,7 +477,8 @@ def test_refused_connections_back_off_and_recover(sandbox, harness):
     sandbox.apply(service("while-down"))
     wait_for(lambda: receiver.has("shop/while-down"), what="recovery after refuse")
     assert informer.stats.errors >= 2  # the cut watch and at least one refused connect
-    assert lists(sandbox) == 1
+    assert informer.stats.relists == 0 and informer.stats.probes >= 1
+    assert lists(sandbox) == 1 + informer.stats.probes
 
 
 def test_503_on_list_then_recovery(sandbox, harness):
@@ -393,7 +498,8 @@ def test_503_on_watch_then_recovery(sandbox, harness):
     sandbox.cut_watches()
     sandbox.apply(service("x"))
     wait_for(lambda: receiver.has("shop/x"))
-    assert informer.stats.errors >= 4 and lists(sandbox) == 1
+    assert informer.stats.errors >= 4 and informer.stats.relists == 0
+    assert lists(sandbox) == 1 + informer.stats.probes
 
 
 def test_429_is_backed_off_by_the_informer(sandbox, harness):
@@ -405,7 +511,164 @@ def test_429_is_backed_off_by_the_informer(sandbox, harness):
     wait_for(lambda: receiver.has("shop/x"))
     assert informer.stats.errors >= 4 and "429" in informer.stats.last_error
     assert sandbox.request_counts()[("watch", "services")] == informer.stats.watches
-    assert lists(sandbox) == 1
+    assert informer.stats.relists == 0 and lists(sandbox) == 1 + informer.stats.probes
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["status", "plain-text"])
+def test_429_retry_after_is_honoured_beyond_the_backoff_cap(sandbox, harness, plain):
+    """A 429's Retry-After (1 s here) is waited out even when the backoff cap is shorter,
+    whether it comes with a Status or as the throttling filters' plain text."""
+    sandbox.error(429, count=1, verbs=["watch"], retry_after=1,
+                  **sandbox_options(plain=plain))
+    gate = Gate()
+    informer, receiver = harness.start(sandbox, limiter=gate, backoff=(0.05, 0.2))
+    sandbox.apply(service("x"))
+    wait_for(lambda: receiver.has("shop/x"))
+    assert "429" in informer.stats.last_error and informer.stats.errors == 1
+    list_at, throttled_at, watch_at = gate.starts[:3]
+    assert watch_at - throttled_at >= 1.0
+
+
+# -- the server's history moves ----------------------------------------------------------
+
+
+def test_restarted_api_server_is_relisted(sandbox, harness, restarts):
+    """D4: an API server restarted from its manifests (its resourceVersions back near the
+    start) is re-listed: what it no longer has disappears, what it has appears, and the
+    informer watches on from the new server's resourceVersions, not the old ones."""
+    sandbox.apply([service("kept"), service("gone")])
+    grow_history(sandbox, 30)
+    informer, receiver = harness.start(sandbox)
+    seen = int(informer.resource_version)
+    restarted = restarts.restart(sandbox, [service("kept"), service("new")])
+    assert restarted.resource_version < seen
+    wait_for(lambda: receiver.names() == {"shop/kept", "shop/new"}, timeout=30,
+             what="the re-list after the restart")
+    assert informer.stats.relists == 1 and len(receiver.replaces()) == 2
+    # One for the sign that gave it away, one for the list below the last version seen.
+    assert informer.stats.resets == 2
+    # The sign: before watching again, the server's resourceVersion was below ours.
+    assert informer.stats.probes >= 1 and informer.stats.stalls == 0
+    assert int(informer.resource_version) < seen
+    restarted.apply(service("later"))
+    wait_for(lambda: receiver.has("shop/later"))
+    restarted.delete("Service", "shop", "kept")
+    wait_for(lambda: not receiver.has("shop/kept"))
+    assert informer.stats.relists == 1
+
+
+def reset_history_in_place(server: Sandbox, rv: int) -> None:
+    """Restart the server's resourceVersions at `rv` under its open watches, which stay
+    open: what a server that never checks a watch's resourceVersion against its history
+    (as the sandbox did not) shows a client after a restore."""
+    from kubernetai import reactor_thread
+
+    def reset() -> None:
+        server.store.rv = rv
+        server.store.expire_history()
+    reactor_thread.in_reactor(reset)
+
+
+def test_backwards_resource_version_in_a_watch_event_relists(reactor_running, harness):
+    """An ADDED event older than the last resourceVersion seen comes from another history:
+    the informer re-lists instead of applying it and watching on."""
+    server = Sandbox(bookmark_interval=3600)  # no bookmarks: the event is the only sign
+    server.apply([service("a"), service("b")])
+    server.start()
+    try:
+        informer, receiver = harness.start(server)
+        reset_history_in_place(server, 1)
+        server.apply(service("c"))
+        wait_for(lambda: len(receiver.replaces()) == 2, what="the re-list")
+        assert "went back" in informer.stats.last_error
+        assert "ADDED event" in informer.stats.last_error
+        assert set(receiver.replaces()[1].items) == {"shop/a", "shop/b", "shop/c"}
+        assert receiver.events() == [] and informer.stats.resets >= 1
+        server.apply(service("d"))
+        wait_for(lambda: receiver.has("shop/d"))
+    finally:
+        server.stop()
+
+
+def test_backwards_resource_version_in_a_bookmark_relists(sandbox, harness):
+    """A BOOKMARK older than the last resourceVersion seen also means re-list."""
+    sandbox.apply(service("a"))
+    grow_history(sandbox, 5)
+    informer, receiver = harness.start(sandbox)
+    reset_history_in_place(sandbox, 1)
+    wait_for(lambda: len(receiver.replaces()) == 2, what="the re-list")
+    assert "BOOKMARK event" in informer.stats.last_error
+    assert informer.resource_version == str(sandbox.resource_version)
+
+
+def test_silent_watch_on_a_reset_history_relists(reactor_running, harness):
+    """A watch that goes silent (no event, no bookmark) while the server's history was
+    reset under it is given up after the silence limit; the check of the server's
+    resourceVersion then shows the reset and the informer re-lists."""
+    server = Sandbox(bookmark_interval=3600)
+    server.apply([service("a"), service("b")])
+    grow_history(server, 10)
+    server.start()
+    try:
+        informer, receiver = harness.start(server, stall_timeout=1.0)
+        reset_history_in_place(server, 1)
+        wait_for(lambda: len(receiver.replaces()) == 2, what="the re-list")
+        assert informer.stats.stalls == 1 and informer.stats.probes == 1
+        assert informer.stats.relists == 1
+        assert informer.resource_version == str(server.resource_version)
+    finally:
+        server.stop()
+
+
+def test_continue_token_refused_after_a_restart_lists_from_the_start(sandbox, harness,
+                                                                      restarts):
+    """The API server restarted between two pages of a list: the continue token is refused
+    (410 Expired, or too large for the new history) and the list starts over from the
+    first page on the new server, at once; no page of the old server is kept."""
+    sandbox.apply([service(f"old-{i}") for i in range(5)])
+    grow_history(sandbox, 10)
+    gate = Gate(hold_at=2)  # hold the second page
+    informer, receiver = harness.start(sandbox, page_size=2, limiter=gate, sync=False)
+    assert gate.reached.wait(15)
+    restarted = restarts.restart(sandbox, [service(f"new-{i}") for i in range(3)])
+    gate.released.set()
+    wait_for(receiver.replaces, what="the list")
+    [replace] = receiver.replaces()
+    assert set(replace.items) == {f"shop/new-{i}" for i in range(3)}
+    assert informer.stats.lists == 1 and informer.stats.errors == 0
+    assert lists(restarted) == 3  # the refused page, then two pages from the start
+
+
+def test_continue_token_compacted_lists_from_the_start(sandbox, harness):
+    """History compacted between two pages: the continue token gets 410 Expired and the
+    list starts over from the first page for one consistent snapshot (the inconsistent
+    continuation the 410 offers is not taken)."""
+    sandbox.apply([service(f"s{i}") for i in range(5)])
+    gate = Gate(hold_at=2)
+    informer, receiver = harness.start(sandbox, page_size=2, limiter=gate, sync=False)
+    assert gate.reached.wait(15)
+    sandbox.expire_history()
+    sandbox.apply(service("s5"))
+    gate.released.set()
+    wait_for(receiver.replaces, what="the list")
+    assert set(receiver.replaces()[0].items) == {f"shop/s{i}" for i in range(6)}
+    assert informer.stats.lists == 1 and informer.stats.errors == 0
+    assert lists(sandbox) == 1 + 1 + 3  # a page, the refused token, three pages anew
+
+
+def test_429_on_a_list_page_retries_that_page(sandbox, harness):
+    """A 429 on a later page waits Retry-After and asks for the same page again, rather
+    than throwing the pages already read away."""
+    sandbox.apply([service(f"s{i}") for i in range(5)])
+    gate = Gate(hold_at=2)
+    informer, receiver = harness.start(sandbox, page_size=2, limiter=gate, sync=False)
+    assert gate.reached.wait(15)
+    sandbox.error(429, count=1, verbs=["list"], retry_after=1)
+    gate.released.set()
+    wait_for(receiver.replaces, what="the list")
+    assert set(receiver.replaces()[0].items) == {f"shop/s{i}" for i in range(5)}
+    assert lists(sandbox) == 4 and informer.stats.pages == 3 and informer.stats.lists == 1
+    assert gate.starts[2] - gate.starts[1] >= 1.0
 
 
 def test_each_attempt_is_one_request(sandbox, harness):
@@ -415,7 +678,7 @@ def test_each_attempt_is_one_request(sandbox, harness):
     wait_for(lambda: informer.stats.errors >= 2, what="two timed-out watches")
     counted = sandbox.request_counts()[("watch", "services")]
     assert informer.stats.watches - 1 <= counted <= informer.stats.watches
-    assert lists(sandbox) == 1
+    assert informer.stats.lists == 1 and informer.stats.relists == 0
     sandbox.unstall_watches()
 
 
@@ -513,6 +776,80 @@ def test_event_handling_without_a_server():
                          pending, set())
     with pytest.raises(module._WatchError):
         informer._handle(b'{"type":"ADDED","obj', pending, set())
+
+
+TOO_LARGE = (b'{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
+             b'"message":"Timeout: Too large resource version: 90, current: 12",'
+             b'"reason":"Timeout","details":{"causes":[{"reason":"ResourceVersionTooLarge",'
+             b'"message":"Too large resource version"}],"retryAfterSeconds":1},"code":504}')
+
+
+@pytest.mark.parametrize("line", [
+    b'{"type":"ERROR","object":' + TOO_LARGE + b'}',
+    # kube-apiserver 1.17.0-1.18.5: the cause message only; older: the Status message only
+    b'{"type":"ERROR","object":{"kind":"Status","code":504,"reason":"Timeout","details":'
+    b'{"causes":[{"message":"Too large resource version"}]}}}',
+    b'{"type":"ERROR","object":{"kind":"Status","code":504,"reason":"Timeout",'
+    b'"message":"Too large resource version: 90, current: 12"}}',
+    b'{"type":"BOOKMARK","object":{"metadata":{"resourceVersion":"9"}}}',
+    b'{"type":"MODIFIED","object":{"metadata":{"name":"a","namespace":"n",'
+    b'"resourceVersion":"11"}}}',
+    b'{"type":"DELETED","object":{"metadata":{"name":"a","namespace":"n",'
+    b'"resourceVersion":"3"}}}',
+], ids=["too-large", "too-large-1.17", "too-large-old", "bookmark-back", "modified-back",
+        "deleted-back"])
+def test_history_moved_events_without_a_server(line):
+    """The too-large Status in an ERROR event, and any event or bookmark older than the
+    last resourceVersion seen, mean the server's history moved: nothing is applied."""
+    from kubernetai import informer as module
+
+    informer = Informer(client.ApiClient(), Watched("services"), convert=lambda o: o,
+                        deliver=print)
+    informer.resource_version = "12"
+    pending: list = []
+    with pytest.raises(module._HistoryMoved):
+        informer._handle(line, pending, set())
+    assert pending == [] and informer.resource_version == "12"
+
+
+def test_equal_newer_and_opaque_versions_are_not_a_move():
+    """Equal or newer resourceVersions go on; non-numeric ones are never compared, and a
+    504 that is not about resourceVersions is an ordinary error."""
+    from kubernetai import informer as module
+
+    informer = Informer(client.ApiClient(), Watched("services"), convert=lambda o: o,
+                        deliver=print)
+    informer.resource_version = "12"
+    pending: list = []
+    informer._handle(b'{"type":"BOOKMARK","object":{"metadata":{"resourceVersion":"12"}}}',
+                     pending, set())
+    informer._handle(b'{"type":"ADDED","object":{"metadata":{"name":"a","namespace":"n",'
+                     b'"resourceVersion":"13"}}}', pending, set())
+    informer._handle(b'{"type":"BOOKMARK","object":{"metadata":{"resourceVersion":"x7"}}}',
+                     pending, set())
+    informer._handle(b'{"type":"BOOKMARK","object":{"metadata":{"resourceVersion":"8"}}}',
+                     pending, set())  # after "x7" there is nothing to compare with
+    assert len(pending) == 1 and informer.resource_version == "8"
+    with pytest.raises(module._WatchError):
+        informer._handle(b'{"type":"ERROR","object":{"kind":"Status","code":504,'
+                         b'"reason":"Timeout","message":"request timed out"}}', pending, set())
+
+
+def test_http_504_too_large_is_a_history_move():
+    """An HTTP 504 whose Status carries the too-large cause means re-list; a 504 from a
+    proxy or an ordinary timeout does not."""
+    from kubernetes.client.rest import ApiException
+
+    from kubernetai import informer as module
+
+    def error(body: bytes) -> ApiException:
+        made = ApiException(status=504, reason="Gateway Timeout")
+        made.body = body
+        return made
+    assert module._history_moved(error(TOO_LARGE))
+    assert not module._history_moved(error(b"<html>504 Gateway Time-out</html>"))
+    assert not module._history_moved(error(
+        b'{"kind":"Status","code":504,"reason":"Timeout","message":"request timed out"}'))
 
 
 def test_unknown_resource_is_rejected():

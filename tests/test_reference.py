@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import kubernetai
-from kubernetai import cli, tap
+from kubernetai import cli, corefile, tap
 from kubernetai.corefile import Directive
 from kubernetai.directive import Registry
 from kubernetai.stanza import OPTION_NAMES
@@ -71,3 +71,15 @@ def test_stanza_options_are_documented(option):
 def test_public_names_are_documented(name):
     """Each name in kubernetai.__all__ has a row in the embedding table."""
     assert f"| `{name}` |" in REFERENCE
+
+
+def _shown(name: str, value: int) -> str:
+    return f"{value >> 20} MiB" if name.endswith("_BYTES") else f"{value:,}"
+
+
+@pytest.mark.parametrize("name", [n for n in corefile.__all__ if n.startswith("MAX_")])
+def test_corefile_limits_are_documented(name):
+    """Each Corefile limit has a row in the limits table, with its value."""
+    value = getattr(corefile, name)
+    row = next(line for line in REFERENCE.splitlines() if f"(`{name}`)" in line)
+    assert f"| {_shown(name, value)} (`{name}`)" in row, row

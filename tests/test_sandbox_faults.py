@@ -210,3 +210,52 @@ def test_control_endpoint(sandbox, core):
     assert caught.value.status == 503
     bad = http.request("POST", sandbox.url + "/_sandbox/faults", body=b'{"action": "nope"}')
     assert bad.status == 400 and b"unknown fault action" in bad.data
+
+
+def _raw_get(sandbox, path: str = "/api/v1/namespaces"):
+    """One request over a bare http.client connection: header names exactly as sent."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    where = urlsplit(sandbox.url)
+    connection = http.client.HTTPConnection(where.hostname, where.port, timeout=10)
+    connection.request("GET", path)
+    response = connection.getresponse()
+    body = response.read()
+    connection.close()
+    return response.status, response.getheaders(), body
+
+
+def test_429_is_the_too_many_requests_status_with_retry_after(sandbox):
+    """An injected 429 is what apierrors.NewTooManyRequests sends: a Status with reason
+    TooManyRequests and details.retryAfterSeconds, and the Retry-After header (seconds)
+    kube-apiserver adds for any Status that suggests a retry."""
+    sandbox.error(429, count=1, retry_after=2)
+    status, headers, body = _raw_get(sandbox)
+    assert status == 429
+    assert ("Retry-After", "2") in headers
+    assert json.loads(body) == {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": "Too many requests, please try again later.",
+        "reason": "TooManyRequests", "details": {"retryAfterSeconds": 2}, "code": 429}
+
+
+def test_429_without_a_retry_suggestion_has_no_header(sandbox):
+    """retry_after=0: no retryAfterSeconds (omitted when zero), so no Retry-After."""
+    sandbox.error(429, count=1, retry_after=0)
+    status, headers, body = _raw_get(sandbox)
+    assert status == 429 and "retry-after" not in {name.lower() for name, _ in headers}
+    assert json.loads(body)["details"] == {}
+
+
+def test_429_as_the_throttling_filters_send_it(sandbox):
+    """plain=True: the 429 of max-in-flight and priority-and-fairness, which is Go's
+    http.Error text with Retry-After, not a Status."""
+    sandbox.error(429, count=1, retry_after=3, plain=True)
+    status, headers, body = _raw_get(sandbox)
+    assert status == 429
+    assert ("Retry-After", "3") in headers
+    assert ("Content-Type", "text/plain; charset=utf-8") in headers
+    assert body == b"Too many requests, please try again later.\n"
+    with pytest.raises(ValueError):
+        sandbox.error(503, plain=True)

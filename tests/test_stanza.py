@@ -20,6 +20,7 @@ from kubernetai.stanza import (
     parse_duration,
     parse_label_selector,
     parse_stanza,
+    plain_http_credentials,
 )
 
 
@@ -56,7 +57,16 @@ VALID = [
         {"endpoint": "http://localhost:9090"},
         id="endpoint-first-only",
     ),
-    pytest.param("kubernetai coredns.local {\n endpoint 192.168.99.100\n}", {"endpoint": "http://192.168.99.100"}, id="endpoint-no-scheme"),
+    pytest.param("kubernetai coredns.local {\n endpoint 192.168.99.100:8080\n}", {"endpoint": "http://192.168.99.100:8080"}, id="endpoint-no-scheme"),
+    pytest.param("kubernetai coredns.local {\n endpoint k8s.example\n tls c k ca\n}", {"endpoint": "https://k8s.example"},
+                 id="endpoint-host-only-with-tls"),
+    pytest.param("kubernetai coredns.local {\n endpoint http://[::1]:8080\n}", {"endpoint": "http://[::1]:8080"}, id="endpoint-ipv6"),
+    pytest.param("kubernetai coredns.local {\n endpoint https://k8s.example/prefix/\n}", {"endpoint": "https://k8s.example/prefix"},
+                 id="endpoint-path-prefix"),
+    pytest.param("kubernetai coredns.local {\n endpoint http://k8s_api.local:8080\n}", {"endpoint": "http://k8s_api.local:8080"},
+                 id="endpoint-underscore-as-go-resolves"),
+    pytest.param("kubernetai coredns.local {\n startup_timeout 2562047h47m16.854775807s\n}",
+                 {"startup_timeout": 9223372036.854775807}, id="startup-timeout-go-maximum"),
     pytest.param(
         "kubernetai coredns.local {\n endpoint k8s:6443\n tls c k ca\n}",
         {"endpoint": "https://k8s:6443", "tls": ("c", "k", "ca")},
@@ -549,6 +559,46 @@ ERRORS = [
         id="endpoint-bad-port",
     ),
     pytest.param(
+        "kubernetai cluster.local {\n endpoint nan\n}",
+        "Corefile:3: kubernetai: invalid endpoint URL 'nan': without a scheme, tls or a port, client-go reads it "
+        "as http://nan:80 (plain HTTP on port 80), which is not where an API server listens: write the URL in "
+        "full, e.g. https://nan:6443",
+        "nan",
+        id="endpoint-bare-word",
+    ),
+    pytest.param(
+        "kubernetai cluster.local {\n endpoint 192.168.99.100\n}",
+        "invalid endpoint URL '192.168.99.100': without a scheme, tls or a port, client-go reads it as "
+        "http://192.168.99.100:80",
+        "192.168.99.100",
+        id="endpoint-bare-address",
+    ),
+    pytest.param("kubernetai cluster.local {\n endpoint https://\n}",
+                 "invalid endpoint URL 'https://': not a URL, nor a HOST:PORT pair", "https://", id="endpoint-no-host"),
+    pytest.param("kubernetai cluster.local {\n endpoint k8s/api\n}",
+                 "invalid endpoint URL 'k8s/api': not a URL, nor a HOST:PORT pair", "k8s/api", id="endpoint-shorthand-path"),
+    pytest.param("kubernetai cluster.local {\n endpoint http://k8s:0\n}",
+                 "invalid endpoint URL 'http://k8s:0': port 0", "http://k8s:0", id="endpoint-port-0"),
+    pytest.param("kubernetai cluster.local {\n endpoint http://-k8s-:80\n}",
+                 "invalid endpoint URL 'http://-k8s-:80': '-k8s-' is not a host name", "http://-k8s-:80",
+                 id="endpoint-bad-host-name"),
+    pytest.param("kubernetai cluster.local {\n endpoint http://10.0.0.999:80\n}",
+                 "'10.0.0.999' is neither an IP address nor a host name", "http://10.0.0.999:80", id="endpoint-bad-address"),
+    pytest.param("kubernetai cluster.local {\n endpoint https://[zz]\n}",
+                 "invalid endpoint URL 'https://[zz]': 'zz' does not appear to be an IPv4 or IPv6 address", "https://[zz]",
+                 id="endpoint-bad-brackets"),
+    pytest.param("kubernetai cluster.local {\n endpoint https://admin:pw@k8s\n}",
+                 "a user name or password in the URL is not supported (use kubeconfig)", "https://admin:pw@k8s",
+                 id="endpoint-userinfo"),
+    pytest.param("kubernetai cluster.local {\n endpoint https://b\u00fccher.example\n}",
+                 "the host holds U+00FC (LATIN SMALL LETTER U WITH DIAERESIS): write the host name in ASCII",
+                 "https://b\u00fccher.example", id="endpoint-non-ascii-host"),
+    pytest.param("kubernetai clu\u200bster.local",
+                 "invalid zone 'clu\\u200bster.local': zone 'clu\\u200bster.local' holds U+200B (ZERO WIDTH SPACE)",
+                 "clu\u200bster.local", id="zone-zero-width-space"),
+    pytest.param("kubernetai cluster.local:nan",
+                 "invalid zone 'cluster.local:nan': port 'nan' is not a number", "cluster.local:nan", id="zone-port-nan"),
+    pytest.param(
         'kubernetai cluster.local {\n tls cert "" ca\n}',
         "Corefile:3: kubernetai: empty KEY file name",
         "",
@@ -617,6 +667,17 @@ WARNINGS = [
         "kubernetai coredns.local {\n labels a=1,a=2\n}",
         "'a=1' is replaced by 'a=2' (only the last value of a key is kept)",
         id="selector-duplicate-key",
+    ),
+    pytest.param(
+        "kubernetai coredns.local {\n startup_timeout 2562047h\n}",
+        "Corefile:3: kubernetai: startup_timeout 2562047h: until this stanza has synced, the server answers no "
+        "query for up to about 292 years (CoreDNS waits as long)",
+        id="startup-timeout-forever",
+    ),
+    pytest.param(
+        "kubernetai coredns.local {\n startup_timeout 72h\n}",
+        "startup_timeout 72h: until this stanza has synced, the server answers no query for up to about 3 days",
+        id="startup-timeout-days",
     ),
 ]
 
@@ -952,6 +1013,47 @@ def test_client_kubeconfig_invalid(tmp_path: Path) -> None:
     with pytest.raises(CorefileError) as e:
         kube_client_config(stanza(f"kubernetai cluster.local {{\n kubeconfig {path}\n}}"))
     assert str(e.value).startswith(f"Corefile:3: kubernetai: cannot use kubeconfig '{path}':")
+
+
+@pytest.mark.parametrize("context, user, warning", [
+    pytest.param(None, None, "a bearer token would be sent to http://127.0.0.1:8001 over plain HTTP", id="token"),
+    pytest.param(None, {"username": "admin", "password": "pw"},
+                 "a user name and password would be sent to http://127.0.0.1:8001 over plain HTTP", id="password"),
+    pytest.param(None, {"tokenFile": "token"}, "a bearer token would be sent", id="token-file"),
+    pytest.param("beta", None, None, id="https"),
+    pytest.param(None, {}, None, id="no-credentials"),
+])
+def test_credentials_over_plain_http(kubeconfig: Path, context: str | None, user: dict | None,
+                                     warning: str | None) -> None:
+    """A kubeconfig sending a token or a password to an http:// server gets a warning at its line."""
+    import yaml
+
+    if user is not None:
+        (kubeconfig.parent / "token").write_text("from-a-file\n")
+        data = yaml.safe_load(kubeconfig.read_text())
+        for entry in data["users"]:
+            entry["user"] = user
+        kubeconfig.write_text(yaml.safe_dump(data))
+    args = f"{kubeconfig} {context}" if context else str(kubeconfig)
+    config = stanza(f"kubernetai cluster.local {{\n ttl 30\n kubeconfig {args}\n}}")
+    note = plain_http_credentials(config, kube_client_config(config))
+    if warning is None:
+        assert note is None
+    else:
+        assert note is not None and note.startswith(f"Corefile:4: kubernetai: {warning}")
+
+
+def test_kubeconfig_that_is_not_a_regular_file(tmp_path: Path) -> None:
+    """A kubeconfig that is a FIFO is refused at once (it is not read at parse time either)."""
+    import os
+
+    fifo = tmp_path / "kubeconfig"
+    os.mkfifo(fifo)
+    config = stanza(f"kubernetai cluster.local {{\n kubeconfig {fifo}\n}}")
+    assert config.kubeconfig_digest is None
+    with pytest.raises(CorefileError) as e:
+        kube_client_config(config)
+    assert str(e.value) == f"Corefile:3: kubernetai: cannot read kubeconfig '{fifo}': not a regular file (a FIFO)"
 
 
 @pytest.fixture

@@ -4,6 +4,12 @@ Routes discovery documents, list (with selectors and pagination), get, watch and
 core and group paths, cluster-wide and namespaced, answers errors with Status bodies, checks
 the bearer token or client certificate, counts requests by verb and resource (tests use the
 counts to prove a client did or did not re-list), and applies the fault switches.
+
+Reads follow kube-apiserver's resourceVersion semantics: a list or get at a resourceVersion
+the store has not reached waits for it (`too_large_rv_delay`, 3 s like the watch cache) and
+then answers 504 "Too large resource version"; an exact list reads the past state or gets
+410; a watch from the future stays silent (see watch.py). Reads answer the `Table` form when
+the Accept header asks for it (tables.py). Writes honour dryRun=All.
 """
 
 from __future__ import annotations
@@ -22,12 +28,13 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from ..selectors import SelectorError, parse_field_selector, parse_label_selector
-from . import openapi, resources, tls
-from .faults import Faults
+from . import openapi, resources, tables, tls
+from .faults import ErrorRule, Faults
+from .freshness import DEFAULT_DELAY, Freshness
 from .resources import ResourceType
-from .status import ApiError, status_body
-from .store import Stored, Store, dumps
-from .watch import WatchStream
+from .status import ApiError, status_body, too_large, too_many_requests
+from .store import Page, Stored, Store, dumps
+from .watch import WatchStream, parse_resource_version
 
 LIST_BATCH = 500
 
@@ -47,6 +54,22 @@ class ApiSettings:
     require_auth: bool = False
     bookmark_interval: float = 60.0
     server_address: str = "127.0.0.1:0"
+    # How long a read at a resourceVersion the store has not reached waits for it before
+    # the 504 "Too large resource version" (kube-apiserver's watch cache: 3 s).
+    too_large_rv_delay: float = DEFAULT_DELAY
+
+
+@dataclass(frozen=True, slots=True)
+class ReadVersion:
+    """What a list or get asked of the resourceVersion.
+
+    `rv` None means "" or "0" (latest or any); `exact` means the state at exactly `rv`
+    (resourceVersionMatch=Exact, or a legacy paginated list), served from history by the
+    store; otherwise the answer must be at least as new as `rv`.
+    """
+
+    rv: int | None = None
+    exact: bool = False
 
 
 class KubernetesAPI(Resource):
@@ -66,6 +89,10 @@ class KubernetesAPI(Resource):
         self.touch = touch
         self.requests: Counter[tuple[str, str]] = Counter()
         self.watches: set[WatchStream] = set()
+        self.freshness = Freshness(store, reactor)
+        # The connection carrying a fault request while it runs: a fault that drops every
+        # connection (refuse, restart) spares it, so the request still gets its answer.
+        self.sparing: Any = None
         # Connections that made a request, so a fault can drop them all.
         self.transports: weakref.WeakSet[Any] = weakref.WeakSet()
 
@@ -81,11 +108,17 @@ class KubernetesAPI(Resource):
     # -- dispatch -----------------------------------------------------------------
 
     def _serve(self, request: Request) -> None:
+        def serve() -> None:
+            self._authenticate(request)
+            self._dispatch(request)
+        self._guarded(request, serve)
+
+    def _guarded(self, request: Request, serve: Callable[[], None]) -> None:
+        """Run one step of serving a request; errors become Status answers."""
         if request.finished or request._disconnected:
             return
         try:
-            self._authenticate(request)
-            self._dispatch(request)
+            serve()
         except ApiError as error:
             self._send_error(request, error)
         except Exception:  # noqa: BLE001 - a bug must answer 500, not hang the client
@@ -122,9 +155,10 @@ class KubernetesAPI(Resource):
         self.requests[(verb, target.resource.plural)] += 1
         rule = self.faults.take_error(verb)
         if rule is not None:
-            if rule.code == 429:
-                request.setHeader(b"retry-after", str(rule.retry_after).encode())
-            raise ApiError(rule.code, _FAULT_MESSAGES.get(rule.code, "injected fault"))
+            if rule.plain:
+                self._send_throttled(request, rule.retry_after)
+                return
+            raise _fault_error(rule)
         getattr(self, "_" + verb)(request, target, query)
 
     def _discovery(self, path: str) -> Any:
@@ -153,16 +187,33 @@ class KubernetesAPI(Resource):
 
     def _list(self, request: Request, target: Target, query: dict[str, str]) -> None:
         labels, fields = self._selectors(target.resource, query)
-        page = self.store.list(target.resource, namespace=target.namespace, labels=labels,
-                               fields=fields, limit=_int(query.get("limit", "0"), "limit"),
-                               continue_token=query.get("continue", ""))
+        limit = _int(query.get("limit", "0"), "limit")
+        continue_token = query.get("continue", "")
+        version = _list_version(query, limit, continue_token)
+        table = self._table(request, query)
+
+        def serve() -> None:
+            page = self.store.list(target.resource, namespace=target.namespace,
+                                   labels=labels, fields=fields, limit=limit,
+                                   continue_token=continue_token,
+                                   exact_rv=version.rv if version.exact else None)
+            self._send_page(request, target.resource, page, table)
+        self._when_fresh(request, version, serve)
+
+    def _send_page(self, request: Request, resource: ResourceType, page: Page,
+                   table: tables.TableOptions | None) -> None:
         meta: dict[str, Any] = {"resourceVersion": str(page.rv)}
         if page.continue_token:
             meta["continue"] = page.continue_token
             if page.remaining is not None:
                 meta["remainingItemCount"] = page.remaining
-        head = (b'{"kind":"' + target.resource.list_kind.encode() + b'","apiVersion":"'
-                + target.resource.api_version.encode() + b'","metadata":' + dumps(meta)
+        if table is not None:
+            self._send_bytes(request, 200, tables.encode_objects(
+                resource, (item.body for item in page.items), options=table, list_meta=meta,
+                now=self.store.clock()))
+            return
+        head = (b'{"kind":"' + resource.list_kind.encode() + b'","apiVersion":"'
+                + resource.api_version.encode() + b'","metadata":' + dumps(meta)
                 + b',"items":[')
         request.setResponseCode(200)
         request.setHeader(b"content-type", b"application/json")
@@ -171,31 +222,64 @@ class KubernetesAPI(Resource):
     def _watch(self, request: Request, target: Target, query: dict[str, str]) -> None:
         labels, fields = self._selectors(target.resource, query)
         timeout = query.get("timeoutSeconds")
+        table = self._table(request, query)
+        render = None if table is None else tables.watch_renderer(target.resource, table,
+                                                                  self.store.clock)
         stream = WatchStream(
             request, store=self.store, resource=target.resource, namespace=target.namespace,
             labels=labels, fields=fields,
             bookmarks=_flag(query.get("allowWatchBookmarks")),
             bookmark_interval=self.settings.bookmark_interval,
             timeout=float(_int(timeout, "timeoutSeconds")) if timeout else None,
-            faults=self.faults, reactor=self.reactor, on_close=self.watches.discard)
-        self.watches.add(stream)
-        stream.start(query.get("resourceVersion", ""), _flag(query.get("sendInitialEvents")))
+            faults=self.faults, reactor=self.reactor, on_close=self.watches.discard,
+            render=render)
+        resource_version = query.get("resourceVersion", "")
+        send_initial = _flag(query.get("sendInitialEvents"))
+        requested = parse_resource_version(resource_version)
+        if not send_initial or requested is None or requested <= self.store.rv:
+            self.watches.add(stream)
+            stream.start(resource_version, send_initial)
+            return
+        # With sendInitialEvents the watch cache first waits to be fresh enough
+        # (waitUntilFreshAndBlock); past the delay the watch is one ERROR event.
+        def fresh(ready: bool) -> None:
+            if request.finished or request._disconnected:
+                return
+            self.watches.add(stream)
+            if ready:
+                stream.start(resource_version, send_initial)
+            else:
+                stream.refuse(too_large(requested, self.store.rv, 1))
+        self.freshness.wait(requested, self.settings.too_large_rv_delay).addCallback(
+            lambda ready: self._guarded(request, lambda: fresh(ready)))
 
     def _get(self, request: Request, target: Target, query: dict[str, str]) -> None:
         assert target.name is not None
-        stored = self.store.get(target.resource, target.namespace or "", target.name)
-        self._send_stored(request, 200, stored)
+        table = self._table(request, query)
+        requested = parse_resource_version(query.get("resourceVersion", ""))
+
+        def serve() -> None:
+            stored = self.store.get(target.resource, target.namespace or "", target.name)
+            if table is None:
+                self._send_stored(request, 200, stored)
+                return
+            self._send_json(request, 200, tables.object_table(
+                target.resource, stored.object(), options=table, now=self.store.clock()))
+        self._when_fresh(request, ReadVersion(requested), serve)
 
     def _create(self, request: Request, target: Target, query: dict[str, str]) -> None:
         obj = _body(request)
+        dry_run = _dry_run(query.get("dryRun"), "CreateOptions")
         if target.resource.namespaced and target.namespace is None:
             raise ApiError(405, "POST requires a namespaced path for "
                                 f"{target.resource.plural}")
-        self._send_stored(request, 201, self.store.create(target.resource, obj, target.namespace))
+        self._send_stored(request, 201, self.store.create(target.resource, obj,
+                                                          target.namespace, dry_run=dry_run))
 
     def _update(self, request: Request, target: Target, query: dict[str, str]) -> None:
+        dry_run = _dry_run(query.get("dryRun"), "UpdateOptions")
         stored = self.store.replace(target.resource, _body(request), target.namespace,
-                                    target.name)
+                                    target.name, dry_run=dry_run)
         self._send_stored(request, 200, stored)
 
     def _patch(self, request: Request, target: Target, query: dict[str, str]) -> None:
@@ -207,13 +291,22 @@ class KubernetesAPI(Resource):
                                 f"media types include: application/merge-patch+json, "
                                 f"application/strategic-merge-patch+json (got "
                                 f"{content_type.decode() or 'none'})")
+        dry_run = _dry_run(query.get("dryRun"), "PatchOptions")
         stored = self.store.patch(target.resource, target.namespace or "", target.name,
-                                  _body(request))
+                                  _body(request), dry_run=dry_run)
         self._send_stored(request, 200, stored)
 
     def _delete(self, request: Request, target: Target, query: dict[str, str]) -> None:
         assert target.name is not None
-        stored = self.store.delete(target.resource, target.namespace or "", target.name)
+        # DeleteOptions come in the body when there is one (kubectl sends them there),
+        # else from the query, as kube-apiserver's delete handler reads them.
+        options = _body(request) if _has_body(request) else None
+        if isinstance(options, dict):
+            dry_run = _dry_run(options.get("dryRun"), "DeleteOptions")
+        else:
+            dry_run = _dry_run(query.get("dryRun"), "DeleteOptions")
+        stored = self.store.delete(target.resource, target.namespace or "", target.name,
+                                   dry_run=dry_run)
         self._send_stored(request, 200, stored)
 
     def _selectors(self, resource: ResourceType, query: dict[str, str]) -> Any:
@@ -222,6 +315,27 @@ class KubernetesAPI(Resource):
                     parse_field_selector(query.get("fieldSelector"), resource.selectable_fields))
         except SelectorError as error:
             raise ApiError(400, str(error)) from None
+
+    def _table(self, request: Request, query: dict[str, str]) -> tables.TableOptions | None:
+        accept = request.getHeader(b"accept")
+        return tables.table_options(accept.decode("latin-1") if accept else None,
+                                    query.get("includeObject"))
+
+    def _when_fresh(self, request: Request, version: ReadVersion,
+                    serve: Callable[[], None]) -> None:
+        """Serve a read now, or once the store has reached the resourceVersion it asks
+        for; past the delay, answer what the watch cache answers: 504 too large."""
+        requested = version.rv
+        if requested is None or version.exact or requested <= self.store.rv:
+            serve()
+            return
+
+        def fresh(ready: bool) -> None:
+            if not ready:
+                raise too_large(requested, self.store.rv, 1)
+            serve()
+        self.freshness.wait(requested, self.settings.too_large_rv_delay).addCallback(
+            lambda ready: self._guarded(request, lambda: fresh(ready)))
 
     # -- control endpoint ---------------------------------------------------------
 
@@ -242,10 +356,13 @@ class KubernetesAPI(Resource):
         elif path == "/_sandbox/faults" and method == "GET":
             self._send_json(request, 200, self.faults.describe())
         elif path == "/_sandbox/faults" and method == "POST":
+            self.sparing = request.channel.transport if request.channel else None
             try:
                 result = self.control(_body(request))
             except ValueError as error:
                 raise ApiError(400, str(error)) from None
+            finally:
+                self.sparing = None
             self._send_json(request, 200, {"ok": True, "result": result})
         else:
             raise ApiError(404, f"no sandbox control at {method} {path}")
@@ -264,7 +381,22 @@ class KubernetesAPI(Resource):
         if request.startedWriting:
             request.finish()
             return
+        if error.retry_after is not None:
+            # responsewriters.ErrorNegotiated: any Status with retryAfterSeconds > 0.
+            request.setHeader(b"retry-after", str(error.retry_after).encode())
         self._send_bytes(request, error.code, dumps(error.status()))
+
+    def _send_throttled(self, request: Request, retry_after: int) -> None:
+        """The 429 of kube-apiserver's max-in-flight and priority-and-fairness filters:
+        Retry-After and a plain-text body (Go's http.Error), not a Status."""
+        body = b"Too many requests, please try again later.\n"
+        request.setResponseCode(429, b"Too Many Requests")
+        request.setHeader(b"retry-after", str(retry_after).encode())
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        request.setHeader(b"content-length", str(len(body)).encode())
+        request.write(body)
+        request.finish()
 
     def _send_bytes(self, request: Request, code: int, body: bytes) -> None:
         request.setResponseCode(code, HTTPStatus(code).phrase.encode())
@@ -272,6 +404,13 @@ class KubernetesAPI(Resource):
         request.setHeader(b"content-length", str(len(body)).encode())
         request.write(body)
         request.finish()
+
+
+def _fault_error(rule: ErrorRule) -> ApiError:
+    """The Status an injected error answers with; a 429 tells when to retry."""
+    if rule.code == 429:
+        return too_many_requests(rule.retry_after)
+    return ApiError(rule.code, _FAULT_MESSAGES.get(rule.code, "injected fault"))
 
 
 _FAULT_MESSAGES = {
@@ -351,6 +490,68 @@ def _verb(method: str, target: Target, query: dict[str, str]) -> str:
             return verbs[method]
     raise ApiError(405, f"the server does not allow this method on the requested resource "
                         f"({method})")
+
+
+def _list_version(query: dict[str, str], limit: int, continue_token: str) -> ReadVersion:
+    """Validate a list's resourceVersion options as kube-apiserver does and classify them.
+
+    Exact reads (resourceVersionMatch=Exact, or a resourceVersion with a limit and no
+    match: the legacy exact list) go to etcd there, which serves the past or answers at
+    once; the others are served by the watch cache, which waits for a future one.
+    """
+    text = query.get("resourceVersion", "")
+    match = query.get("resourceVersionMatch", "")
+    problems = []
+    if match:
+        if not text:
+            problems.append("resourceVersionMatch: Forbidden: resourceVersionMatch is "
+                            "forbidden unless resourceVersion is provided")
+        if continue_token:
+            problems.append("resourceVersionMatch: Forbidden: resourceVersionMatch is "
+                            "forbidden when continue is provided")
+        if match not in ("Exact", "NotOlderThan"):
+            problems.append(f'resourceVersionMatch: Unsupported value: "{match}": supported '
+                            'values: "Exact", "NotOlderThan", ""')
+        if match == "Exact" and text == "0":
+            problems.append('resourceVersionMatch: Forbidden: resourceVersionMatch "exact" '
+                            'is forbidden for resourceVersion "0"')
+    if problems:
+        message = "ListOptions.meta.k8s.io \"\" is invalid: " + (
+            problems[0] if len(problems) == 1 else "[" + ", ".join(problems) + "]")
+        raise ApiError(422, message)
+    if continue_token and text not in ("", "0"):
+        raise ApiError(400, "specifying resource version is not allowed when using continue")
+    rv = parse_resource_version(text)
+    if rv is None or continue_token:
+        return ReadVersion()
+    return ReadVersion(rv, exact=match == "Exact" or (not match and limit > 0))
+
+
+def _dry_run(value: Any, options_kind: str) -> bool:
+    """dryRun: absent, or "All" (the only value kube-apiserver accepts)."""
+    if value in (None, "", []):
+        return False
+    values = value if isinstance(value, list) else [value]
+    if all(v == "All" for v in values):
+        return True
+    shown = "[]string{" + ", ".join(json.dumps(str(v)) for v in values) + "}"
+    raise ApiError(422, f'{options_kind}.meta.k8s.io "" is invalid: dryRun: Unsupported '
+                        f'value: {shown}: supported values: "All"',
+                   details={"group": "meta.k8s.io", "kind": options_kind,
+                            "causes": [{"reason": "FieldValueNotSupported",
+                                        "message": f'Unsupported value: {shown}: supported '
+                                                   'values: "All"',
+                                        "field": "dryRun"}]})
+
+
+def _has_body(request: Request) -> bool:
+    content = request.content
+    if content is None:
+        return False
+    position = content.tell()
+    empty = not content.read(1)
+    content.seek(position)
+    return not empty
 
 
 def _body(request: Request) -> Any:

@@ -36,6 +36,10 @@ def add_commands(subparsers: Any) -> None:
                          help="watch events kept per resource before a resume gets 410")
     sandbox.add_argument("--service-cidr", default="10.96.0.0/12",
                          help="ClusterIPs for services created without one")
+    sandbox.add_argument("--too-large-rv-delay", type=float, default=3.0, metavar="SECONDS",
+                         help="how long a list or get at a resourceVersion not reached yet "
+                              "waits before the 504 'Too large resource version' (default 3, "
+                              "as kube-apiserver's watch cache)")
     sandbox.add_argument("--delay", type=float, default=0.0, metavar="SECONDS",
                          help="fault: delay every response")
     sandbox.add_argument("--error", type=int, metavar="CODE",
@@ -50,7 +54,8 @@ def add_commands(subparsers: Any) -> None:
         "fault", help="inject a fault into a running sandbox",
         description="Post a fault action to a running sandbox's control endpoint. Actions: "
                     + ", ".join(ACTIONS) + ". Arguments are KEY=VALUE, e.g. "
-                    "'error code=503 count=3', 'refuse seconds=5', 'delay seconds=2'.")
+                    "'error code=503 count=3', 'error code=429 retry_after=2', "
+                    "'refuse seconds=5', 'delay seconds=2', 'restart seconds=1'.")
     fault.add_argument("--server", required=True, help="the sandbox URL")
     fault.add_argument("--token")
     fault.add_argument("--cacert")
@@ -69,7 +74,8 @@ def run_sandbox(args: argparse.Namespace) -> int:
 
     sandbox = Sandbox(host=args.host, port=args.port, token=args.token, use_tls=args.tls,
                       tls_dir=args.tls_dir, bookmark_interval=args.bookmark_interval,
-                      history_size=args.history, service_cidr=args.service_cidr)
+                      history_size=args.history, service_cidr=args.service_cidr,
+                      too_large_rv_delay=args.too_large_rv_delay)
     try:
         loaded = manifests.load_paths(args.manifests)
     except manifests.ManifestError as error:

@@ -3,6 +3,9 @@
 `Sandbox` owns a Store, the HTTP(S) listener and the fault switches. Its methods may be
 called from the reactor thread or, when the reactor runs in a thread of its own (tests,
 benchmarks), from any other thread: they are carried over to the reactor and wait for it.
+
+The state the sandbox had when it started (or when `save_initial_state()` was last called)
+is what `restart()` goes back to, as a restart from manifests or an etcd restore does.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from . import manifests, resources, synthetic, tls
 from .api import ApiSettings, KubernetesAPI
 from .faults import Faults, parse_action
 from .resources import ResourceType
+from .freshness import DEFAULT_DELAY
 from .status import too_old
-from .store import Store, Stored
+from .store import SavedState, Store, Stored
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,7 +51,11 @@ class Sandbox:
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
                  use_tls: bool = False, tls_dir: str | Path | None = None,
                  bookmark_interval: float = 60.0, history_size: int = 10_000,
-                 service_cidr: str = "10.96.0.0/12", reactor: Any = None) -> None:
+                 service_cidr: str = "10.96.0.0/12",
+                 too_large_rv_delay: float = DEFAULT_DELAY, reactor: Any = None) -> None:
+        """`too_large_rv_delay`: how long a list or get at a resourceVersion the store has
+        not reached waits for it before answering 504 "Too large resource version" (3 s in
+        kube-apiserver's watch cache)."""
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -56,7 +64,8 @@ class Sandbox:
         self.store = Store(history_size=history_size, service_cidr=service_cidr)
         self.faults = Faults()
         self.settings = ApiSettings(token=token, require_auth=bool(token) or use_tls,
-                                    bookmark_interval=bookmark_interval)
+                                    bookmark_interval=bookmark_interval,
+                                    too_large_rv_delay=float(too_large_rv_delay))
         self.api = KubernetesAPI(self.store, self.faults, self.settings, reactor, self.fault,
                                  self.touch)
         self.site = _QuietSite(self.api)
@@ -67,6 +76,7 @@ class Sandbox:
             self.tls_files = tls.generate(directory, hosts=hosts)
         self._listener: IListeningPort | None = None
         self._refusing: Any = None
+        self._initial: SavedState | None = None
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -78,9 +88,21 @@ class Sandbox:
 
     @_on_reactor
     def start(self) -> str:
-        """Listen (synchronously) and return the URL."""
+        """Listen (synchronously) and return the URL.
+
+        The first start saves the objects as they are as the state `restart()` returns to.
+        """
+        if self._initial is None:
+            self._initial = self.store.snapshot_state()
         self._listen()
         return self.url
+
+    @_on_reactor
+    def save_initial_state(self) -> int:
+        """Make the current objects and resourceVersion what `restart()` goes back to
+        (as if they were the manifests); returns that resourceVersion."""
+        self._initial = self.store.snapshot_state()
+        return self._initial.rv
 
     def _listen(self) -> None:
         if self.tls_files is not None:
@@ -96,6 +118,7 @@ class Sandbox:
         if self._refusing is not None and self._refusing.active():
             self._refusing.cancel()
         self._drop_connections()
+        self.api.freshness.cancel_all()
         listener, self._listener = self._listener, None
         return defer.maybeDeferred(listener.stopListening) if listener else defer.succeed(None)
 
@@ -103,7 +126,7 @@ class Sandbox:
         for stream in list(self.api.watches):
             stream.cut()
         for transport in list(self.api.transports):
-            if getattr(transport, "disconnected", False):
+            if getattr(transport, "disconnected", False) or transport is self.api.sparing:
                 continue
             try:
                 transport.abortConnection()
@@ -211,9 +234,12 @@ class Sandbox:
         return self.fault({"action": "cut-watch-after", "events": events})
 
     def error(self, code: int, *, count: int | None = None, verbs: Iterable[str] = (),
-              retry_after: int = 1) -> Any:
+              retry_after: int = 1, plain: bool = False) -> Any:
+        """Answer requests with `code`: a Status body; a 429 has Retry-After (seconds) and
+        details.retryAfterSeconds, or with `plain` the text body of the throttling
+        filters."""
         return self.fault({"action": "error", "code": code, "count": count,
-                           "verbs": list(verbs), "retry_after": retry_after})
+                           "verbs": list(verbs), "retry_after": retry_after, "plain": plain})
 
     def delay(self, seconds: float) -> Any:
         return self.fault({"action": "delay", "seconds": seconds})
@@ -223,6 +249,14 @@ class Sandbox:
 
     def new_epoch(self, jump: int = 1_000_000) -> Any:
         return self.fault({"action": "new-epoch", "jump": jump})
+
+    def restart(self, seconds: float | None = None) -> Any:
+        """Restart as from the manifests: drop every connection, forget everything written
+        since the initial state and its history, and count resourceVersions from the
+        initial one again (below what clients have seen). With `seconds`, refuse
+        connections that long first, as a real restart takes a while. Returns the
+        resourceVersion the sandbox is back at."""
+        return self.fault({"action": "restart", "seconds": seconds})
 
     def clear_faults(self) -> Any:
         return self.fault({"action": "clear"})
@@ -260,9 +294,9 @@ class Sandbox:
         return self.faults.cut_watch_after
 
     def _fault_error(self, code: int, count: int | None = None, verbs: Iterable[str] = (),
-                     retry_after: int = 1) -> str:
+                     retry_after: int = 1, plain: bool = False) -> str:
         self.faults.add_error(int(code), count=None if count is None else int(count),
-                              verbs=verbs, retry_after=int(retry_after))
+                              verbs=verbs, retry_after=int(retry_after), plain=_truth(plain))
         return f"answering {code}"
 
     def _fault_delay(self, seconds: float) -> float:
@@ -278,6 +312,16 @@ class Sandbox:
         self.store.new_epoch(int(jump))
         return self._end_watches_expired()
 
+    def _fault_restart(self, seconds: float | None = None) -> int:
+        if seconds:
+            self._fault_refuse(float(seconds))
+        else:
+            self._drop_connections()
+        if self._initial is None:
+            self._initial = self.store.snapshot_state()
+        self.store.restore_state(self._initial)
+        return self.store.rv
+
     def _end_watches_expired(self) -> int:
         streams = list(self.api.watches)
         for stream in streams:
@@ -289,6 +333,13 @@ class Sandbox:
         if self._listener is None:
             self._listen()
         return "cleared"
+
+
+def _truth(value: Any) -> bool:
+    """A boolean argument as the control endpoint or the command line may spell it."""
+    if isinstance(value, str):
+        return value.lower() in ("1", "true", "yes")
+    return bool(value)
 
 
 def _resource_named(kind: str) -> ResourceType:

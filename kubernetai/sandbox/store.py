@@ -7,6 +7,12 @@ from any resourceVersion still inside the window; and an older one is refused wi
 client re-lists. Objects are kept as their JSON bytes plus the few fields selectors need,
 so that 100,000 pods fit in memory and a list is a join of prepared byte strings.
 
+The same window serves reads at a past resourceVersion (an exact list, a continue token):
+the state then is the current one with the newer events undone, as etcd serves any revision
+not yet compacted. `snapshot_state()`/`restore_state()` put the store back to a saved state
+with its resourceVersion counter, as an etcd restore does; writes take `dry_run` to validate
+and render without storing (kube-apiserver's dryRun=All).
+
 Everything here runs on the reactor thread; the store has no locks.
 """
 
@@ -26,7 +32,8 @@ from typing import Any, Callable, Iterable, Mapping
 from ..selectors import FieldSelector, LabelSelector
 from . import defaults
 from .resources import ALL, NAMESPACES, SERVICES, ResourceType
-from .status import ApiError, already_exists, not_found, too_old
+from .status import (LIST_TOO_OLD, ApiError, already_exists, continue_expired, not_found,
+                     too_large, too_old)
 
 ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
 
@@ -78,6 +85,8 @@ class Page:
 
 
 Listener = Callable[[Event], None]
+# Called with the new resourceVersion whenever it moves (a write, an epoch, a restore).
+ProgressListener = Callable[[int], None]
 
 
 @dataclass(slots=True)
@@ -89,6 +98,17 @@ class _Table:
     # Every event with rv > floor is still in `history`.
     floor: int = 0
     listeners: set[Listener] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class SavedState:
+    """Every object and the resourceVersion at one moment: what a restart returns to.
+
+    Stored objects are immutable, so a saved state shares them with the live store.
+    """
+
+    rv: int
+    objects: Mapping[ResourceType, Mapping[str, Stored]]
 
 
 def object_key(namespace: str, name: str) -> str:
@@ -107,6 +127,7 @@ class Store:
         self.tables: dict[ResourceType, _Table] = {r: _Table() for r in ALL}
         self._snapshots: OrderedDict[tuple[ResourceType, int], list[Stored]] = OrderedDict()
         self._used_ips: Counter[str] = Counter()
+        self.progress_listeners: set[ProgressListener] = set()
         for name in SYSTEM_NAMESPACES:
             self.apply(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace",
                                     "metadata": {"name": name}})
@@ -127,17 +148,23 @@ class Store:
 
     def list(self, resource: ResourceType, *, namespace: str | None = None,
              labels: LabelSelector, fields: FieldSelector, limit: int = 0,
-             continue_token: str = "") -> Page:
-        """A consistent list: every page of a paginated list shows one resourceVersion."""
+             continue_token: str = "", exact_rv: int | None = None) -> Page:
+        """A consistent list: every page of a paginated list shows one resourceVersion.
+
+        `exact_rv` lists the state at that resourceVersion (resourceVersionMatch=Exact, or a
+        legacy paginated list with a resourceVersion), as etcd serves an old revision: 410
+        once history is compacted past it, too large (504) if the store has not reached it.
+        A continue token is served the same way at its own resourceVersion; a compacted one
+        gets the 410 whose metadata.continue goes on at the latest state, and the token
+        that 410 hands out (resourceVersion -1) is honoured.
+        """
         if continue_token:
-            rv, start = _decode_continue(continue_token)
-            snapshot = self._snapshots.get((resource, rv))
-            if snapshot is None:
-                raise ApiError(410, "The provided continue parameter is too old to display a "
-                                    "consistent list result. You can start a new list without "
-                                    "the continue parameter.")
+            token_rv, start = _decode_continue(continue_token)
+            snapshot = self._continued(resource, token_rv, start)
+            rv = self.rv if token_rv < 0 else token_rv
         else:
-            rv, start, snapshot = self.rv, "", self._snapshot(resource)
+            rv = self.rv if exact_rv is None else exact_rv
+            start, snapshot = "", self._snapshot(resource, rv)
         keys = _SortedKeys(snapshot)
         end = len(snapshot)
         index = keys.position(start)
@@ -153,21 +180,52 @@ class Store:
                 items.append(stored)
         page = Page(items, rv)
         if limit > 0 and index < end:
-            page.continue_token = _encode_continue(rv, snapshot[index - 1].key)
+            page.continue_token = _encode_continue(rv, snapshot[index - 1].key + "\x00")
             if not labels.requirements and not fields.terms:
                 page.remaining = end - index
         return page
 
-    def _snapshot(self, resource: ResourceType) -> list[Stored]:
-        key = (resource, self.rv)
+    def _continued(self, resource: ResourceType, rv: int, start: str) -> list[Stored]:
+        """The snapshot a continue token goes on with, or the etcd3 store's refusal."""
+        if rv < 0:
+            return self._snapshot(resource, self.rv)
+        if rv > self.rv:
+            raise too_large(rv, self.rv, 0)
+        if rv < self.tables[resource].floor:
+            raise continue_expired(_encode_continue(-1, start))
+        return self._snapshot(resource, rv)
+
+    def _snapshot(self, resource: ResourceType, rv: int) -> list[Stored]:
+        key = (resource, rv)
         snapshot = self._snapshots.get(key)
         if snapshot is None:
-            objects = self.tables[resource].objects
+            objects = self._state_at(resource, rv)
             snapshot = [objects[k] for k in sorted(objects)]
             self._snapshots[key] = snapshot
             while len(self._snapshots) > 16:
                 self._snapshots.popitem(last=False)
+        else:
+            self._snapshots.move_to_end(key)
         return snapshot
+
+    def _state_at(self, resource: ResourceType, rv: int) -> Mapping[str, Stored]:
+        """The objects as they were at `rv`: the current ones with newer events undone."""
+        table = self.tables[resource]
+        if rv >= self.rv:
+            if rv > self.rv:
+                raise too_large(rv, self.rv, 0)
+            return table.objects
+        if rv < table.floor:
+            raise ApiError(410, LIST_TOO_OLD)
+        objects = dict(table.objects)
+        for event in reversed(table.history):
+            if event.rv <= rv:
+                break
+            if event.previous is None:
+                objects.pop(event.obj.key, None)
+            else:
+                objects[event.obj.key] = event.previous
+        return objects
 
     # -- history and watchers ----------------------------------------------------
 
@@ -191,20 +249,62 @@ class Store:
         return self.tables[resource].listeners
 
     def expire_history(self) -> None:
-        """Forget every past event, so any watch from an earlier resourceVersion gets 410."""
+        """Compact everything: watches and continue tokens from before now get 410.
+
+        kube-apiserver's compactor writes one key (a new revision) and compacts below it;
+        the same here, so that even a list or token taken at the current resourceVersion
+        is from before the compaction and refused, as a client must be ready for.
+        """
+        self.rv += 1
         for table in self.tables.values():
             table.history.clear()
             table.floor = self.rv
+        self._snapshots.clear()
+        self._progressed()
 
     def new_epoch(self, jump: int = 1_000_000) -> None:
         """Move resourceVersions far ahead and drop history, as after an etcd restore."""
         self.rv += jump
         self.expire_history()
 
+    def add_progress_listener(self, listener: ProgressListener) -> None:
+        self.progress_listeners.add(listener)
+
+    def remove_progress_listener(self, listener: ProgressListener) -> None:
+        self.progress_listeners.discard(listener)
+
+    def _progressed(self) -> None:
+        if self.progress_listeners:
+            for listener in list(self.progress_listeners):
+                listener(self.rv)
+
+    # -- saved states (restarts) ---------------------------------------------------
+
+    def snapshot_state(self) -> SavedState:
+        """The current objects and resourceVersion, to go back to with `restore_state`."""
+        return SavedState(self.rv, {r: dict(t.objects) for r, t in self.tables.items()})
+
+    def restore_state(self, state: SavedState) -> None:
+        """Go back to a saved state, as a restart from manifests or an etcd restore does.
+
+        Objects written since are lost, the resourceVersion counter goes back to the saved
+        one (below what clients have seen since), and history starts afresh there: a watch
+        from an older resourceVersion gets 410, from a newer one it waits for the store to
+        catch up. Watchers are forgotten: the caller drops their connections.
+        """
+        self.rv = state.rv
+        self.tables = {r: _Table(objects=dict(state.objects.get(r, {})), floor=state.rv)
+                       for r in ALL}
+        self._snapshots.clear()
+        self._used_ips = Counter(ip for stored in self.tables[SERVICES].objects.values()
+                                 for ip in _service_ips(stored.object()))
+        self._progressed()
+
     # -- writing -----------------------------------------------------------------
 
     def create(self, resource: ResourceType, obj: dict[str, Any],
-               namespace: str | None = None, *, owned: bool = False) -> Stored:
+               namespace: str | None = None, *, owned: bool = False,
+               dry_run: bool = False) -> Stored:
         obj = self._prepare(resource, obj, namespace, owned)
         meta = obj["metadata"]
         if not meta.get("name") and meta.get("generateName"):
@@ -216,11 +316,15 @@ class Store:
             raise not_found("namespaces", meta["namespace"])
         obj = defaults.on_create(resource, obj, now=self.clock(),
                                  used_cluster_ips=self._cluster_ips, allocator=self.allocator)
+        if dry_run:
+            # What kube-apiserver's dry-run create returns: no resourceVersion yet.
+            obj["metadata"].pop("resourceVersion", None)
+            return self._render(resource, obj, self.rv)
         return self._commit(resource, ADDED, obj, None)
 
     def replace(self, resource: ResourceType, obj: dict[str, Any],
                 namespace: str | None = None, name: str | None = None, *,
-                owned: bool = False) -> Stored:
+                owned: bool = False, dry_run: bool = False) -> Stored:
         obj = self._prepare(resource, obj, namespace, owned)
         meta = obj["metadata"]
         if name is not None and meta.get("name") != name:
@@ -236,19 +340,27 @@ class Store:
                                 f'"{meta["name"]}": the object has been modified; please apply '
                                 "your changes to the latest version and try again")
         obj = defaults.on_update(resource, current.object(), obj)
+        if dry_run:
+            # The update as it would be stored, at the resourceVersion it has now.
+            obj["metadata"]["resourceVersion"] = str(current.rv)
+            return self._render(resource, obj, current.rv)
         return self._commit(resource, MODIFIED, obj, current)
 
     def patch(self, resource: ResourceType, namespace: str, name: str,
-              patch: Mapping[str, Any]) -> Stored:
+              patch: Mapping[str, Any], *, dry_run: bool = False) -> Stored:
         current = self.get(resource, namespace, name)
         if not isinstance(patch, Mapping):
             raise ApiError(400, "a merge patch must be a JSON object")
         merged = merge_patch(current.object(), patch)
         merged.setdefault("metadata", {})["resourceVersion"] = str(current.rv)
-        return self.replace(resource, merged, namespace or None, name, owned=True)
+        return self.replace(resource, merged, namespace or None, name, owned=True,
+                            dry_run=dry_run)
 
-    def delete(self, resource: ResourceType, namespace: str, name: str) -> Stored:
+    def delete(self, resource: ResourceType, namespace: str, name: str, *,
+               dry_run: bool = False) -> Stored:
         current = self.get(resource, namespace, name)
+        if dry_run:
+            return current  # kube-apiserver answers a dry-run delete with the object as is
         if resource is NAMESPACES:
             self._delete_contents(name)
         obj = current.object()
@@ -330,20 +442,23 @@ class Store:
             for ip in _service_ips(obj):
                 self._used_ips[ip] += 1
 
-    def _commit(self, resource: ResourceType, kind: str, obj: dict[str, Any],
-                previous: Stored | None) -> Stored:
-        self.rv += 1
+    def _render(self, resource: ResourceType, obj: dict[str, Any], rv: int) -> Stored:
         meta = obj["metadata"]
-        meta["resourceVersion"] = str(self.rv)
-        stored = Stored(
+        return Stored(
             key=self._key(resource, meta),
             namespace=meta.get("namespace", "") if resource.namespaced else "",
             name=meta["name"],
-            rv=self.rv,
+            rv=rv,
             labels=dict(meta.get("labels") or {}),
             fields=resource.field_values(obj),
             body=dumps(obj),
         )
+
+    def _commit(self, resource: ResourceType, kind: str, obj: dict[str, Any],
+                previous: Stored | None) -> Stored:
+        self.rv += 1
+        obj["metadata"]["resourceVersion"] = str(self.rv)
+        stored = self._render(resource, obj, self.rv)
         table = self.tables[resource]
         self._track_cluster_ips(resource, None if kind == DELETED else obj, previous)
         if kind == DELETED:
@@ -356,6 +471,7 @@ class Store:
             table.floor = table.history.popleft().rv
         for listener in list(table.listeners):
             listener(event)
+        self._progressed()
         return stored
 
 
@@ -399,15 +515,22 @@ class _SortedKeys:
         return bisect.bisect_left(self, key)  # type: ignore[arg-type]
 
 
-def _encode_continue(rv: int, last_key: str) -> str:
-    token = {"v": "meta.k8s.io/v1", "rv": rv, "start": last_key + "\x00"}
-    return base64.urlsafe_b64encode(json.dumps(token).encode()).decode()
+def _encode_continue(rv: int, start: str) -> str:
+    """kube-apiserver's token: unpadded base64url JSON of version, resourceVersion, start key.
+
+    Clients treat it as opaque; rv -1 means "go on at the latest state" (after a 410).
+    """
+    token = {"v": "meta.k8s.io/v1", "rv": rv, "start": start}
+    return base64.urlsafe_b64encode(dumps(token)).decode().rstrip("=")
 
 
 def _decode_continue(token: str) -> tuple[int, str]:
     try:
-        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        raw = base64.urlsafe_b64decode((token + "=" * (-len(token) % 4)).encode())
+        data = json.loads(raw)
+        if data.get("v") != "meta.k8s.io/v1" or int(data["rv"]) == 0:
+            raise ValueError("not a meta.k8s.io/v1 token")
         return int(data["rv"]), str(data["start"])
-    except (binascii.Error, ValueError, KeyError, TypeError):
+    except (binascii.Error, ValueError, KeyError, TypeError, AttributeError):
         raise ApiError(400, "continue key is not valid: incorrect encoded start "
                             "resourceVersion (version meta.k8s.io/v1)") from None

@@ -6,6 +6,12 @@ forwards live events; an object that starts or stops matching the selectors is s
 ADDED or DELETED; BOOKMARK events carry the current resourceVersion when the client asked
 for them; a resourceVersion older than the kept history gets one ERROR event with a 410
 Expired Status and the stream ends; `timeoutSeconds` ends it cleanly.
+
+A resourceVersion the store has not reached (a client of the server before a restart or an
+etcd restore) is answered as kube-apiserver's watch cache answers it: the stream opens and
+stays silent, passing on only events and bookmarks newer than that resourceVersion
+(cacheWatcher.process); no error ever comes. Objects can be rendered another way than their
+stored JSON (the Table form for kubectl).
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ class WatchStream:
                  namespace: str | None, labels: LabelSelector, fields: FieldSelector,
                  bookmarks: bool, bookmark_interval: float, timeout: float | None,
                  faults: Faults, reactor: IReactorTime,
-                 on_close: Callable[["WatchStream"], None]) -> None:
+                 on_close: Callable[["WatchStream"], None],
+                 render: Callable[[bytes], bytes] | None = None) -> None:
         self.request = request
         self.store = store
         self.resource = resource
@@ -47,6 +54,10 @@ class WatchStream:
         self.faults = faults
         self.reactor = reactor
         self._on_close = on_close
+        self.render = render
+        # Set for a watch from a resourceVersion the store had not reached: nothing at or
+        # below it is sent.
+        self.after: int | None = None
         self.sent = 0
         self.closed = False
         self.stalled = False
@@ -61,7 +72,9 @@ class WatchStream:
         """Begin streaming; called once the request has been authenticated and parsed."""
         self.request.notifyFinish().addBoth(lambda _: self._cleanup())
         initial: list[Event] | None = None
-        start_rv = _parse_rv(resource_version)
+        start_rv = parse_resource_version(resource_version)
+        if start_rv is not None and not send_initial_events and start_rv > self.store.rv:
+            self.after = start_rv
         if start_rv is not None and not send_initial_events:
             try:
                 replay = self.store.events_since(self.resource, start_rv)
@@ -102,6 +115,13 @@ class WatchStream:
             if not self.request.finished and not self.request._disconnected:
                 self.request.finish()
 
+    def refuse(self, error: ApiError) -> None:
+        """Answer the watch with one ERROR event and nothing else (a 200 stream, as
+        kube-apiserver's errWatcher sends errors found after the request was accepted)."""
+        self.request.notifyFinish().addBoth(lambda _: self._cleanup())
+        self._begin()
+        self.fail(error)
+
     def fail(self, error: ApiError) -> None:
         """Send one ERROR event carrying a Status and end the stream, as for 410 Expired."""
         self._write(b'{"type":"ERROR","object":' + dumps(error.status()) + b"}\n")
@@ -131,6 +151,8 @@ class WatchStream:
     # -- events -------------------------------------------------------------------
 
     def _on_event(self, event: Event) -> None:
+        if self.after is not None and event.rv <= self.after:
+            return
         kind = self._translate(event)
         if kind is not None:
             self._send(kind, event.obj)
@@ -152,13 +174,16 @@ class WatchStream:
     def _send(self, kind: str, stored: Stored) -> None:
         if self.closed:
             return
-        self._write(b'{"type":"' + kind.encode() + b'","object":' + stored.body + b"}\n")
+        body = stored.body if self.render is None else self.render(stored.body)
+        self._write(b'{"type":"' + kind.encode() + b'","object":' + body + b"}\n")
         self.sent += 1
         limit = self.faults.cut_watch_after
         if limit is not None and self.sent >= limit:
             self.cut()
 
     def _bookmark(self, *, initial_events_end: bool = False) -> None:
+        if self.after is not None and self.store.rv < self.after:
+            return  # the watch cache drops bookmarks older than the watch's resourceVersion
         metadata: dict[str, Any] = {"resourceVersion": str(self.store.rv),
                                     "creationTimestamp": None}
         if initial_events_end:
@@ -185,7 +210,7 @@ class WatchStream:
         self.request.write(data)
 
 
-def _parse_rv(text: str) -> int | None:
+def parse_resource_version(text: str) -> int | None:
     """None means "start from the current state" ("" or "0"), as kube-apiserver treats them."""
     if text in ("", "0"):
         return None
