@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sys
 import unicodedata
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,69 +36,28 @@ from hypothesis import strategies as st
 from kubernetai.corefile import CorefileError, parse_file
 from kubernetai.server import compile_corefile, warnings_for
 
+# The mutation vocabulary is the one bench/fuzz_corefile.py uses at scale.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from fuzzlib import (  # noqa: E402
+    COREFILE_ENV,
+    COREFILE_SEEDS,
+    FORBIDDEN_CATEGORIES,
+    HOSTILE_CHARS,
+    IMPORTABLE,
+    MAX_MESSAGE,
+    SNIPPETS,
+    TOKENS,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
 CORE = ROOT / "tests" / "corefiles"
 
-#: The longest message (after "FILE:LINE: ") an error or warning may have.
-MAX_MESSAGE = 1024
 #: How long one Corefile may take to read and compile before it counts as a hang.
 HANG_SECONDS = 10
-#: Characters that must never reach a terminal raw.
-FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
-SNIPPETS = """\
-(base) {
-    errors
-    log . "{common} {>rflags}"
-}
-cluster.local:1053 10.0.0.0/17 {
-    import base
-    bind 127.0.0.1 ::1
-    kubernetai cluster.local in-addr.arpa {
-        endpoint {$API}
-        namespaces default {$NS}
-        labels "app in (a, b)"
-        pods insecure
-        ttl 30
-        fallthrough in-addr.arpa
-    }
-}
-"""
-
-SEEDS = [(CORE / "kubeadm.Corefile").read_text(), (CORE / "multicluster.Corefile").read_text(),
-         (ROOT / "Corefile.example").read_text(), SNIPPETS]
-
+SEEDS = [path.read_text() for path in COREFILE_SEEDS] + [SNIPPETS]
 #: The environment `{$NAME}` references are read from (never the test's own).
-ENV = {"API": "http://127.0.0.1:1", "NS": "kube-system", "EMPTY": "", "SELF": "{$SELF}x",
-       "SPACE": "a b", "BRACE": "}", "CTRL": "\x1b[2J\x07", "NL": "x\ny"}
-
-#: Files next to the Corefile that mutations may import.
-IMPORTABLE = {
-    "nested.conf": "kubernetai other.local {\n    endpoint http://127.0.0.1:1\n}\n",
-    "loop.conf": "import loop.conf\n",
-    "block.conf": "x.local {\n    errors\n}\n",
-    "environ.bin": "SECRET_TOKEN=hunter2\x00PATH=/usr/bin\x00HOME=/root\x00" * 40,
-    "long.conf": "kubernetai " + "z" * 5000 + "\n",
-}
-
-TOKENS = [
-    "{", "}", "{\n", "\n}\n", '"', '"{"', "\\", '\\"', "#", "\n", "\r\n", "\r", "\t", " ", ",",
-    "{$API}", "{$NS}", "{$EMPTY}", "{$UNSET}", "{$SELF}", "{$SPACE}", "{$BRACE}", "{$CTRL}",
-    "{$NL}", "{%API%}", "{$", "{%X", "{$}",
-    "import nested.conf", "import loop.conf", "import missing.conf", "import extra/*.conf",
-    "import *", "import sub", "import binary.conf", "import block.conf", "import environ.bin",
-    "import long.conf", "import (x)", "import common", "import base", "(base) {\n}\n",
-    "(x) {\n    import x\n}\n",
-    ":53", ":1053", ":99999", ":-1", ":nan", "dns://", "tls://", "bogus://", "10.0.0.0/17",
-    "::1", "[::1]", "/", ".",
-    "kubernetai", "kubernetai cluster.local {\n", "fallthrough", "endpoint nan",
-    "endpoint http://[::1", "ttl 99999", "ttl -1", "pods maybe", "startup_timeout 2562047h",
-    "namespaces", 'labels "a in (b"', "tls a b c", "kubeconfig nope", "log . {common}",
-    "errors stdout", "bind 127.0.0.1", "bind eth0", "cache 30",
-    "\x00", "\x07", "\x1b[31m", "\x7f", "\x85", "\x9b", "\u202e", "\u200b", "\ufeff", "\u2028",
-    "é", "日本", "\U0001f600",
-]
-HOSTILE_CHARS = "{}\"\\#\n\r\t \x00\x07\x1b\x7f\x85\u202e\u200b\ufeff\u2028é$%:/.,()"
+ENV = COREFILE_ENV
 
 _EXAMPLES = int(os.environ.get("KUBERNETAI_FUZZ_EXAMPLES", "0") or 0)
 
