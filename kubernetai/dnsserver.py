@@ -533,6 +533,8 @@ class KubernetaiServerFactory(DNSServerFactory):
         complete query and no answer outstanding (CoreDNS: 10 s).
     :param max_tcp_connections: open TCP connections at most (see :class:`TCPConnections`).
     :param max_tcp_per_client: open TCP connections from one address at most.
+    :param tcp_connections: caps shared with the other ports of the process (the limit on
+        open files is the process's); by default this factory's own.
     :param log_queries: called with a :class:`QueryLog` for every query answered by a
         zone's resolver (the ``log`` plugin); None turns the bookkeeping off.
     :param on_error: called with one line per plugin error, formatted as CoreDNS's
@@ -558,6 +560,7 @@ class KubernetaiServerFactory(DNSServerFactory):
         tcp_read_timeout: float = 3.0,
         max_tcp_connections: int | None = None,
         max_tcp_per_client: int = 256,
+        tcp_connections: TCPConnections | None = None,
         log_queries: Callable[[QueryLog], None] | None = None,
         on_error: Callable[[str], None] | None = None,
         bufsize: int | None = None,
@@ -572,7 +575,8 @@ class KubernetaiServerFactory(DNSServerFactory):
         self.canRecurse = False
         self.tcp_idle_timeout = tcp_idle_timeout
         self.tcp_read_timeout = tcp_read_timeout
-        self.tcpConnections = TCPConnections(max_tcp_connections, max_tcp_per_client)
+        self.tcpConnections = tcp_connections or TCPConnections(max_tcp_connections,
+                                                                max_tcp_per_client)
         self.log_queries = log_queries
         self.on_error = on_error
         self.bufsize = bufsize
@@ -1118,7 +1122,9 @@ class DNSStreamServerProtocol(protocol.Protocol):
         self._tooMany = False
         self._reading = True
         self._producer = False
+        self._processing = False
         self._timer: Any = None
+        self._abort: Any = None
 
     # -- connection lifecycle --
 
@@ -1139,6 +1145,9 @@ class DNSStreamServerProtocol(protocol.Protocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        if self._abort is not None and self._abort.active():
+            self._abort.cancel()
+        self._abort = None
         try:
             self.factory.connectionLost(self)
         except ValueError:
@@ -1153,6 +1162,10 @@ class DNSStreamServerProtocol(protocol.Protocol):
     def writeConnectionLost(self) -> None:
         self._close()
 
+    #: seconds a closing connection may take to flush its answers before it is aborted
+    #: (CoreDNS's write timeout): a client that never reads cannot hold the socket.
+    writeTimeout = 5.0
+
     def _close(self) -> None:
         if self._closed:
             return
@@ -1161,6 +1174,9 @@ class DNSStreamServerProtocol(protocol.Protocol):
             self._producer = False
             self.transport.unregisterProducer()
         self.transport.loseConnection()
+        if self._abort is None and hasattr(self.transport, "abortConnection"):
+            self._abort = self.factory._reactor.callLater(self.writeTimeout,
+                                                          self.transport.abortConnection)
 
     def _idle(self) -> None:
         self._timer = None
@@ -1181,8 +1197,14 @@ class DNSStreamServerProtocol(protocol.Protocol):
         return self._outstanding <= 0 and not self._closed
 
     def evict(self) -> None:
-        """Closed to make room for a new connection (see :class:`TCPConnections`)."""
+        """Closed at once to make room for a new connection (see :class:`TCPConnections`).
+
+        Aborted, not closed politely: answers it has not read would otherwise keep the
+        socket open after it stopped counting against the caps.
+        """
         self._close()
+        if hasattr(self.transport, "abortConnection"):
+            self.transport.abortConnection()
 
     # -- flow control (IPushProducer, driven by our own transport's write buffer) --
 
@@ -1202,6 +1224,8 @@ class DNSStreamServerProtocol(protocol.Protocol):
     def resumeProducing(self) -> None:
         self._writeBlocked = False
         self._updateReading()
+        if self._buffer:
+            self._process()
 
     def stopProducing(self) -> None:
         pass
@@ -1209,11 +1233,26 @@ class DNSStreamServerProtocol(protocol.Protocol):
     # -- requests and answers --
 
     def dataReceived(self, data: bytes) -> None:
-        buf = self._buffer + data if self._buffer else data
+        self._buffer = self._buffer + data if self._buffer else data
+        self._process()
+
+    def _process(self) -> None:
+        """Answer the whole queries in the buffer while the client keeps up.
+
+        It stops, keeping the rest buffered, as soon as answers pile up unread (the
+        transport paused us) or too many are outstanding: one read can hold thousands of
+        pipelined queries, and answering them all at once would buffer their answers
+        without bound. Reading resumes, and the rest is answered, when the client drains.
+        """
+        if self._processing:
+            return
+        self._processing = True
+        buf = self._buffer
         pos = 0
         n = len(buf)
         try:
-            while n - pos >= 2 and not self._closed:
+            while (n - pos >= 2 and not self._closed and not self._writeBlocked
+                   and self._outstanding < self.maxOutstanding):
                 length = (buf[pos] << 8) | buf[pos + 1]
                 if n - pos - 2 < length:
                     break
@@ -1230,6 +1269,8 @@ class DNSStreamServerProtocol(protocol.Protocol):
                     self._outstanding -= 1
         except Exception:
             self.factory._internalLog(_log.failure, "unexpected error handling a TCP request")
+        finally:
+            self._processing = False
         self._buffer = buf[pos:] if not self._closed else b""
         if self._outstanding >= self.maxOutstanding and not self._tooMany:
             self._tooMany = True
@@ -1243,6 +1284,8 @@ class DNSStreamServerProtocol(protocol.Protocol):
         if self._tooMany and self._outstanding < self.maxOutstanding // 2:
             self._tooMany = False
             self._updateReading()
+            if self._buffer:
+                self._process()
         if self._outstanding <= 0:
             if self._readClosed:
                 self._close()

@@ -23,7 +23,7 @@ from twisted.names.common import ResolverBase
 from . import corefile
 from .cluster import Cluster
 from .directive import BlockBuilder, Registry
-from .dnsserver import KubernetaiServerFactory, QueryLog, listen
+from .dnsserver import KubernetaiServerFactory, QueryLog, TCPConnections, listen
 from .negative import FallThrough
 from .resolver import QuietChain, StanzaResolver
 from .wirecache import CachingServerFactory, WireCache
@@ -169,14 +169,18 @@ class _BlockLogs:
 
 
 def build_factory(plan: PortPlan, reactor: Any = None,
-                  cache: WireCache | None = None) -> KubernetaiServerFactory:
-    """The server of one port; with `cache`, encoded answers are kept in it."""
+                  cache: WireCache | None = None,
+                  tcp: TCPConnections | None = None) -> KubernetaiServerFactory:
+    """The server of one port; with `cache`, encoded answers are kept in it; `tcp` is
+    the TCP connection caps it shares with the process's other ports."""
     logs = _BlockLogs(plan)
     zones = {zone: block.resolver for block in plan.blocks for zone in block.zones}
     options: dict[str, Any] = dict(reactor=reactor, on_error=logs.error,
-                                   log_queries=logs.query if logs.logs_queries else None)
+                                   log_queries=logs.query if logs.logs_queries else None,
+                                   tcp_connections=tcp)
     if cache is not None:
-        factory: KubernetaiServerFactory = CachingServerFactory(zones, cache=cache, **options)
+        factory: KubernetaiServerFactory = CachingServerFactory(zones, cache=cache,
+                                                                scope=plan.port, **options)
     else:
         factory = KubernetaiServerFactory(zones, **options)
     for block in plan.blocks:
@@ -197,7 +201,8 @@ class KubernetaiService(service.MultiService):
         self.reactor = reactor
         self.plans = plans
         self.cache = WireCache()
-        self.factories = [build_factory(plan, reactor, self.cache) for plan in plans]
+        self.tcp = TCPConnections()
+        self.factories = [build_factory(plan, reactor, self.cache, self.tcp) for plan in plans]
         self.clusters = clusters_of(plans)
         self._watch_clusters()
         if own_clusters:  # else the caller runs them (the supervisor keeps them across reloads)
@@ -232,7 +237,7 @@ class KubernetaiService(service.MultiService):
         again (a short gap on that port only); ports no longer named are closed.
         """
         current = {plan.port: (plan, factory) for plan, factory in zip(self.plans, self.factories)}
-        fresh = [build_factory(plan, self.reactor, self.cache) for plan in plans]
+        fresh = [build_factory(plan, self.reactor, self.cache, self.tcp) for plan in plans]
         rebound = [(plan, factory) for plan, factory in zip(plans, fresh)
                    if plan.port in current and current[plan.port][0].addresses() != plan.addresses()]
         added = [(plan, factory) for plan, factory in zip(plans, fresh) if plan.port not in current]

@@ -282,7 +282,8 @@ class Supervisor(service.MultiService):
         """Re-read the Corefile and switch to it; fires True if the switch happened.
 
         Never fails and always ends: RELOADING=1 is followed by READY=1 within
-        `read_timeout` plus the largest `startup_timeout` of the stanzas it starts.
+        `read_timeout` plus the largest `startup_timeout` of the stanzas it starts,
+        at most `RELOAD_SYNC_LIMIT` (plus stopping the stanzas of a discarded one).
         """
         if self._reloading is not None:
             log.info("kubernetai: a reload is already in progress")

@@ -28,7 +28,7 @@ ENTRY_OVERHEAD = 256
 
 
 class WireCache:
-    """Encoded responses (without OPT) by (qname as sent, qtype, qclass).
+    """Encoded responses (without OPT) by (qname as sent, qtype, qclass, port scope).
 
     :param max_entries: at most this many answers.
     :param max_bytes: at most this many bytes of keys, answers and per-entry overhead
@@ -40,7 +40,7 @@ class WireCache:
         self.max_bytes = max_bytes
         # Ordered for eviction, oldest first: popitem(last=False) is O(1) here, where a
         # plain dict's first key gets slower to find with every entry popped before it.
-        self.entries: OrderedDict[tuple[bytes, int, int], bytes] = OrderedDict()
+        self.entries: OrderedDict[tuple[bytes, int, int, int], bytes] = OrderedDict()
         self.bytes = 0
         self.hits = 0
         self.evictions = 0
@@ -50,13 +50,13 @@ class WireCache:
         """The bytes one entry is charged."""
         return len(qname) + len(stored) + ENTRY_OVERHEAD
 
-    def get(self, key: tuple[bytes, int, int]) -> bytes | None:
+    def get(self, key: tuple[bytes, int, int, int]) -> bytes | None:
         stored = self.entries.get(key)
         if stored is not None:
             self.hits += 1
         return stored
 
-    def put(self, key: tuple[bytes, int, int], stored: bytes) -> None:
+    def put(self, key: tuple[bytes, int, int, int], stored: bytes) -> None:
         """Keep ``stored`` under ``key``, evicting the oldest entries to stay in bounds."""
         cost = self.cost(key[0], stored)
         if cost > self.max_bytes // 4:
@@ -81,16 +81,18 @@ class WireCache:
 class CachingServerFactory(KubernetaiServerFactory):
     """The server factory with a `WireCache` behind its cache hooks."""
 
-    def __init__(self, *args: Any, cache: WireCache, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, cache: WireCache, scope: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.cache = cache
+        # Ports of one process share the cache, and may route one name differently.
+        self.scope = scope
 
     def lookupWireCache(self, qname: bytes, qtype: int, qclass: int) -> bytes | None:
-        return self.cache.get((qname, qtype, qclass))
+        return self.cache.get((qname, qtype, qclass, self.scope))
 
     def storeWireCache(self, qname: bytes, qtype: int, qclass: int, stored: bytes,
                        result: tuple) -> None:
-        self.cache.put((qname, qtype, qclass), stored)
+        self.cache.put((qname, qtype, qclass, self.scope), stored)
 
     def adopt(self, other: KubernetaiServerFactory) -> None:
         super().adopt(other)

@@ -966,6 +966,35 @@ class StreamProtocolTests(SynchronousTestCase):
         self.assertEqual(self.transport.producerState, "producing")
         self.assertEqual(len(self.responses()), 2)
 
+    def test_queries_wait_while_answers_pile_up_unread(self) -> None:
+        """Paused by a full write buffer, buffered queries wait; resumed, they are answered."""
+        self.proto.pauseProducing()
+        wire = b"".join(struct.pack("!H", len(q)) + q for q in [_query_wire()] * 10)
+        self.proto.dataReceived(wire)
+        self.assertEqual(self.responses(), [])
+        self.proto.resumeProducing()
+        self.assertEqual(len(self.responses()), 10)
+
+    def test_outstanding_cap_holds_within_one_read(self) -> None:
+        """One read of many pipelined queries starts at most maxOutstanding of them."""
+        self.proto.maxOutstanding = 3
+        wire = b"".join(struct.pack("!H", len(q)) + q
+                        for q in [_query_wire(f"q{i}.pending.test") for i in range(10)])
+        self.proto.dataReceived(wire)
+        self.assertEqual(len(self.pending), 3)
+        for d in list(self.pending):
+            d.callback(([], [], []))
+        self.assertGreater(len(self.pending), 3)
+
+    def test_closing_connection_is_aborted_after_the_write_timeout(self) -> None:
+        """A client that never reads cannot keep a closing connection open."""
+        aborted = []
+        self.transport.abortConnection = lambda: aborted.append(True)  # type: ignore[method-assign]
+        self.clock.advance(3.1)
+        self.assertTrue(self.transport.disconnecting)
+        self.clock.advance(self.proto.writeTimeout)
+        self.assertEqual(aborted, [True])
+
     def test_idle_close_unregisters_producer(self) -> None:
         """The idle close unregisters the producer so loseConnection takes effect."""
         self.clock.advance(10.1)

@@ -307,6 +307,44 @@ def test_per_client_cap_closes_that_clients_oldest_idle_connection(reactor_runni
         srv.stop()
 
 
+def _reset(s: socket.socket, timeout: float = 5.0) -> bool:
+    """Read until the peer resets the connection: not a polite close after a drain."""
+    s.settimeout(timeout)
+    try:
+        while s.recv(65536):
+            pass
+        return False
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_evicted_non_reader_is_really_closed(reactor_running) -> None:
+    """A client that pipelines and never reads, once evicted, loses its socket at once."""
+    srv = Server(max_tcp_per_client=2, max_tcp_connections=100)
+    try:
+        reader = _connect(srv.port)
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        query = dns.message.make_query("mixed.cluster.local", "A").to_wire()
+        reader.sendall((struct.pack("!H", len(query)) + query) * 2000)
+        wait_for(lambda: srv.factory.tcpConnections.count("127.0.0.1") == 1, timeout=5,
+                 what="the non-reader counted")
+        time.sleep(0.5)
+        (stuck,) = list(srv.factory.tcpConnections._all)
+        second = _connect(srv.port)
+        third = _connect(srv.port)        # evicts the oldest idle one: the non-reader
+        assert _ask_tcp(third, "web.cluster.local").answer
+        # Closed on the server's side although its answers were never read (a polite
+        # close would wait for them to drain, forever).
+        wait_for(lambda: not stuck.transport.connected, timeout=5, what="the evicted socket closed")
+        assert _reset(reader)
+        second.close()
+        third.close()
+    finally:
+        srv.stop()
+
+
 def test_total_cap_refuses_only_when_none_is_idle(reactor_running) -> None:
     """At the total cap an idle connection makes room; with every one busy, refused."""
     srv = Server(max_tcp_per_client=100, max_tcp_connections=5)
