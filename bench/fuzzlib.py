@@ -199,7 +199,7 @@ class QueryFuzzer:
 # Reading a request leniently (what size does its client allow?)
 
 
-def _skip_name(data: bytes, pos: int) -> int:
+def skip_name(data: bytes, pos: int) -> int:
     while True:
         length = data[pos]
         if length == 0:
@@ -222,9 +222,9 @@ def advertised_size(data: bytes) -> int | None:
         qd, an, ns, ar = struct.unpack_from("!HHHH", data, 4)
         pos = 12
         for _ in range(qd):
-            pos = _skip_name(data, pos) + 4
+            pos = skip_name(data, pos) + 4
         for index in range(an + ns + ar):
-            start = _skip_name(data, pos)
+            start = skip_name(data, pos)
             rtype, rclass, _, rdlen = struct.unpack_from("!HHIH", data, start)
             pos = start + 10 + rdlen
             if pos > len(data):

@@ -27,10 +27,12 @@ million packets to a running server.
 from __future__ import annotations
 
 import os
+import sys
 import struct
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import dns.edns
@@ -52,6 +54,10 @@ from kubernetai.server import PortPlan, build_factory, compile_corefile, connect
 from kubernetai.wirecache import WireCache
 
 from conftest import EXAMPLES
+
+# The lenient request reader is the one bench/fuzz_udp.py uses at scale.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from fuzzlib import skip_name  # noqa: E402
 
 # Corefile.example's layout (errors and log on), plus a block whose only stanza falls
 # through: its unknown names are SERVFAIL with an errors line, so errors lines get fuzzed.
@@ -281,23 +287,6 @@ class Scan:
     cookies: list[bytes]            # the COOKIE options of that OPT record
 
 
-def _skip_name(data: bytes, pos: int) -> int:
-    """Offset after the (possibly compressed) name at pos; a pointer ends the name."""
-    while True:
-        length = data[pos]
-        if length == 0:
-            return pos + 1
-        if length >= 0xC0:
-            if pos + 2 > len(data):
-                raise ValueError("truncated pointer")
-            return pos + 2
-        if length > 63:
-            raise ValueError("bad label type")
-        pos += 1 + length
-        if pos > len(data):
-            raise ValueError("label overflows")
-
-
 def scan(data: bytes) -> Scan | None:
     """The request's last OPT record, as any lenient parser reads it; None if it cannot."""
     last: tuple[int, bytes] | None = None
@@ -305,9 +294,9 @@ def scan(data: bytes) -> Scan | None:
         qd, an, ns, ar = struct.unpack_from("!HHHH", data, 4)
         pos = 12
         for _ in range(qd):
-            pos = _skip_name(data, pos) + 4
+            pos = skip_name(data, pos) + 4
         for index in range(an + ns + ar):
-            start = _skip_name(data, pos)
+            start = skip_name(data, pos)
             rtype, rclass, _, rdlen = struct.unpack_from("!HHIH", data, start)
             pos = start + 10 + rdlen
             if pos > len(data):
