@@ -26,7 +26,7 @@ from twisted.logger import Logger
 
 from . import objects
 from .cache import ClusterCache
-from .informer import Changes, Informer, Replace, Watched, lister
+from .informer import Changes, Informer, Replace, Watched, excerpt, lister
 from .stanza import StanzaConfig, kube_client_config, plain_http_credentials
 
 POD_PHASES = "status.phase!=Succeeded,status.phase!=Failed,status.phase!=Unknown"
@@ -284,11 +284,12 @@ def _describe_status(error: Any, url: str) -> str:
             message = str(body.get("message") or "")
     except (TypeError, ValueError):
         pass
-    status = f"HTTP {error.status} {error.reason or ''}".rstrip()
+    message = excerpt(message)
+    status = f"HTTP {error.status} {excerpt(str(error.reason or ''), 80)}".rstrip()
     if error.status == 401:
         lead = f"{url} refused the credentials ({status})"
     elif error.status == 403:
         lead = f"{url} does not allow this ({status}): the stanza needs list and watch"
     else:
         lead = f"{url} answered {status}"
-    return lead + (f": {message[:200]}" if message else "")
+    return lead + (f": {message}" if message else "")

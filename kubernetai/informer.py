@@ -908,6 +908,16 @@ def _data_ready(response: Any, wait: float) -> bool:
         return False
 
 
+def excerpt(text: str, limit: int = 200) -> str:
+    """At most `limit` characters of an API server's message, control characters escaped.
+
+    The message comes from the API server's answer: it must not be able to start a new
+    line in a log, in STATUS or in `check`'s output, nor fill them.
+    """
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return shown + ("..." if len(text) > limit else "")
+
+
 def _describe(error: BaseException) -> str:
     if isinstance(error, ApiException):
         message = ""
@@ -915,9 +925,11 @@ def _describe(error: BaseException) -> str:
             body = json.loads(error.body or "")
             if isinstance(body, dict):
                 message = str(body.get("message") or body.get("reason") or "")
-        except ValueError:
-            message = (error.body or "")[:200]
-        return f"HTTP {error.status} {error.reason or ''}{': ' + message if message else ''}"
+        except (TypeError, ValueError):
+            message = str(error.body or "")
+        message = excerpt(message)
+        return f"HTTP {error.status} {excerpt(str(error.reason or ''), 80)}" + (
+            f": {message}" if message else "")
     if isinstance(error, urllib3.exceptions.MaxRetryError) and error.reason is not None:
         return _describe(error.reason)
     if isinstance(error, _StreamBroken):

@@ -37,6 +37,7 @@ from twisted.python.failure import Failure
 
 from . import corefile
 from .cluster import Cluster
+from .informer import excerpt
 from .resolver import StanzaResolver
 from .sdnotify import Notifier
 from .server import KubernetaiService, PortPlan, clusters_of, compile_corefile, connect_all
@@ -391,7 +392,7 @@ class Supervisor(service.MultiService):
 def _not_synced(cluster: Cluster) -> str:
     """Which stanza did not sync, in how long, and the API server's last answer."""
     config = cluster.config
-    why = _excerpt(_last_error(cluster))
+    why = excerpt(_last_error(cluster))
     return (f"{config.filename}:{config.line} {config.primary_zone.rstrip('.')} did not "
             f"sync within {config.startup_timeout:g}s" + (f" ({why})" if why else ""))
 
@@ -408,16 +409,6 @@ def _last_error(cluster: Cluster) -> str:
     errors = [informer.stats.last_error for informer in getattr(cluster, "_informers", [])
               if informer.stats.last_error]
     return "; ".join(dict.fromkeys(errors))
-
-
-def _excerpt(text: str, limit: int = 200) -> str:
-    """At most `limit` characters of an API server's message, control characters escaped.
-
-    The message comes from the API server's answer: it must not be able to start a new
-    line in the log or in STATUS, nor fill them.
-    """
-    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
-    return shown + ("..." if len(text) > limit else "")
 
 
 def _set_sigusr1(handler: Any) -> None:

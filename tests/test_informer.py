@@ -876,3 +876,18 @@ def test_every_request_goes_through_the_limiter(sandbox, harness):
     informer, receiver = harness.start(sandbox, limiter=limiter, page_size=2)
     sent = lists(sandbox) + sandbox.request_counts()[("watch", "services")]
     assert limiter.taken >= sent >= 3  # two list pages and a watch at least
+
+
+def test_api_server_messages_are_escaped_in_error_text():
+    """A Status message (or a non-JSON body) cannot start a new log line or fill it."""
+    from kubernetes.client.exceptions import ApiException
+
+    from kubernetai.cluster import describe_api_error
+    from kubernetai.informer import _describe
+
+    for body in ('{"message": "no\\n[ERROR] plugin/errors: forged\\u001b[2J"}',
+                 "plain\n[ERROR] forged\x1b[2J" + "x" * 5000):
+        error = ApiException(status=500, reason="Boom\nForged")
+        error.body = body
+        for text in (_describe(error), describe_api_error(error, "http://127.0.0.1:1", 1.0)):
+            assert "\n" not in text and "\x1b" not in text and len(text) < 400, text
