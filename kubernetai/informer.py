@@ -718,7 +718,7 @@ class Informer:
             converted = self._convert(obj)
         except Exception:  # noqa: BLE001 - one odd object must not stop the informer
             log.failure("informer {name}: convert() failed on {key}; skipping it",
-                        name=self.name, key=object_key(obj))
+                        name=self.name, key=excerpt(object_key(obj), 120))
             converted = None
         if converted is None:
             self.stats.skipped += 1
