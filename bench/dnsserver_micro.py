@@ -6,7 +6,7 @@ Feeds N encoded queries to the datagram protocol of
     replaced by a list append);
   * the same with ``dns._EDNSMessage`` decode/encode round trips, to price EDNS in
     stock Twisted;
-  * ``kubernetai.dnsserver.KubernetaiServerFactory`` + its datagram protocol (its
+  * ``kubernetai.core.dnsserver.KubernetaiServerFactory`` + its datagram protocol (its
     ``socket.sendto`` replaced by a list append);
 and prints microseconds per query.  No sockets, no reactor: this is the Python cost
 per query that bounds QPS, not a QPS figure.
@@ -22,8 +22,8 @@ import time
 from twisted.internet import defer
 from twisted.names import dns, server
 
-from kubernetai.dnsserver import DNSDatagramServerProtocol, KubernetaiServerFactory
-from kubernetai.negative import AuthoritativeNameError
+from kubernetai.core.dnsserver import DNSDatagramServerProtocol, KubernetaiServerFactory
+from kubernetai.core.negative import AuthoritativeNameError
 
 ZONE = b"cluster.local"
 SOA = dns.RRHeader(ZONE, dns.SOA, ttl=30, auth=True, payload=dns.Record_SOA(

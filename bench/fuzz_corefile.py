@@ -75,8 +75,8 @@ def _located(error: Any) -> list[str]:
 
 def read_corefile(path: Path) -> dict[str, Any]:
     """Parse and compile as `kubernetai check` does, without connecting; classify."""
-    from kubernetai.corefile import CorefileError, parse_file
-    from kubernetai.server import compile_corefile, warnings_for
+    from kubernetai.corefile.parser import CorefileError, parse_file
+    from kubernetai.app.server import compile_corefile, warnings_for
     try:
         blocks = parse_file(path, environ=COREFILE_ENV)
         notes = ([n for plan in compile_corefile(blocks) for n in warnings_for(plan)]

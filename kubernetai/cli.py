@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Kubernetes DNS for several clusters from one server.")
     parser.add_argument("--version", action="version", version=f"kubernetai {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from . import demo
+    from kubernetai.sandbox import demo
     from .sandbox import command as sandbox_command
     demo.add_commands(subparsers)
     sandbox_command.add_commands(subparsers)

@@ -26,11 +26,11 @@ from twisted.names.common import ResolverBase
 from twisted.names.error import DomainError
 from zope.interface import implementer
 
-from . import corefile
-from .cluster import Cluster
-from .dnsserver import ZoneRouter
-from .resolver import StanzaResolver
-from .server import compile_corefile
+from kubernetai.corefile import parser as corefile
+from kubernetai.plugins.kubernetai.controller import Cluster
+from kubernetai.core.dnsserver import ZoneRouter
+from kubernetai.plugins.kubernetai.handler import StanzaResolver
+from kubernetai.app.server import compile_corefile
 
 __all__ = ["KubernetaiResolver", "StanzaOptions"]
 

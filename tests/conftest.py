@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from kubernetai import reactor_thread
+from kubernetai.pkg import reactor_thread
 from kubernetai.sandbox.server import Sandbox
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

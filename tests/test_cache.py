@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kubernetai.cache import ADDED, DELETED, MODIFIED, ClusterCache
-from kubernetai.objects import (
+from kubernetai.plugins.kubernetai.cache import ADDED, DELETED, MODIFIED, ClusterCache
+from kubernetai.plugins.kubernetai.objects import (
     endpoint_slice_from_json,
     mc_endpoint_slice_from_json,
     namespace_from_json,

@@ -18,12 +18,13 @@ import yaml
 from twisted.logger import globalLogPublisher
 
 from conftest import wait_for
-from kubernetai import cli, corefile
-from kubernetai.cluster import Cluster
-from kubernetai.reactor_thread import in_reactor
+from kubernetai import cli
+from kubernetai.corefile import parser as corefile
+from kubernetai.plugins.kubernetai.controller import Cluster
+from kubernetai.pkg.reactor_thread import in_reactor
 from kubernetai.sandbox.server import Sandbox
 from kubernetai.sandbox.tls import TLSFiles, generate
-from kubernetai.stanza import parse_stanza
+from kubernetai.plugins.kubernetai.config import parse_stanza
 
 TOKEN = "check-connect-token"
 

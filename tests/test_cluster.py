@@ -1,4 +1,4 @@
-"""Tests for kubernetai.cluster: what a stanza watches, and its informers against a sandbox."""
+"""Tests for kubernetai.plugins.kubernetai.controller: what a stanza watches, and its informers against a sandbox."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from typing import Any, Callable, Iterator
 import pytest
 from twisted.internet import task
 
-from kubernetai import corefile
+from kubernetai.corefile import parser as corefile
 from conftest import wait_for
-from kubernetai.cluster import MC_SERVICE_LABEL, POD_PHASES, Cluster, watched_for
-from kubernetai.informer import Changes, Replace, Watched
-from kubernetai.objects import namespace_from_json, service_from_json
-from kubernetai.reactor_thread import in_reactor
+from kubernetai.plugins.kubernetai.controller import MC_SERVICE_LABEL, POD_PHASES, Cluster, watched_for
+from kubernetai.plugins.kubernetai.informer import Changes, Replace, Watched
+from kubernetai.plugins.kubernetai.objects import namespace_from_json, service_from_json
+from kubernetai.pkg.reactor_thread import in_reactor
 from kubernetai.sandbox.server import Sandbox
-from kubernetai.stanza import StanzaConfig, parse_stanza
+from kubernetai.plugins.kubernetai.config import StanzaConfig, parse_stanza
 
 
 def config_of(body: str = "", zones: str = "cluster.local", filename: str = "Corefile",

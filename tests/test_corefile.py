@@ -1,4 +1,4 @@
-"""Tests for kubernetai.corefile: the Corefile grammar as CoreDNS reads it."""
+"""Tests for kubernetai.corefile.parser: the Corefile grammar as CoreDNS reads it."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kubernetai import corefile
-from kubernetai.corefile import (
+from kubernetai.corefile import parser as corefile
+from kubernetai.corefile.parser import (
     MAX_FILE_BYTES,
     MAX_IMPORT_DEPTH,
     MAX_IMPORTED_FILES,

@@ -1,4 +1,4 @@
-"""Tests for `kubernetai check` (kubernetai.demo.run_check) through the console entry point."""
+"""Tests for `kubernetai check` (kubernetai.sandbox.demo.run_check) through the console entry point."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from kubernetai import cli, demo
+from kubernetai import cli
+from kubernetai.sandbox import demo
 
 ROOT = Path(__file__).resolve().parent.parent
 COREFILES = Path(__file__).resolve().parent / "corefiles"

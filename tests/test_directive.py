@@ -1,4 +1,4 @@
-"""Tests for kubernetai.directive: the entry-point registry and the chain order rule."""
+"""Tests for kubernetai.core.registry: the entry-point registry and the chain order rule."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ from importlib.metadata import EntryPoint, entry_points
 import pytest
 from twisted.names.common import ResolverBase
 
-from kubernetai import corefile
-from kubernetai.corefile import CorefileError, Directive
-from kubernetai.directive import GROUP, BlockBuilder, DirectivePlugin, Registry
-from kubernetai.directives.bind import BindDirective
-from kubernetai.directives.errors import ErrorsDirective
-from kubernetai.directives.kubernetai import KubernetaiDirective
-from kubernetai.directives.log import LogDirective
-from kubernetai.resolver import StanzaResolver
+from kubernetai.corefile import parser as corefile
+from kubernetai.corefile.parser import CorefileError, Directive
+from kubernetai.core.registry import GROUP, BlockBuilder, DirectivePlugin, Registry
+from kubernetai.plugins.bind.setup import BindDirective
+from kubernetai.plugins.errors.setup import ErrorsDirective
+from kubernetai.plugins.kubernetai.setup import KubernetaiDirective
+from kubernetai.plugins.log.setup import LogDirective
+from kubernetai.plugins.kubernetai.handler import StanzaResolver
 
 SHIPPED = {"bind": BindDirective, "errors": ErrorsDirective,
            "kubernetai": KubernetaiDirective, "log": LogDirective}

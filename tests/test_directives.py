@@ -11,15 +11,15 @@ import dns.rcode
 import dns.rrset
 import pytest
 
-from kubernetai import corefile
-from kubernetai.cluster import Cluster
-from kubernetai.corefile import CorefileError
-from kubernetai.directive import BlockBuilder
-from kubernetai.directives.bind import BindDirective
-from kubernetai.directives.errors import ErrorsDirective
-from kubernetai.logwriter import STDOUT, LineWriter
-from kubernetai.directives.kubernetai import KubernetaiDirective
-from kubernetai.directives.log import (
+from kubernetai.corefile import parser as corefile
+from kubernetai.plugins.kubernetai.controller import Cluster
+from kubernetai.corefile.parser import CorefileError
+from kubernetai.core.registry import BlockBuilder
+from kubernetai.plugins.bind.setup import BindDirective
+from kubernetai.plugins.errors.setup import ErrorsDirective
+from kubernetai.pkg.logwriter import STDOUT, LineWriter
+from kubernetai.plugins.kubernetai.setup import KubernetaiDirective
+from kubernetai.plugins.log.setup import (
     COMBINED,
     COMMON,
     LogDirective,
@@ -27,8 +27,8 @@ from kubernetai.directives.log import (
     format_record,
     response_class,
 )
-from kubernetai.dnsserver import KubernetaiServerFactory, QueryLog
-from kubernetai.resolver import StanzaResolver
+from kubernetai.core.dnsserver import KubernetaiServerFactory, QueryLog
+from kubernetai.plugins.kubernetai.handler import StanzaResolver
 
 PLUGINS = {"bind": BindDirective(), "errors": ErrorsDirective(), "log": LogDirective(),
            "kubernetai": KubernetaiDirective()}

@@ -1,4 +1,4 @@
-"""Tests for kubernetai.dnsserver: what goes on the wire, checked against CoreDNS's rules.
+"""Tests for kubernetai.core.dnsserver: what goes on the wire, checked against CoreDNS's rules.
 
 End-to-end tests run a server on the session reactor thread and query it over real
 UDP/TCP sockets with dnspython (or raw sockets for malformed input); unit tests drive
@@ -30,8 +30,8 @@ from twisted.names import dns as tdns
 from twisted.names import error as tderror
 from twisted.trial.unittest import SynchronousTestCase
 
-from kubernetai import reactor_thread
-from kubernetai.dnsserver import (
+from kubernetai.pkg import reactor_thread
+from kubernetai.core.dnsserver import (
     KubernetaiServerFactory,
     QueryLog,
     Request,
@@ -39,7 +39,7 @@ from kubernetai.dnsserver import (
     listen,
     normalize_zone,
 )
-from kubernetai.negative import AuthoritativeNameError, FallThrough, Refused, ServerFailure
+from kubernetai.core.negative import AuthoritativeNameError, FallThrough, Refused, ServerFailure
 
 ZONE = b"cluster.local"
 

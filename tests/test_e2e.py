@@ -18,9 +18,9 @@ import dns.rdatatype
 import pytest
 from twisted.internet import defer
 
-from kubernetai import reactor_thread
+from kubernetai.pkg import reactor_thread
 from kubernetai.sandbox.server import Sandbox
-from kubernetai.server import KubernetaiService, load_service
+from kubernetai.app.server import KubernetaiService, load_service
 
 from conftest import EXAMPLES, free_dns_port, wait_for
 

@@ -10,7 +10,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from kubernetai import reactor_thread
+from kubernetai.pkg import reactor_thread
 from kubernetai.sandbox.server import Sandbox
 
 from test_e2e import answers, ask, start_server

@@ -18,7 +18,8 @@ from twisted.names.error import AuthoritativeDomainError, DomainError
 from zope.interface.verify import verifyObject
 
 import kubernetai
-from kubernetai import CorefileError, KubernetaiResolver, StanzaOptions, reactor_thread
+from kubernetai import CorefileError, KubernetaiResolver, StanzaOptions
+from kubernetai.pkg import reactor_thread
 
 from conftest import EXAMPLES
 

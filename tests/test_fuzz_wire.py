@@ -46,12 +46,12 @@ from hypothesis import strategies as st
 from twisted.internet import defer, reactor
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
-from kubernetai import corefile
-from kubernetai.dnsserver import type_name
-from kubernetai.reactor_thread import in_reactor
+from kubernetai.corefile import parser as corefile
+from kubernetai.core.dnsserver import type_name
+from kubernetai.pkg.reactor_thread import in_reactor
 from kubernetai.sandbox.server import Sandbox
-from kubernetai.server import PortPlan, build_factory, compile_corefile, connect_all
-from kubernetai.wirecache import WireCache
+from kubernetai.app.server import PortPlan, build_factory, compile_corefile, connect_all
+from kubernetai.core.wirecache import WireCache
 
 from conftest import EXAMPLES
 
@@ -182,12 +182,12 @@ class Harness:
         """Twisted log observer: failures of the request path, errors lines gone astray."""
         namespace = event.get("log_namespace", "")
         level = event.get("log_level")
-        if namespace.startswith("kubernetai.dnsserver") and (
+        if namespace.startswith("kubernetai.core.dnsserver") and (
                 "log_failure" in event or level in (LogLevel.error, LogLevel.critical)):
             failure = event.get("log_failure")
             trace = failure.getTraceback() if failure is not None else ""
             self.failures.append(f"{formatEvent(event)}\n{trace}")
-        elif namespace == "kubernetai.server" and level == LogLevel.error:
+        elif namespace == "kubernetai.app.server" and level == LogLevel.error:
             self.misrouted.append(formatEvent(event))
 
     def exchange(self, data: bytes, udp: bool) -> Exchange:

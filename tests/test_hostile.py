@@ -28,10 +28,10 @@ from twisted.internet import defer
 from twisted.logger import globalLogPublisher
 from twisted.names import dns as tdns
 
-from kubernetai import reactor_thread
-from kubernetai.dnsname import presentation
-from kubernetai.dnsserver import KubernetaiServerFactory, listen
-from kubernetai.wirecache import CachingServerFactory, WireCache
+from kubernetai.pkg import reactor_thread
+from kubernetai.pkg.dnsname import presentation
+from kubernetai.core.dnsserver import KubernetaiServerFactory, listen
+from kubernetai.core.wirecache import CachingServerFactory, WireCache
 
 from conftest import free_dns_port, wait_for
 from test_dnsserver import Server, ZoneResolver, recv_tcp_message
@@ -440,7 +440,7 @@ def test_connection_bookkeeping_survives_churn(reactor_running) -> None:
 def test_fd_limit_raised_to_hard_limit() -> None:
     """Like a Go binary, the server may use every descriptor the hard limit allows."""
     import resource
-    from kubernetai.dnsserver import default_max_tcp_connections
+    from kubernetai.core.dnsserver import default_max_tcp_connections
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     cap = default_max_tcp_connections()
     soft_after, _ = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -14,7 +14,7 @@ import pytest
 from kubernetes import client, config
 
 from conftest import wait_for
-from kubernetai.informer import STALL_TIMEOUT, Changes, Informer, Replace, Watched
+from kubernetai.plugins.kubernetai.informer import STALL_TIMEOUT, Changes, Informer, Replace, Watched
 from kubernetai.sandbox.server import Sandbox
 
 
@@ -561,7 +561,7 @@ def reset_history_in_place(server: Sandbox, rv: int) -> None:
     """Restart the server's resourceVersions at `rv` under its open watches, which stay
     open: what a server that never checks a watch's resourceVersion against its history
     (as the sandbox did not) shows a client after a restore."""
-    from kubernetai import reactor_thread
+    from kubernetai.pkg import reactor_thread
 
     def reset() -> None:
         server.store.rv = rv
@@ -728,7 +728,7 @@ def test_stop_during_backoff(sandbox, harness):
 def test_nothing_is_delivered_after_stop(sandbox, harness):
     """Batches already on their way to the reactor are dropped once stop() was called."""
     from twisted.internet import reactor
-    from kubernetai import reactor_thread
+    from kubernetai.pkg import reactor_thread
 
     informer, receiver = harness.start(sandbox)
     before = len(receiver.batches)
@@ -756,7 +756,7 @@ def test_informers_do_not_share_connections(sandbox, harness):
 
 def test_event_handling_without_a_server():
     """Unknown event types are skipped, ERROR 410 means re-list, other ERRORs and junk fail."""
-    from kubernetai import informer as module
+    from kubernetai.plugins.kubernetai import informer as module
 
     informer = Informer(client.ApiClient(), Watched("services"), convert=lambda o: o,
                         deliver=print)
@@ -801,7 +801,7 @@ TOO_LARGE = (b'{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failur
 def test_history_moved_events_without_a_server(line):
     """The too-large Status in an ERROR event, and any event or bookmark older than the
     last resourceVersion seen, mean the server's history moved: nothing is applied."""
-    from kubernetai import informer as module
+    from kubernetai.plugins.kubernetai import informer as module
 
     informer = Informer(client.ApiClient(), Watched("services"), convert=lambda o: o,
                         deliver=print)
@@ -815,7 +815,7 @@ def test_history_moved_events_without_a_server(line):
 def test_equal_newer_and_opaque_versions_are_not_a_move():
     """Equal or newer resourceVersions go on; non-numeric ones are never compared, and a
     504 that is not about resourceVersions is an ordinary error."""
-    from kubernetai import informer as module
+    from kubernetai.plugins.kubernetai import informer as module
 
     informer = Informer(client.ApiClient(), Watched("services"), convert=lambda o: o,
                         deliver=print)
@@ -840,7 +840,7 @@ def test_http_504_too_large_is_a_history_move():
     proxy or an ordinary timeout does not."""
     from kubernetes.client.rest import ApiException
 
-    from kubernetai import informer as module
+    from kubernetai.plugins.kubernetai import informer as module
 
     def error(body: bytes) -> ApiException:
         made = ApiException(status=504, reason="Gateway Timeout")
@@ -860,7 +860,7 @@ def test_unknown_resource_is_rejected():
 
 def test_every_request_goes_through_the_limiter(sandbox, harness):
     """With a limiter (apiserver_qps/_burst/_max_inflight), each list and watch takes a slot."""
-    from kubernetai.stanza import RequestLimiter
+    from kubernetai.plugins.kubernetai.config import RequestLimiter
 
     class Counting(RequestLimiter):
         def __init__(self) -> None:
@@ -882,8 +882,8 @@ def test_api_server_messages_are_escaped_in_error_text():
     """A Status message (or a non-JSON body) cannot start a new log line or fill it."""
     from kubernetes.client.exceptions import ApiException
 
-    from kubernetai.cluster import describe_api_error
-    from kubernetai.informer import _describe
+    from kubernetai.plugins.kubernetai.controller import describe_api_error
+    from kubernetai.plugins.kubernetai.informer import _describe
 
     for body in ('{"message": "no\\n[ERROR] plugin/errors: forged\\u001b[2J"}',
                  "plain\n[ERROR] forged\x1b[2J" + "x" * 5000):

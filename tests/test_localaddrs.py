@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from kubernetai.localaddrs import interface_addresses, server_addresses, usable
+from kubernetai.pkg.localaddrs import interface_addresses, server_addresses, usable
 
 
 @pytest.mark.parametrize("given, expected", [

@@ -1,4 +1,4 @@
-"""Tests for kubernetai.negative: the resolver → server exception contract."""
+"""Tests for kubernetai.core.negative: the resolver → server exception contract."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from twisted.internet import defer
 from twisted.names import dns, error, resolve
 from twisted.trial.unittest import SynchronousTestCase
 
-from kubernetai.negative import (
+from kubernetai.core.negative import (
     AuthoritativeNameError,
     FallThrough,
     Refused,

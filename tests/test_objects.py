@@ -7,7 +7,7 @@ from dataclasses import FrozenInstanceError
 
 import pytest
 
-from kubernetai.objects import (
+from kubernetai.plugins.kubernetai.objects import (
     NO_PORTS,
     EndpointAddress,
     Port,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubernetai.qname import EMPTY_REQUEST, InvalidRequest, Request, parse_request, trim_zone
+from kubernetai.plugins.kubernetai.qname import EMPTY_REQUEST, InvalidRequest, Request, parse_request, trim_zone
 
 Z = "cluster.local."
 

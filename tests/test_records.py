@@ -19,8 +19,8 @@ from dataclasses import replace
 import pytest
 from twisted.names import dns
 
-from kubernetai.cache import ClusterCache
-from kubernetai.objects import (
+from kubernetai.plugins.kubernetai.cache import ClusterCache
+from kubernetai.plugins.kubernetai.objects import (
     endpoint_slice_from_json,
     mc_endpoint_slice_from_json,
     namespace_from_json,
@@ -28,7 +28,7 @@ from kubernetai.objects import (
     service_from_json,
     service_import_from_json,
 )
-from kubernetai.records import (
+from kubernetai.plugins.kubernetai.records import (
     Answer,
     AnswerOptions,
     answer,
@@ -944,7 +944,7 @@ def test_memo_is_per_options():
 
 def test_memo_is_bounded(monkeypatch):
     """The memo never holds more records than MEMO_MAX_RECORDS."""
-    import kubernetai.records as records
+    import kubernetai.plugins.kubernetai.records as records
 
     monkeypatch.setattr(records, "MEMO_MAX_RECORDS", 10)
     cache = build_cache()
@@ -955,7 +955,7 @@ def test_memo_is_bounded(monkeypatch):
 
 def test_table_without_memo(monkeypatch):
     """With the memo disabled every table row gives the same sections."""
-    import kubernetai.records as records
+    import kubernetai.plugins.kubernetai.records as records
 
     monkeypatch.setattr(records, "MEMO_MAX_RECORDS", 0)
     caches = {False: build_cache(), True: build_cache(with_zones=True)}

@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 
 import kubernetai
-from kubernetai import cli, corefile, tap
-from kubernetai.corefile import Directive
-from kubernetai.directive import Registry
-from kubernetai.stanza import OPTION_NAMES
+from kubernetai import cli
+from kubernetai.corefile import parser as corefile
+from kubernetai.app import tap
+from kubernetai.corefile.parser import Directive
+from kubernetai.core.registry import Registry
+from kubernetai.plugins.kubernetai.config import OPTION_NAMES
 
 REFERENCE = (Path(__file__).resolve().parent.parent / "docs" / "reference.md").read_text()
 

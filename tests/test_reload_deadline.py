@@ -21,8 +21,8 @@ from typing import Any, Iterator
 import pytest
 from twisted.internet import defer
 
-from kubernetai.reactor_thread import in_reactor
-from kubernetai.supervisor import MAX_ABANDONED, Supervisor
+from kubernetai.pkg.reactor_thread import in_reactor
+from kubernetai.app.supervisor import MAX_ABANDONED, Supervisor
 
 from conftest import free_dns_port, wait_for
 from test_e2e import answers, ask

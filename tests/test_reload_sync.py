@@ -20,7 +20,7 @@ import pytest
 
 from kubernetai.sandbox.server import Sandbox
 from kubernetai.sandbox.tls import write_kubeconfig
-from kubernetai.informer import excerpt as _excerpt
+from kubernetai.plugins.kubernetai.informer import excerpt as _excerpt
 
 from conftest import wait_for
 from test_e2e import answers, ask

@@ -1,4 +1,4 @@
-"""Tests for kubernetai.resolver: a stanza's answers mapped onto the resolver contract.
+"""Tests for kubernetai.plugins.kubernetai.handler: a stanza's answers mapped onto the resolver contract.
 
 Each stanza reads a ClusterCache filled from realistic API JSON through the
 ``*_from_json`` converters; no thread, no socket, no reactor (the Deferreds fire at once).
@@ -14,13 +14,14 @@ from twisted.internet import defer, task
 from twisted.names import dns
 from twisted.python.failure import Failure
 
-from kubernetai import corefile, records
-from kubernetai.cache import ClusterCache
-from kubernetai.cluster import Cluster
-from kubernetai.negative import AuthoritativeNameError, FallThrough, Refused, ServerFailure
-from kubernetai.objects import endpoint_slice_from_json, namespace_from_json, service_from_json
-from kubernetai.resolver import StanzaResolver, answer_options
-from kubernetai.stanza import parse_stanza
+from kubernetai.corefile import parser as corefile
+from kubernetai.plugins.kubernetai import records
+from kubernetai.plugins.kubernetai.cache import ClusterCache
+from kubernetai.plugins.kubernetai.controller import Cluster
+from kubernetai.core.negative import AuthoritativeNameError, FallThrough, Refused, ServerFailure
+from kubernetai.plugins.kubernetai.objects import endpoint_slice_from_json, namespace_from_json, service_from_json
+from kubernetai.plugins.kubernetai.handler import StanzaResolver, answer_options
+from kubernetai.plugins.kubernetai.config import parse_stanza
 
 NOW = 1700000000.5
 SERIAL = 1700000000

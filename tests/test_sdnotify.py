@@ -1,4 +1,4 @@
-"""kubernetai.sdnotify against a real AF_UNIX datagram socket standing in for systemd."""
+"""kubernetai.app.sdnotify against a real AF_UNIX datagram socket standing in for systemd."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 
-from kubernetai.sdnotify import MAX_DATAGRAM, Notifier
+from kubernetai.app.sdnotify import MAX_DATAGRAM, Notifier
 
 
 class FakeSystemd:
@@ -66,7 +66,7 @@ def warnings() -> Iterator[list[dict]]:
     events: list[dict] = []
 
     def observer(event: dict) -> None:
-        if event.get("log_namespace") == "kubernetai.sdnotify" and event["log_level"].name in (
+        if event.get("log_namespace") == "kubernetai.app.sdnotify" and event["log_level"].name in (
                 "warn", "error", "critical"):
             events.append(event)
 

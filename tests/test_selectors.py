@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from kubernetai.selectors import (
+from kubernetai.pkg.selectors import (
     EVERYTHING,
     EVERYTHING_FIELDS,
     FieldSelector,

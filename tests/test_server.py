@@ -1,4 +1,4 @@
-"""Tests for kubernetai.server: a Corefile compiled into ports, blocks and chains, and run."""
+"""Tests for kubernetai.app.server: a Corefile compiled into ports, blocks and chains, and run."""
 
 from __future__ import annotations
 
@@ -16,17 +16,17 @@ from twisted.names import dns as tdns
 from twisted.names.common import ResolverBase
 from twisted.names.resolve import ResolverChain
 
-from kubernetai import corefile
-from kubernetai.cluster import Cluster
-from kubernetai.corefile import CorefileError
-from kubernetai.directive import GROUP, BlockBuilder, Registry
-from kubernetai.dnsserver import QueryLog
-from kubernetai.logwriter import STDOUT
-from kubernetai.negative import FallThrough
-from kubernetai.reactor_thread import in_reactor
-from kubernetai.resolver import StanzaResolver
+from kubernetai.corefile import parser as corefile
+from kubernetai.plugins.kubernetai.controller import Cluster
+from kubernetai.corefile.parser import CorefileError
+from kubernetai.core.registry import GROUP, BlockBuilder, Registry
+from kubernetai.core.dnsserver import QueryLog
+from kubernetai.pkg.logwriter import STDOUT
+from kubernetai.core.negative import FallThrough
+from kubernetai.pkg.reactor_thread import in_reactor
+from kubernetai.plugins.kubernetai.handler import StanzaResolver
 from kubernetai.sandbox.server import Sandbox
-from kubernetai.server import (
+from kubernetai.app.server import (
     KubernetaiService,
     PortPlan,
     build_factory,
@@ -207,7 +207,7 @@ b.local:1053 {
 
 
 def query_log(name: str) -> QueryLog:
-    from kubernetai.dnsserver import KubernetaiServerFactory
+    from kubernetai.core.dnsserver import KubernetaiServerFactory
     wire = dns.message.make_query(name, "A", id=7).to_wire()
     req = KubernetaiServerFactory({"x": None}).parseRequest(wire, True)
     response = bytearray(wire)

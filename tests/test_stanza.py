@@ -1,4 +1,4 @@
-"""Tests for kubernetai.stanza: one kubernetai stanza's options, as CoreDNS 1.14 checks them."""
+"""Tests for kubernetai.plugins.kubernetai.config: one kubernetai stanza's options, as CoreDNS 1.14 checks them."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from kubernetai import corefile
-from kubernetai.corefile import CorefileError
-from kubernetai.stanza import (
+from kubernetai.corefile import parser as corefile
+from kubernetai.corefile.parser import CorefileError
+from kubernetai.plugins.kubernetai.config import (
     DEFAULT_STARTUP_TIMEOUT,
     Fall,
     RequestLimiter,

@@ -1,4 +1,4 @@
-"""Tests for kubernetai.tap: `twistd kubernetai` options and the service they make."""
+"""Tests for kubernetai.app.tap: `twistd kubernetai` options and the service they make."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from twisted.application.service import IService, IServiceMaker
 from twisted.python import usage
 
-from kubernetai import tap
-from kubernetai.server import KubernetaiService
-from kubernetai.supervisor import Supervisor
+from kubernetai.app import tap
+from kubernetai.app.server import KubernetaiService
+from kubernetai.app.supervisor import Supervisor
 
 COREFILE = """\
 cluster.local:1053 example.local:2053 {
@@ -36,7 +36,7 @@ def corefile(tmp_path: Path) -> Path:
 
 
 def test_service_maker_points_at_this_module() -> None:
-    """The twistd plugin is named kubernetai and takes its options from kubernetai.tap."""
+    """The twistd plugin is named kubernetai and takes its options from kubernetai.app.tap."""
     from twisted.plugins import kubernetai_plugin
 
     maker = kubernetai_plugin.kubernetai

@@ -6,7 +6,7 @@ import dns.edns
 import dns.flags
 import dns.message
 import dns.rcode
-from kubernetai.wirecache import CachingServerFactory, WireCache
+from kubernetai.core.wirecache import CachingServerFactory, WireCache
 
 from conftest import wait_for
 

@@ -27,7 +27,7 @@ from twisted.python import log
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from ..selectors import SelectorError, parse_field_selector, parse_label_selector
+from kubernetai.pkg.selectors import SelectorError, parse_field_selector, parse_label_selector
 from . import openapi, resources, tables, tls
 from .faults import ErrorRule, Faults
 from .freshness import DEFAULT_DELAY, Freshness

@@ -19,7 +19,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
 from twisted.web.server import Site
 
-from .. import reactor_thread
+from kubernetai.pkg import reactor_thread
 from . import manifests, resources, synthetic, tls
 from .api import ApiSettings, KubernetesAPI
 from .faults import Faults, parse_action

@@ -29,7 +29,7 @@ from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
-from ..selectors import FieldSelector, LabelSelector
+from kubernetai.pkg.selectors import FieldSelector, LabelSelector
 from . import defaults
 from .resources import ALL, NAMESPACES, SERVICES, ResourceType
 from .status import (LIST_TOO_OLD, ApiError, already_exists, continue_expired, not_found,

@@ -22,7 +22,7 @@ from typing import Any, Callable
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.web.server import Request
 
-from ..selectors import FieldSelector, LabelSelector
+from kubernetai.pkg.selectors import FieldSelector, LabelSelector
 from .faults import Faults
 from .resources import ResourceType
 from .status import ApiError

@@ -1,7 +1,7 @@
-"""twistd's entry point: `twistd kubernetai --corefile FILE` (the options live in kubernetai.tap)."""
+"""twistd's entry point: `twistd kubernetai --corefile FILE` (the options live in kubernetai.app.tap)."""
 
 from twisted.application.service import ServiceMaker
 
 kubernetai = ServiceMaker(
-    "kubernetai", "kubernetai.tap",
+    "kubernetai", "kubernetai.app.tap",
     "Kubernetes DNS for several clusters, configured by a CoreDNS Corefile.", "kubernetai")

@@ -1,7 +1,7 @@
 """The in-memory view of one cluster that answers are built from.
 
 One :class:`ClusterCache` per stanza holds the trimmed objects of
-:mod:`kubernetai.objects` and the indexes the query path needs:
+:mod:`kubernetai.plugins.kubernetai.objects` and the indexes the query path needs:
 
 =======================  ==================================================
 ``services``             ``"ns/name"`` -> :class:`Service`
@@ -36,7 +36,7 @@ counts; an update counts only when ``old.dns_equal(new)`` is false (CoreDNS
 deletes count too (they change which names exist), multicluster adds and
 deletes bump only ``modified_multicluster`` and a ServiceImport's IPs are
 compared.  ``generation`` is an integer that increases with every
-DNS-visible change; ``memo`` (a dict that :mod:`kubernetai.records` fills
+DNS-visible change; ``memo`` (a dict that :mod:`kubernetai.plugins.kubernetai.records` fills
 with built answers) is emptied at the same moment.
 """
 
@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from kubernetai.objects import EndpointSlice, Namespace, Pod, Service, ServiceImport
+from kubernetai.plugins.kubernetai.objects import EndpointSlice, Namespace, Pod, Service, ServiceImport
 
 __all__ = ["ADDED", "DELETED", "MODIFIED", "RESOURCES", "ClusterCache"]
 
@@ -139,7 +139,7 @@ class ClusterCache:
         self.modified: float = 0.0
         self.modified_multicluster: float = 0.0
         self.generation: int = 0
-        # Memo of built answers, owned by kubernetai.records; emptied on every
+        # Memo of built answers, owned by kubernetai.plugins.kubernetai.records; emptied on every
         # DNS-visible change.
         self.memo: dict[Any, Any] = {}
         self.memo_records: int = 0

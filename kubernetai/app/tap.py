@@ -8,7 +8,7 @@ import sys
 from twisted.application import service
 from twisted.python import usage
 
-from .corefile import CorefileError
+from kubernetai.corefile.parser import CorefileError
 
 
 class Options(usage.Options):
@@ -33,7 +33,7 @@ class Options(usage.Options):
 
 
 def makeService(config: Options) -> service.IService:
-    from .supervisor import Supervisor
+    from kubernetai.app.supervisor import Supervisor
     try:
         return Supervisor(config["corefile"], port_override=config["dns-port"])
     except CorefileError as error:

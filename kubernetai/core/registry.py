@@ -22,7 +22,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 from twisted.application.service import IService
 from twisted.internet.interfaces import IResolver
 
-from .corefile import CorefileError, Directive, ServerBlock
+from kubernetai.corefile.parser import CorefileError, Directive, ServerBlock
 
 GROUP = "kubernetai.directives"
 

@@ -3,7 +3,7 @@
 `compile_corefile` turns parsed server blocks into `PortPlan`s: every block whose keys use a
 port joins that port's server, which routes each query to the block of the longest matching
 zone (REFUSED when none matches); within a block, the directives' resolvers form a
-`ResolverChain` in the chain order (see `kubernetai.directive`). `KubernetaiService` runs it:
+`ResolverChain` in the chain order (see `kubernetai.core.registry`). `KubernetaiService` runs it:
 it starts every stanza's informers, waits for them to sync (all in parallel, each up to its
 own `startup_timeout`, as CoreDNS waits before serving), then listens on UDP and TCP.
 """
@@ -20,13 +20,13 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.names.common import ResolverBase
 
-from . import corefile
-from .cluster import Cluster
-from .directive import BlockBuilder, Registry
-from .dnsserver import KubernetaiServerFactory, QueryLog, TCPConnections, listen
-from .negative import FallThrough
-from .resolver import QuietChain, StanzaResolver
-from .wirecache import CachingServerFactory, WireCache
+from kubernetai.corefile import parser as corefile
+from kubernetai.plugins.kubernetai.controller import Cluster
+from kubernetai.core.registry import BlockBuilder, Registry
+from kubernetai.core.dnsserver import KubernetaiServerFactory, QueryLog, TCPConnections, listen
+from kubernetai.core.negative import FallThrough
+from kubernetai.plugins.kubernetai.handler import QuietChain, StanzaResolver
+from kubernetai.core.wirecache import CachingServerFactory, WireCache
 
 log = Logger()
 

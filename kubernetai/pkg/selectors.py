@@ -8,7 +8,7 @@ cluster (and the other way round).  The behaviour mirrors
 ``k8s.io/apimachinery/pkg/labels`` and ``pkg/fields``; the code is our own.
 
 This is the only label-selector parser in the project: the sandbox API
-server uses it for queries, and :mod:`kubernetai.stanza` uses it for the
+server uses it for queries, and :mod:`kubernetai.plugins.kubernetai.config` uses it for the
 ``labels`` / ``namespace_labels`` options (adding CoreDNS's
 ParseToLabelSelector rules on top), so both read a selector the same way.
 It lives outside :mod:`kubernetai.sandbox` because product code must not

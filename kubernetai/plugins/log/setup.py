@@ -16,10 +16,10 @@ from typing import Callable
 
 from twisted.names import dns
 
-from ..corefile import CorefileError, Directive
-from ..directive import BlockBuilder
-from ..dnsserver import RCODE_NAMES, QueryLog, type_name
-from ..logwriter import STDOUT
+from kubernetai.corefile.parser import CorefileError, Directive
+from kubernetai.core.registry import BlockBuilder
+from kubernetai.core.dnsserver import RCODE_NAMES, QueryLog, type_name
+from kubernetai.pkg.logwriter import STDOUT
 
 COMMON = ('{remote}:{port} - {>id} "{type} {class} {name} {proto} {size} {>do} {>bufsize}" '
           '{rcode} {>rflags} {rsize} {duration}')

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from .dnsserver import KubernetaiServerFactory
+from kubernetai.core.dnsserver import KubernetaiServerFactory
 
 #: What one entry costs beyond its key name and answer bytes: the dict slot and its
 #: order link, the key tuple, two bytes objects' headers (measured, rounded up).

@@ -80,8 +80,8 @@ def _positive_seconds(text: str) -> float:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from .corefile import CorefileError, parse_file
-    from .server import clusters_of, compile_corefile, connect_all, warnings_for
+    from kubernetai.corefile.parser import CorefileError, parse_file
+    from kubernetai.app.server import clusters_of, compile_corefile, connect_all, warnings_for
     try:
         blocks = parse_file(args.corefile)
         if not blocks:
@@ -133,9 +133,9 @@ def run_demo(args: argparse.Namespace) -> int:
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
-    from .corefile import CorefileError
-    from .sandbox.server import Sandbox
-    from .server import load_service
+    from kubernetai.corefile.parser import CorefileError
+    from kubernetai.sandbox.server import Sandbox
+    from kubernetai.app.server import load_service
 
     corefile = Path(args.corefile) if args.corefile else _find("Corefile.example")
     examples = Path(args.examples) if args.examples else _find("examples")

@@ -44,9 +44,9 @@ from typing import Any
 
 from twisted.names import dns
 
-from kubernetai.cache import ClusterCache
-from kubernetai.objects import EndpointAddress
-from kubernetai.qname import InvalidRequest, parse_request, trim_zone
+from kubernetai.plugins.kubernetai.cache import ClusterCache
+from kubernetai.plugins.kubernetai.objects import EndpointAddress
+from kubernetai.plugins.kubernetai.qname import InvalidRequest, parse_request, trim_zone
 
 __all__ = [
     "DNS_SCHEMA_VERSION",

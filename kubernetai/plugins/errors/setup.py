@@ -6,9 +6,9 @@ operators grep for exactly that, so the format is kept.
 
 from __future__ import annotations
 
-from ..corefile import CorefileError, Directive
-from ..directive import BlockBuilder
-from ..logwriter import STDOUT
+from kubernetai.corefile.parser import CorefileError, Directive
+from kubernetai.core.registry import BlockBuilder
+from kubernetai.pkg.logwriter import STDOUT
 
 
 class ErrorsDirective:

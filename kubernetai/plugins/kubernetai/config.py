@@ -3,7 +3,7 @@
 A Corefile may hold many ``kubernetai`` stanzas; each takes exactly the
 options of CoreDNS 1.14's *kubernetes* plugin (``plugin/kubernetes/setup.go``
 ``ParseStanza``; the external kubernetai plugin calls that same function for
-every stanza).  This module turns one parsed :class:`~kubernetai.corefile.
+every stanza).  This module turns one parsed :class:`~kubernetai.corefile.parser.
 Directive` into a :class:`StanzaConfig`, refusing what CoreDNS refuses with
 CoreDNS's wording, located at the offending line and token::
 
@@ -42,8 +42,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from . import corefile, selectors
-from .corefile import CorefileError, Directive
+from kubernetai.corefile import parser as corefile
+from kubernetai.pkg import selectors
+from kubernetai.corefile.parser import CorefileError, Directive
 
 __all__ = [
     "DEFAULT_STARTUP_TIMEOUT",
@@ -449,7 +450,7 @@ def parse_duration(text: str) -> float:
 # Label selectors.  CoreDNS reads ``labels`` and ``namespace_labels`` with
 # metav1.ParseToLabelSelector (labels.Parse, then only what a LabelSelector
 # can hold) and sends LabelSelectorAsSelector(...).String() to the API
-# server.  The labels.Parse part is kubernetai.selectors, the same parser
+# server.  The labels.Parse part is kubernetai.pkg.selectors, the same parser
 # the sandbox API server uses, so both sides agree on what a selector is;
 # only the ParseToLabelSelector rules live here.
 
@@ -1022,9 +1023,9 @@ def parse_stanza(directive: Directive, server_zones: Sequence[str]) -> StanzaCon
     """Check one ``kubernetai`` (or ``kubernetes``) directive and its block.
 
     ``server_zones`` are the zones of the enclosing server block (strings
-    such as ``"cluster.local."``, or :class:`~kubernetai.corefile.
+    such as ``"cluster.local."``, or :class:`~kubernetai.corefile.parser.
     ZoneAddress` objects); they are the stanza's zones when it names none.
-    Raises :class:`~kubernetai.corefile.CorefileError` located at the
+    Raises :class:`~kubernetai.corefile.parser.CorefileError` located at the
     offending line, its ``token`` the offending argument (or option name).
 
     The only I/O: a ``kubeconfig`` file is read (if it can be) to record
@@ -1083,7 +1084,7 @@ def kube_client_config(
     the ``ApiClient``; and request throttling, see
     :meth:`StanzaConfig.request_limiter`.
 
-    Raises :class:`~kubernetai.corefile.CorefileError` located at the
+    Raises :class:`~kubernetai.corefile.parser.CorefileError` located at the
     option that cannot be used (a missing tls file, an unreadable or
     invalid kubeconfig, an unknown context) or at the stanza for
     in-cluster failures.

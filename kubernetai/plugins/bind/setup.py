@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 
-from ..corefile import CorefileError, Directive
-from ..directive import BlockBuilder
+from kubernetai.corefile.parser import CorefileError, Directive
+from kubernetai.core.registry import BlockBuilder
 
 
 class BindDirective:

@@ -37,7 +37,7 @@ Every object has ``key`` (``"<namespace>/<name>"``, or the name alone for a
 namespace: client-go's ``MetaNamespaceKeyFunc``) and ``dns_equal(other)``,
 which says whether replacing one by the other can change a DNS answer; the
 cache bumps the SOA serial only when it cannot (CoreDNS ``controller.go``
-``detectChanges``; see :mod:`kubernetai.cache`).
+``detectChanges``; see :mod:`kubernetai.plugins.kubernetai.cache`).
 """
 
 from __future__ import annotations
@@ -306,7 +306,7 @@ def pod_from_json(d: dict[str, Any]) -> Pod | None:
     """Convert a ``v1/Pod`` dict; ``None`` for a pod that is being deleted.
 
     (CoreDNS ``object.ToPod``: such a pod is skipped, see
-    :meth:`kubernetai.cache.ClusterCache.apply`.)  The phase is not checked:
+    :meth:`kubernetai.plugins.kubernetai.cache.ClusterCache.apply`.)  The phase is not checked:
     the informer lists and watches pods with CoreDNS's field selector
     ``status.phase!=Succeeded,status.phase!=Failed,status.phase!=Unknown``.
     """

@@ -24,10 +24,10 @@ from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
-from . import objects
-from .cache import ClusterCache
-from .informer import Changes, Informer, Replace, Watched, excerpt, lister
-from .stanza import StanzaConfig, kube_client_config, plain_http_credentials
+from kubernetai.plugins.kubernetai import objects
+from kubernetai.plugins.kubernetai.cache import ClusterCache
+from kubernetai.plugins.kubernetai.informer import Changes, Informer, Replace, Watched, excerpt, lister
+from kubernetai.plugins.kubernetai.config import StanzaConfig, kube_client_config, plain_http_credentials
 
 POD_PHASES = "status.phase!=Succeeded,status.phase!=Failed,status.phase!=Unknown"
 MC_SERVICE_LABEL = "multicluster.kubernetes.io/service-name"

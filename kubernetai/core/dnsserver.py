@@ -7,8 +7,8 @@ Names falls short in several ways (reference §5.2); this module fixes them:
 
 * AA when any answer *or authority* record is authoritative (NODATA + SOA gets AA),
   RD and CD echoed, RA never set, the question echoed byte for byte (case kept);
-* NXDOMAIN with AA and the zone SOA (:class:`~kubernetai.negative.AuthoritativeNameError`),
-  SERVFAIL / REFUSED from :mod:`kubernetai.negative`, REFUSED for names outside every
+* NXDOMAIN with AA and the zone SOA (:class:`~kubernetai.core.negative.AuthoritativeNameError`),
+  SERVFAIL / REFUSED from :mod:`kubernetai.core.negative`, REFUSED for names outside every
   zone and for classes other than IN, SERVFAIL + ``errors`` log line for a fall-through
   that reaches the top of the chain;
 * EDNS0: the request's OPT record is echoed (version 0, flags other than DO and the
@@ -27,7 +27,7 @@ Names falls short in several ways (reference §5.2); this module fixes them:
   (10 s) timeouts; connections capped in total and per client address, the longest
   idle one closed to make room;
 * every query name that reaches a log line is escaped as miekg prints names
-  (:mod:`kubernetai.dnsname`).
+  (:mod:`kubernetai.pkg.dnsname`).
 
 The request path avoids ``dns.Message`` entirely: the request is parsed with
 ``struct`` into a :class:`Request`, the question is copied from the request bytes and
@@ -55,8 +55,8 @@ from twisted.names.server import DNSServerFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from kubernetai.dnsname import presentation, presentation_dotted
-from kubernetai.negative import AuthoritativeNameError, FallThrough, Refused, ServerFailure
+from kubernetai.pkg.dnsname import presentation, presentation_dotted
+from kubernetai.core.negative import AuthoritativeNameError, FallThrough, Refused, ServerFailure
 
 __all__ = [
     "KubernetaiServerFactory",
@@ -69,7 +69,7 @@ __all__ = [
     "normalize_zone",
 ]
 
-_log = Logger(namespace="kubernetai.dnsserver")
+_log = Logger(namespace="kubernetai.core.dnsserver")
 
 # Response codes (RFC 1035, RFC 6891).
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
@@ -524,7 +524,7 @@ class KubernetaiServerFactory(DNSServerFactory):
 
     :param zones: zone name → ``IResolver`` (or a ready :class:`ZoneRouter`).  Each
         resolver's ``query(dns.Query)`` fires with ``(answers, authority, additional)``
-        or fails with an exception from :mod:`kubernetai.negative` (see there).  The
+        or fails with an exception from :mod:`kubernetai.core.negative` (see there).  The
         ``Query`` carries the name as the client sent it (case kept).
     :param reactor: for the TCP idle timer (defaults to the global reactor).
     :param tcp_read_timeout: close a new TCP connection whose first query has not

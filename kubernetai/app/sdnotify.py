@@ -41,7 +41,7 @@ from twisted.logger import Logger
 
 __all__ = ["Notifier", "MAX_DATAGRAM"]
 
-log = Logger(namespace="kubernetai.sdnotify")
+log = Logger(namespace="kubernetai.app.sdnotify")
 
 #: systemd reads a notification into a buffer of this size (PIPE_BUF) and drops any
 #: longer message whole, with only a warning in its own log; ours stay a byte shorter.

@@ -35,12 +35,12 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from . import corefile
-from .cluster import Cluster
-from .informer import excerpt
-from .resolver import StanzaResolver
-from .sdnotify import Notifier
-from .server import KubernetaiService, PortPlan, clusters_of, compile_corefile, connect_all
+from kubernetai.corefile import parser as corefile
+from kubernetai.plugins.kubernetai.controller import Cluster
+from kubernetai.plugins.kubernetai.informer import excerpt
+from kubernetai.plugins.kubernetai.handler import StanzaResolver
+from kubernetai.app.sdnotify import Notifier
+from kubernetai.app.server import KubernetaiService, PortPlan, clusters_of, compile_corefile, connect_all
 
 log = Logger()
 

@@ -93,7 +93,7 @@ from twisted.logger import Logger
 
 __all__ = ["Watched", "Replace", "Changes", "Informer", "InformerStats", "RESOURCES"]
 
-log = Logger(namespace="kubernetai.informer")
+log = Logger(namespace="kubernetai.plugins.kubernetai.informer")
 
 ADDED, MODIFIED, DELETED, BOOKMARK, ERROR = "ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"
 

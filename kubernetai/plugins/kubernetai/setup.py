@@ -7,12 +7,12 @@ which is the order `fallthrough` passes names along.
 
 from __future__ import annotations
 
-from ..cluster import Cluster
-from ..corefile import Directive
-from ..directive import BlockBuilder
-from ..localaddrs import server_addresses
-from ..resolver import StanzaResolver
-from ..stanza import parse_stanza
+from kubernetai.plugins.kubernetai.controller import Cluster
+from kubernetai.corefile.parser import Directive
+from kubernetai.core.registry import BlockBuilder
+from kubernetai.pkg.localaddrs import server_addresses
+from kubernetai.plugins.kubernetai.handler import StanzaResolver
+from kubernetai.plugins.kubernetai.config import parse_stanza
 
 STATE_KEY = "kubernetai"
 

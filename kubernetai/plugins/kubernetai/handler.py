@@ -24,9 +24,9 @@ from twisted.names.resolve import ResolverChain
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from . import records
-from .cluster import Cluster
-from .negative import AuthoritativeNameError, FallThrough, Refused, ServerFailure
+from kubernetai.plugins.kubernetai import records
+from kubernetai.plugins.kubernetai.controller import Cluster
+from kubernetai.core.negative import AuthoritativeNameError, FallThrough, Refused, ServerFailure
 
 Result = tuple[list[dns.RRHeader], list[dns.RRHeader], list[dns.RRHeader]]
 _CHASED = (dns.A, dns.AAAA)

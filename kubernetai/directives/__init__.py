@@ -1,1 +1,0 @@
-"""The directives kubernetai ships, each registered through the `kubernetai.directives` entry points."""

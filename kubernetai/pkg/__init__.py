@@ -1,0 +1,1 @@
+"""Small helpers shared by core and plugins: DNS names, selectors, log writing."""

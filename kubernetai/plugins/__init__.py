@@ -1,0 +1,1 @@
+"""The Corefile directives kubernetai ships, one folder each, registered through entry points."""
