@@ -513,7 +513,7 @@ def compare(args: argparse.Namespace) -> int:
         print()
         print(f"{'server':22s} {'QPS':>9s} {'avg latency':>12s} {'max latency':>12s} "
               f"{'lost':>12s} {'server CPU':>11s} {'RSS':>9s} {'peak RSS':>9s}")
-        for label, (port, pid) in servers.items():
+        for label, (_port, pid) in servers.items():
             m, mem = medians[label], proc_status(pid)
             print(f"{label:22s} {m.qps:9.0f} {m.latency_ms:9.3f} ms {m.latency_max_ms:9.3f} ms "
                   f"{m.lost:5d}/{m.sent:<6d} {m.server_cpu:9.0f} % "

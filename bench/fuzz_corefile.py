@@ -37,8 +37,15 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fuzzlib import (COREFILE_ENV, IMPORTABLE, ROOT, CorefileMutator,  # noqa: E402
-                     message_problems, mib, printable)
+from fuzzlib import (  # noqa: E402
+    COREFILE_ENV,
+    IMPORTABLE,
+    ROOT,
+    CorefileMutator,
+    message_problems,
+    mib,
+    printable,
+)
 
 EXAMPLES_SHOWN = 5
 
@@ -75,8 +82,8 @@ def _located(error: Any) -> list[str]:
 
 def read_corefile(path: Path) -> dict[str, Any]:
     """Parse and compile as `kubernetai check` does, without connecting; classify."""
-    from kubernetai.corefile.parser import CorefileError, parse_file
     from kubernetai.app.server import compile_corefile, warnings_for
+    from kubernetai.corefile import CorefileError, parse_file
     try:
         blocks = parse_file(path, environ=COREFILE_ENV)
         notes = ([n for plan in compile_corefile(blocks) for n in warnings_for(plan)]

@@ -59,8 +59,16 @@ import dns.query
 import dns.rcode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fuzzlib import (ROOT, QueryFuzzer, allowed_udp_reply, mib, open_fds,  # noqa: E402
-                     opt_record, proc_status, query)
+from fuzzlib import (  # noqa: E402
+    ROOT,
+    QueryFuzzer,
+    allowed_udp_reply,
+    mib,
+    open_fds,
+    opt_record,
+    proc_status,
+    query,
+)
 
 HOST = "127.0.0.1"
 PROBE_NAME = b"web.shared.svc.cluster.local"
@@ -640,8 +648,9 @@ LINE_SHAPES = [re.compile(rb"^\[INFO\] \S+:\d+ - \d+ \"[^\"]*\" [A-Z0-9]+ [a-z,]
                re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d"),
                re.compile(rb"^\t")]
 RAW = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f-\xff]")
-#: An `errors` line that found no block and went to the Twisted log instead.
-MISROUTED = re.compile(rb"\[kubernetai\.server#error\] \d+ \S")
+#: A plugin error that no block's `errors` step wrote: the server's own fallback, at error
+#: level in the Twisted log (``KubernetaiServerFactory.reportError``).
+MISROUTED = re.compile(rb"\[kubernetai\.core\.dnsserver#error\] \d+ \S")
 
 
 def scan_log(path: Path, report: Report) -> None:

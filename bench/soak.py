@@ -62,8 +62,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import soakmodel  # noqa: E402
-from soakmodel import (A, CNAME, NOERROR, NXDOMAIN, SRV, Expect, Mutator,  # noqa: E402
-                       Profile, Truth, Write)
+from soakmodel import CNAME, NOERROR, NXDOMAIN, SRV, A, Expect, Mutator, Profile, Truth, Write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = str(Path(sys.executable).parent / "twistd")
@@ -330,7 +329,7 @@ class Cluster:
         self.dirty = False
 
     def _list(self, api: Api, path: str) -> list[dict[str, Any]]:
-        for attempt in range(30):
+        for _attempt in range(30):
             try:
                 status, body = api.request("GET", path)
                 self.own_lists[path.rsplit("/", 1)[1]] += 1   # the server counted it too
@@ -913,11 +912,12 @@ class Soak:
             windows = [c.in_window(sent) for c in self.expectations.windows_of(
                 expected.cluster)]
             label = "late answers during fault recovery" if any(windows) else "late answers"
+            faults = ", " + str([w for w in windows if w]) if any(windows) else ""
             self.stats.add(label, example=f"t={sent - self.began:.0f}s {qname} "
                                           f"{dns.rdatatype.to_text(qtype)}: expected "
                                           f"{expected.answer.describe()}, got "
                                           f"{got.describe()} ({age:.0f}s after the change"
-                                          f"{', ' + str([w for w in windows if w]) if any(windows) else ''})")
+                                          f"{faults})")
             with self.stats.lock:
                 if not any(windows):
                     self.stats.max_late = max(self.stats.max_late, age)
@@ -1289,7 +1289,8 @@ class Soak:
         print("faults: " + "; ".join(r["faults"]))
         print(f"restarts re-listed by the DNS server after: {r['restart_relist_s']} s")
         for outcome in r["reloads"]:
-            print(f"reload {outcome['kind']}{' on ' + outcome['cluster'] if outcome['cluster'] else ''}: "
+            print(f"reload {outcome['kind']}"
+                  f"{' on ' + outcome['cluster'] if outcome['cluster'] else ''}: "
                   f"{outcome['seconds']}s, STATUS {outcome['status']!r}")
         for what in ("initial_check", "final_check"):
             check = r.get(what)

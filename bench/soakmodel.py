@@ -514,7 +514,8 @@ class Mutator:
 
     def _dual_ips(self, key: str) -> list[str]:
         slot, prefix = self._slot(key), self.profile.ip_prefix
-        return [f"10.{210 + prefix}.{slot // 250}.{slot % 250 + 1}", f"fd00:210:{prefix:x}::{slot:x}"]
+        return [f"10.{210 + prefix}.{slot // 250}.{slot % 250 + 1}",
+                f"fd00:210:{prefix:x}::{slot:x}"]
 
     def _slot(self, key: str) -> int:
         """A number below 4096 for a service: its pool index, so pool addresses are unique."""

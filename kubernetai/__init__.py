@@ -19,7 +19,8 @@ __version__ = "0.1.0.dev0"
 __all__ = ["CorefileError", "KubernetaiResolver", "StanzaOptions", "__version__"]
 
 if TYPE_CHECKING:
-    from kubernetai.corefile.parser import CorefileError
+    from kubernetai.corefile import CorefileError
+
     from .embed import KubernetaiResolver, StanzaOptions
 
 
@@ -28,6 +29,6 @@ def __getattr__(name: str) -> Any:
         from . import embed
         return getattr(embed, name)
     if name == "CorefileError":
-        from kubernetai.corefile.parser import CorefileError
+        from kubernetai.corefile import CorefileError
         return CorefileError
     raise AttributeError(f"module 'kubernetai' has no attribute {name!r}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from . import __version__
 
@@ -15,9 +15,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Kubernetes DNS for several clusters from one server.")
     parser.add_argument("--version", action="version", version=f"kubernetai {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from kubernetai.sandbox import demo
+    # The entry point is the one place that joins the product (app) and the sandbox; the
+    # product itself never imports kubernetai.sandbox.
+    from .app import check
     from .sandbox import command as sandbox_command
+    from .sandbox import demo
     demo.add_commands(subparsers)
+    check.add_command(subparsers)
     sandbox_command.add_commands(subparsers)
     return parser
 

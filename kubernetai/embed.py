@@ -26,11 +26,11 @@ from twisted.names.common import ResolverBase
 from twisted.names.error import DomainError
 from zope.interface import implementer
 
-from kubernetai.corefile import parser as corefile
+import kubernetai.corefile as corefile
+from kubernetai.app.load import clusters_of, plans_of
+from kubernetai.core.request import ContextQuery, context_query
+from kubernetai.core.router import ZoneRouter
 from kubernetai.plugins.kubernetai.controller import Cluster
-from kubernetai.core.dnsserver import ZoneRouter
-from kubernetai.plugins.kubernetai.handler import StanzaResolver
-from kubernetai.app.server import compile_corefile
 
 __all__ = ["KubernetaiResolver", "StanzaOptions"]
 
@@ -128,18 +128,13 @@ class KubernetaiResolver(ResolverBase, service.MultiService):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
-        plans = compile_corefile(blocks)
-        zones = {zone: block.resolver for plan in plans for block in plan.blocks
+        plans = plans_of(blocks)  # as twistd loads a Corefile, API clients included
+        # Only the blocks' resolvers answer here (no cache: the application has its own).
+        zones = {zone: block.pipeline() for plan in plans for block in plan.blocks
                  for zone in block.zones}
         self._router = ZoneRouter(zones)
-        self.stanzas: list[StanzaResolver] = [
-            r for plan in plans for block in plan.blocks for r in block.builder.chain()
-            if isinstance(r, StanzaResolver)]
-        self.clusters: list[Cluster] = [s.cluster for s in self.stanzas]
-        for stanza in self.stanzas:
-            stanza.upstream = self  # ExternalName targets are resolved through us
+        self.clusters: list[Cluster] = clusters_of(plans)
         for cluster in self.clusters:
-            cluster.connect()
             cluster.setServiceParent(self)
 
     # -- construction ----------------------------------------------------------------
@@ -181,12 +176,19 @@ class KubernetaiResolver(ResolverBase, service.MultiService):
 
     # -- resolver --------------------------------------------------------------------
 
-    def _lookup(self, name: bytes, cls: int, type: int, timeout: Any) -> defer.Deferred:
-        lname = name.lower().rstrip(b".")
-        target = self._router.route(lname, type)
+    def query(self, query: dns.Query, timeout: Any = None) -> defer.Deferred:
+        """Answer ``query``; a stanza's ExternalName chase comes back here with its depth."""
+        name = query.name.name
+        target = self._router.route(name.lower().rstrip(b"."), query.type)
         if target is None:
             return defer.fail(DomainError(name))
-        return target.query(dns.Query(name, type, cls), timeout)
+        if not isinstance(query, ContextQuery):
+            # ExternalName targets outside a stanza's zones are resolved through us.
+            query = context_query(name, query.type, query.cls, upstream=self)
+        return target.query(query, timeout)
+
+    def _lookup(self, name: bytes, cls: int, type: int, timeout: Any) -> defer.Deferred:
+        return self.query(dns.Query(name, type, cls), timeout)
 
     def lookupAllRecords(self, name: bytes, timeout: Any = None) -> defer.Deferred:
         return self._lookup(name, dns.IN, dns.ALL_RECORDS, timeout)

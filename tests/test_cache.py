@@ -254,7 +254,7 @@ def test_endpoint_ip_index(cache):
 
 
 def test_service_ip_indexes(cache):
-    """Services are indexed by every ClusterIP and external IP, never by None or ''."""
+    """Services are indexed by every ClusterIP, never by None or ''."""
     cache.replace("services", [
         svc("dual", ips=("10.96.0.5", "fd00::5"), ext=("203.0.113.1",), type="LoadBalancer"),
         svc("h", ips=("None",)),
@@ -263,7 +263,6 @@ def test_service_ip_indexes(cache):
     ])
     assert [s.key for s in cache.services_for_cluster_ip("fd00::5")] == ["shop/dual"]
     assert [s.key for s in cache.services_for_cluster_ip("10.96.0.5")] == ["shop/dual"]
-    assert [s.key for s in cache.services_for_external_ip("203.0.113.1")] == ["shop/dual"]
     assert cache.services_for_cluster_ip("None") == ()
     assert cache.services_for_cluster_ip("") == ()
 

@@ -15,16 +15,16 @@ from typing import Any, Iterator
 
 import pytest
 import yaml
+from conftest import wait_for
 from twisted.logger import globalLogPublisher
 
-from conftest import wait_for
+import kubernetai.corefile as corefile
 from kubernetai import cli
-from kubernetai.corefile import parser as corefile
-from kubernetai.plugins.kubernetai.controller import Cluster
 from kubernetai.pkg.reactor_thread import in_reactor
+from kubernetai.plugins.kubernetai.config import parse_stanza
+from kubernetai.plugins.kubernetai.controller import Cluster
 from kubernetai.sandbox.server import Sandbox
 from kubernetai.sandbox.tls import TLSFiles, generate
-from kubernetai.plugins.kubernetai.config import parse_stanza
 
 TOKEN = "check-connect-token"
 

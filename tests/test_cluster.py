@@ -8,16 +8,21 @@ import time
 from typing import Any, Callable, Iterator
 
 import pytest
+from conftest import wait_for
 from twisted.internet import task
 
-from kubernetai.corefile import parser as corefile
-from conftest import wait_for
-from kubernetai.plugins.kubernetai.controller import MC_SERVICE_LABEL, POD_PHASES, Cluster, watched_for
+import kubernetai.corefile as corefile
+from kubernetai.pkg.reactor_thread import in_reactor
+from kubernetai.plugins.kubernetai.config import StanzaConfig, parse_stanza
+from kubernetai.plugins.kubernetai.controller import (
+    MC_SERVICE_LABEL,
+    POD_PHASES,
+    Cluster,
+    watched_for,
+)
 from kubernetai.plugins.kubernetai.informer import Changes, Replace, Watched
 from kubernetai.plugins.kubernetai.objects import namespace_from_json, service_from_json
-from kubernetai.pkg.reactor_thread import in_reactor
 from kubernetai.sandbox.server import Sandbox
-from kubernetai.plugins.kubernetai.config import StanzaConfig, parse_stanza
 
 
 def config_of(body: str = "", zones: str = "cluster.local", filename: str = "Corefile",

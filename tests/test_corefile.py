@@ -1,9 +1,11 @@
-"""Tests for kubernetai.corefile.parser: the Corefile grammar as CoreDNS reads it."""
+"""Tests for kubernetai.corefile: the Corefile grammar as CoreDNS reads it."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -12,8 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kubernetai.corefile import parser as corefile
-from kubernetai.corefile.parser import (
+from kubernetai.corefile import (
     MAX_FILE_BYTES,
     MAX_IMPORT_DEPTH,
     MAX_IMPORTED_FILES,
@@ -24,10 +25,11 @@ from kubernetai.corefile.parser import (
     Directive,
     ServerBlock,
     ZoneAddress,
-    normalize_zone,
     parse,
     parse_file,
+    parse_key,
 )
+from kubernetai.corefile.files import Refused, open_regular
 
 CORE = Path(__file__).resolve().parent / "corefiles"
 
@@ -378,17 +380,17 @@ ZONES = [
 
 
 @pytest.mark.parametrize("key, expected", ZONES)
-def test_normalize_zone(key, expected):
+def test_parse_key(key, expected):
     """Keys normalise (scheme, FQDN, default port, CIDR to reverse zones) as CoreDNS does."""
-    assert [(z.scheme, z.zone, z.port) for z in normalize_zone(key)] == expected
-    assert all(z.key == key for z in normalize_zone(key))
+    assert [(z.scheme, z.zone, z.port) for z in parse_key(key)] == expected
+    assert all(z.key == key for z in parse_key(key))
 
 
 def test_cidr_17_expands_to_128_zones():
     """A /17 becomes the 128 /24 reverse zones it covers, as CoreDNS's cidr.Split does."""
-    zones = [z.zone for z in normalize_zone("10.0.0.0/17")]
+    zones = [z.zone for z in parse_key("10.0.0.0/17")]
     assert zones == [f"{i}.0.10.in-addr.arpa." for i in range(128)]
-    assert len(normalize_zone("10.9.3.0/18")) == 64
+    assert len(parse_key("10.9.3.0/18")) == 64
 
 
 BAD_ZONES = [
@@ -420,16 +422,16 @@ BAD_ZONES = [
 
 
 @pytest.mark.parametrize("key, message", BAD_ZONES)
-def test_normalize_zone_errors(key, message):
+def test_parse_key_errors(key, message):
     """Keys CoreDNS refuses raise ValueError with its wording."""
     with pytest.raises(ValueError) as e:
-        normalize_zone(key)
+        parse_key(key)
     assert message in str(e.value)
 
 
 def test_zone_address_equality_ignores_spelling():
     """Two keys naming the same server are equal whatever their spelling."""
-    a, b = normalize_zone("Example.org")[0], normalize_zone("dns://example.org.:53")[0]
+    a, b = parse_key("Example.org")[0], parse_key("dns://example.org.:53")[0]
     assert a == b and hash(a) == hash(b)
     assert (a.port_given, b.port_given) == (False, True)
     assert str(a) == "dns://example.org.:53"
@@ -788,7 +790,7 @@ def test_snippets_multiplying_at_each_level_hit_the_token_limit():
 def test_token_limit_counts_every_expansion():
     """A snippet of 1,000 tokens imported 101 times passes MAX_TOKENS at the import that crosses it."""
     body = "".join(f" t{i} x\n" for i in range(500))
-    imports = "".join(f" import big\n" for i in range(101))
+    imports = " import big\n" * 101
     text = f"(big) {{\n{body}}}\n. {{\n{imports}}}\n"
     with pytest.raises(CorefileError) as e:
         parse(text)
@@ -919,14 +921,14 @@ def test_a_fifo_swapped_in_after_the_check_does_not_block(tmp_path):
 
     def open_it() -> None:
         try:
-            outcome.append(corefile._open_regular(str(tmp_path / "fifo")))
+            outcome.append(open_regular(str(tmp_path / "fifo")))
         except BaseException as error:  # noqa: BLE001 - the outcome is the assertion
             outcome.append(error)
     worker = threading.Thread(target=open_it, daemon=True)
     worker.start()
     worker.join(10)
     assert not worker.is_alive(), "opening a FIFO blocked"
-    assert isinstance(outcome[0], corefile._Refused) and str(outcome[0]) == "not a regular file (a FIFO)"
+    assert isinstance(outcome[0], Refused) and str(outcome[0]) == "not a regular file (a FIFO)"
 
 
 # Pieces that build every nesting construct: blocks, snippets, imports, quotes, environment.
@@ -987,3 +989,12 @@ def test_comments_cost_one_match_per_run(tmp_path):
     start = time.perf_counter()
     assert tree(parse_file(tmp_path / "Corefile")[0].directives) == (D("log"),)
     assert time.perf_counter() - start < 30  # generous: one match per line took minutes
+
+
+def test_the_package_knows_nothing_of_dns_answers():
+    """Reading a Corefile loads no DNS machinery: no Twisted, no request path, no plugin."""
+    code = ("import sys, kubernetai.corefile\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'twisted'"
+            " or m.split('.')[:2] in (['kubernetai', 'core'], ['kubernetai', 'app'], ['kubernetai', 'plugins'])))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

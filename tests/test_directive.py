@@ -1,4 +1,4 @@
-"""Tests for kubernetai.core.registry: the entry-point registry and the chain order rule."""
+"""Tests for kubernetai.core.registry: the entry-point registry and the pipeline order rule."""
 
 from __future__ import annotations
 
@@ -7,17 +7,30 @@ from importlib.metadata import EntryPoint, entry_points
 import pytest
 from twisted.names.common import ResolverBase
 
-from kubernetai.corefile import parser as corefile
-from kubernetai.corefile.parser import CorefileError, Directive
+import kubernetai.corefile as corefile
+from kubernetai.core.pipeline import Stage
+from kubernetai.core.plugin import ORDER, position
 from kubernetai.core.registry import GROUP, BlockBuilder, DirectivePlugin, Registry
+from kubernetai.corefile import CorefileError, Directive
 from kubernetai.plugins.bind.setup import BindDirective
+from kubernetai.plugins.errors.handler import ErrorsHandler
 from kubernetai.plugins.errors.setup import ErrorsDirective
-from kubernetai.plugins.kubernetai.setup import KubernetaiDirective
-from kubernetai.plugins.log.setup import LogDirective
 from kubernetai.plugins.kubernetai.handler import StanzaResolver
+from kubernetai.plugins.kubernetai.setup import KubernetaiDirective
+from kubernetai.plugins.log.handler import LogHandler
+from kubernetai.plugins.log.setup import LogDirective
+from kubernetai.plugins.whoami.setup import WhoamiDirective
 
 SHIPPED = {"bind": BindDirective, "errors": ErrorsDirective,
-           "kubernetai": KubernetaiDirective, "log": LogDirective}
+           "kubernetai": KubernetaiDirective, "log": LogDirective, "whoami": WhoamiDirective}
+
+# The directives set up so far, as (name, first argument); see _record.
+SETUPS: list[tuple[str, str | None]] = []
+
+
+@pytest.fixture(autouse=True)
+def _fresh_setups() -> None:
+    SETUPS.clear()
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -54,7 +67,7 @@ class Tagged(ResolverBase):
 
 def tags(builder: BlockBuilder) -> list[str]:
     out = []
-    for resolver in builder.chain():
+    for resolver in builder.resolvers():
         if isinstance(resolver, StanzaResolver):
             out.append("kubernetai " + " ".join(resolver.cluster.config.zones))
         else:
@@ -63,33 +76,48 @@ def tags(builder: BlockBuilder) -> list[str]:
 
 
 def _record(builder: BlockBuilder, directive: Directive) -> None:
-    builder.state.setdefault("setups", []).append(
-        (directive.name, directive.args[0] if directive.args else None))
+    SETUPS.append((directive.name, directive.args[0] if directive.args else None))
 
 
 class EchoPlugin:
-    """A third-party directive after kubernetai (its order is larger than 44.5)."""
+    """A third-party directive (not in ORDER) placed right after kubernetai."""
 
     name = "echo"
-    order = 50
+    after = "kubernetai"
     once = False
 
     def setup(self, directive: Directive, builder: BlockBuilder) -> None:
         _record(builder, directive)
-        builder.resolvers.append((self.order, len(builder.resolvers), Tagged(
-            "echo " + " ".join(directive.args))))
+        builder.add_resolver(Tagged("echo " + " ".join(directive.args)))
 
 
 class EarlyPlugin:
     """A third-party directive before everything we ship, allowed once per block."""
 
     name = "early"
-    order = 1
+    after = "root"
     once = True
 
     def setup(self, directive: Directive, builder: BlockBuilder) -> None:
         _record(builder, directive)
-        builder.resolvers.append((self.order, 0, Tagged("early")))
+        builder.add_resolver(Tagged("early"))
+
+
+class NowherePlugin:
+    """A third-party directive CoreDNS does not know that does not say where it goes."""
+
+    name = "nowhere"
+    once = False
+
+    def setup(self, directive: Directive, builder: BlockBuilder) -> None:
+        _record(builder, directive)
+
+
+class AfterUnknownPlugin(NowherePlugin):
+    """A third-party directive following a plugin that is not in ORDER either."""
+
+    name = "lost"
+    after = "no-such-plugin"
 
 
 # An instance works as well as a class: the registry instantiates only classes.
@@ -100,7 +128,7 @@ class NotAPlugin:
     """Loads fine but has no setup(): not a directive plugin."""
 
     name = "nope"
-    order = 1
+    once = False
 
 
 class SpyErrors(ErrorsDirective):
@@ -137,15 +165,15 @@ def spy_registry(*extra: EntryPoint) -> Registry:
 
 
 def test_installed_entry_points_name_the_shipped_directives() -> None:
-    """The installed distribution registers bind, errors, kubernetai and log in the group."""
+    """The installed distribution registers bind, errors, kubernetai, log and whoami."""
     names = {p.name for p in shipped_points()}
-    assert {"bind", "errors", "kubernetai", "log"} <= names
+    assert set(SHIPPED) <= names
 
 
 def test_registry_discovers_installed_entry_points() -> None:
     """Registry() with no points reads the installed entry points, names sorted."""
     names = Registry().names()
-    assert {"bind", "errors", "kubernetai", "log"} <= set(names)
+    assert set(SHIPPED) <= set(names)
     assert names == sorted(names)
 
 
@@ -158,16 +186,41 @@ def test_registry_loads_shipped_plugins(name: str) -> None:
     assert plugin.name == name
 
 
-@pytest.mark.parametrize("name, order, once", [
-    ("bind", 13, False),
-    ("errors", 20, True),
-    ("log", 21, False),
-    ("kubernetai", 44.5, False),
+@pytest.mark.parametrize("name, once", [
+    ("bind", False),
+    ("errors", True),
+    ("log", False),
+    ("kubernetai", False),
+    ("whoami", False),
 ])
-def test_shipped_plugin_order_and_once(name: str, order: float, once: bool) -> None:
-    """Orders follow CoreDNS's plugin.cfg (kubernetai right after kubernetes); errors is once."""
+def test_shipped_plugin_order_and_once(name: str, once: bool) -> None:
+    """Shipped directives are placed by their name in ORDER (no `after`); errors is once."""
     plugin = SHIPPED[name]()
-    assert (plugin.order, plugin.once) == (order, once)
+    assert plugin.name == name
+    assert getattr(plugin, "after", None) is None
+    assert position(name) == ORDER.index(name)
+    assert plugin.once is once
+
+
+def test_order_is_coredns_plugin_cfg_with_kubernetai_after_kubernetes() -> None:
+    """ORDER is CoreDNS's plugin.cfg: bind, errors, log, cache, ..., kubernetes, then
+    kubernetai (as the Go kubernetai is built), ..., forward, whoami."""
+    assert len(ORDER) == len(set(ORDER))
+    assert ORDER.index("kubernetai") == ORDER.index("kubernetes") + 1
+    shipped = sorted(SHIPPED, key=position)
+    assert shipped == ["bind", "errors", "log", "kubernetai", "whoami"]
+    at = ORDER.index
+    assert at("errors") < at("log") < at("cache") < at("kubernetai") < at("forward") \
+        < at("whoami")
+
+
+def test_position_of_a_directive_with_after() -> None:
+    """A name not in ORDER goes just after the plugin its `after` names, before the next."""
+    where = position("echo", after="kubernetai")
+    assert position("kubernetai") < where < position(ORDER[ORDER.index("kubernetai") + 1])
+    assert position("log", after="whoami") == position("log")  # a known name ignores it
+    with pytest.raises(KeyError):
+        position("echo")
 
 
 def test_registry_loads_each_plugin_once() -> None:
@@ -192,10 +245,11 @@ def test_unknown_directive_names_file_line_and_token() -> None:
 
 def test_unknown_directive_found_before_any_setup() -> None:
     """An unknown directive fails the block before any directive was set up."""
-    builder = BlockBuilder(block_of(".:53 {\n    log\n    whoami\n}\n"), (".",))
-    with pytest.raises(CorefileError, match="unknown directive 'whoami'"):
+    builder = BlockBuilder(block_of(".:53 {\n    log\n    hosts\n}\n"), (".",))
+    with pytest.raises(CorefileError, match="unknown directive 'hosts'"):
         spy_registry().set_up_block(builder.block, builder)
-    assert "setups" not in builder.state
+    assert SETUPS == []
+    assert builder.stages == []
 
 
 @pytest.mark.parametrize("text, line", [
@@ -265,6 +319,22 @@ def test_third_party_plugin_from_entry_point() -> None:
     assert "echo" in registry.names()
     builder = set_up(".:53 {\n    echo hello\n}\n", registry)
     assert tags(builder) == ["echo hello"]
+    (stage,) = builder.stages
+    assert (stage.name, stage.position) == ("echo", position("echo", after="kubernetai"))
+
+
+@pytest.mark.parametrize("attr, name", [("NowherePlugin", "nowhere"),
+                                        ("AfterUnknownPlugin", "lost")])
+def test_third_party_without_a_place_is_located(attr: str, name: str) -> None:
+    """A directive not in ORDER whose `after` is missing or names no known plugin is a
+    CorefileError at its line, before any directive is set up."""
+    registry = Registry(points=[point("log", "SpyLog"), point(name, attr)])
+    with pytest.raises(CorefileError) as info:
+        set_up(f".:53 {{\n    log\n\n    {name}\n}}\n", registry)
+    assert (info.value.line, info.value.token) == (4, name)
+    assert info.value.message == (f"directive '{name}' does not say where it goes in the "
+                                  "plugin order (an 'after' naming a known plugin)")
+    assert SETUPS == []
 
 
 def test_third_party_plugin_instance() -> None:
@@ -281,7 +351,7 @@ def test_registry_with_only_given_points_knows_nothing_else() -> None:
         set_up(".:53 {\n    log\n}\n", registry)
 
 
-# -- the chain order rule -----------------------------------------------------------------
+# -- the pipeline order rule --------------------------------------------------------------
 
 
 @pytest.mark.parametrize("text", [
@@ -289,11 +359,13 @@ def test_registry_with_only_given_points_knows_nothing_else() -> None:
     ".:53 {\n    errors\n    log\n}\n",
 ])
 def test_errors_set_up_before_log_whatever_the_order(text: str) -> None:
-    """errors (20) is set up before log (21) however the Corefile orders them."""
+    """errors is set up, and acts, before log however the Corefile orders them."""
     builder = set_up(text, spy_registry())
-    assert [name for name, _ in builder.state["setups"]] == ["errors", "log"]
-    assert len(builder.error_loggers) == 1
-    assert len(builder.query_loggers) == 1
+    assert [name for name, _ in SETUPS] == ["errors", "log"]
+    ordered = builder.ordered()
+    assert [s.name for s in ordered] == ["errors", "log"]
+    assert [type(s.handler) for s in ordered] == [ErrorsHandler, LogHandler]
+    assert builder.pipeline().handlers == tuple(s.handler for s in ordered)
 
 
 def test_setup_order_of_every_shipped_directive() -> None:
@@ -306,15 +378,18 @@ def test_setup_order_of_every_shipped_directive() -> None:
                      "    errors\n"
                      "    log b.local\n"
                      "}\n", spy_registry())
-    assert builder.state["setups"] == [
+    assert SETUPS == [
         ("bind", "127.0.0.1"), ("errors", None), ("log", "a.local"), ("log", "b.local"),
         ("kubernetai", "b.local"), ("kubernetai", "a.local")]
+    # bind contributes addresses, not a step; the rest act in the order they were set up.
+    assert [s.name for s in builder.ordered()] == ["errors", "log", "log", "kubernetai",
+                                                   "kubernetai"]
 
 
 def test_bind_seen_by_stanzas_written_before_it() -> None:
     """bind is set up before kubernetai, so a stanza written above it gets its address."""
     builder = set_up(".:53 {\n    kubernetai cluster.local\n    bind 192.0.2.53\n}\n")
-    (resolver,) = builder.chain()
+    (resolver,) = builder.resolvers()
     assert isinstance(resolver, StanzaResolver)
     assert resolver.options.ns_addresses == ("192.0.2.53",)
 
@@ -328,9 +403,11 @@ def test_stanzas_keep_corefile_order() -> None:
                      "    kubernetai b.local\n"
                      "}\n")
     assert tags(builder) == ["kubernetai c.local.", "kubernetai a.local.", "kubernetai b.local."]
-    assert builder.state["kubernetai"] == builder.chain()
-    assert [c.config.zones for c in builder.services] == [("c.local.",), ("a.local.",),
-                                                         ("b.local.",)]
+    clusters = [entry.source for entry in builder.sources]
+    assert clusters == [r.cluster for r in builder.resolvers()]
+    assert [c.config.zones for c in clusters] == [("c.local.",), ("a.local.",), ("b.local.",)]
+    # The block's one chain asks them in that order.
+    assert builder.pipeline().chain.resolvers == builder.resolvers()
 
 
 @pytest.mark.parametrize("text, chain", [
@@ -346,15 +423,26 @@ def test_chain_follows_plugin_order(text: str, chain: list[str]) -> None:
     """The resolver chain is sorted by plugin order, not by where lines are written."""
     registry = Registry(points=[*shipped_points(), point("echo", "EchoPlugin"),
                                 point("early", "EarlyPlugin")])
-    assert tags(set_up(text, registry)) == chain
+    builder = set_up(text, registry)
+    assert tags(builder) == chain
+    assert builder.pipeline().chain.resolvers == builder.resolvers()
 
 
-def test_block_builder_chain_sorts_by_order_then_position() -> None:
-    """BlockBuilder.chain() sorts (order, position) pairs and drops them."""
+def test_block_builder_resolvers_sort_by_position_then_corefile_index() -> None:
+    """BlockBuilder.resolvers() sorts the stages by (position, index) and keeps resolvers."""
     builder = BlockBuilder(block_of(".:53 {\n}\n"), (".",))
     r = {tag: Tagged(tag) for tag in "abcd"}
-    builder.resolvers += [(44.5, 1, r["b"]), (50, 0, r["d"]), (44.5, 0, r["a"]), (13, 9, r["c"])]
-    assert builder.chain() == [r["c"], r["a"], r["b"], r["d"]]
+    kubernetai, echo, bind = (position("kubernetai"), position("echo", "kubernetai"),
+                              position("bind"))
+    builder.stages += [Stage("kubernetai", kubernetai, 1, resolver=r["b"]),
+                       Stage("echo", echo, 0, resolver=r["d"]),
+                       Stage("kubernetai", kubernetai, 0, resolver=r["a"]),
+                       Stage("log", position("log"), 5, handler=LogHandler((".",), "", frozenset(),
+                                                                       print)),
+                       Stage("bind", bind, 9, resolver=r["c"])]
+    assert builder.resolvers() == [r["c"], r["a"], r["b"], r["d"]]
+    assert [s.name for s in builder.ordered()] == ["bind", "log", "kubernetai", "kubernetai",
+                                                   "echo"]
 
 
 def test_stanza_warnings_reach_the_builder() -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import threading
+from types import SimpleNamespace
+from typing import Any
+from unittest import mock
 
 import dns.flags
 import dns.message
@@ -11,24 +14,29 @@ import dns.rcode
 import dns.rrset
 import pytest
 
-from kubernetai.corefile import parser as corefile
-from kubernetai.plugins.kubernetai.controller import Cluster
-from kubernetai.corefile.parser import CorefileError
+import kubernetai.corefile as corefile
+from kubernetai.core.dnsserver import KubernetaiServerFactory
+from kubernetai.core.plugin import position
 from kubernetai.core.registry import BlockBuilder
-from kubernetai.plugins.bind.setup import BindDirective
-from kubernetai.plugins.errors.setup import ErrorsDirective
+from kubernetai.core.request import Reply, Request
+from kubernetai.corefile import CorefileError
 from kubernetai.pkg.logwriter import STDOUT, LineWriter
+from kubernetai.plugins.bind.setup import BindDirective
+from kubernetai.plugins.errors.handler import ErrorsHandler
+from kubernetai.plugins.errors.setup import ErrorsDirective
+from kubernetai.plugins.kubernetai.controller import Cluster
+from kubernetai.plugins.kubernetai.handler import StanzaResolver
 from kubernetai.plugins.kubernetai.setup import KubernetaiDirective
-from kubernetai.plugins.log.setup import (
+from kubernetai.plugins.log import handler as log_handler
+from kubernetai.plugins.log.handler import (
     COMBINED,
     COMMON,
-    LogDirective,
-    QueryLogger,
+    LogHandler,
+    QueryLog,
     format_record,
     response_class,
 )
-from kubernetai.core.dnsserver import KubernetaiServerFactory, QueryLog
-from kubernetai.plugins.kubernetai.handler import StanzaResolver
+from kubernetai.plugins.log.setup import LogDirective
 
 PLUGINS = {"bind": BindDirective(), "errors": ErrorsDirective(), "log": LogDirective(),
            "kubernetai": KubernetaiDirective()}
@@ -44,11 +52,18 @@ def builder_for(body: str, keys: str = ".") -> BlockBuilder:
     """
     (block,) = corefile.parse(f"{keys} {{\n{body}\n}}\n", "Corefile")
     builder = BlockBuilder(block, tuple(dict.fromkeys(k.zone for k in block.keys)))
-    plugins = sorted(((PLUGINS[d.name].order, i, d) for i, d in enumerate(block.directives)),
+    plugins = sorted(((position(d.name), i, d) for i, d in enumerate(block.directives)),
                      key=lambda item: item[:2])
-    for _, _, directive in plugins:
+    for _, index, directive in plugins:
+        builder.directive, builder.index = directive, index
         PLUGINS[directive.name].setup(directive, builder)
+    builder.directive = None
     return builder
+
+
+def handlers_of(builder: BlockBuilder, kind: type) -> list[Any]:
+    """The block's pipeline handlers of one kind, in pipeline order."""
+    return [s.handler for s in builder.ordered() if isinstance(s.handler, kind)]
 
 
 def error_of(body: str) -> CorefileError:
@@ -60,10 +75,31 @@ def error_of(body: str) -> CorefileError:
 _FACTORY = KubernetaiServerFactory({"example.org": None})
 
 
-def record(qname: str = "example.org", qtype: str = "A", *, rcode: int = dns.rcode.NOERROR,
-           answers: int = 1, udp: bool = True, remote: str = "127.0.0.1", port: int = 40311,
-           id: int = 41424, duration: float = 0.000186745, **query_kw) -> QueryLog:
-    """A QueryLog as the server builds it: from the query's and the response's wire."""
+class Exchange(SimpleNamespace):
+    """One query as the log step sees it: the request, the response sent, who asked, and
+    how long answering took."""
+
+    req: Request
+    wire: bytes
+    remote: str
+    port: int
+    duration: float
+
+
+class Peer:
+    """The protocol a request arrived on, reduced to ``peer(addr)``."""
+
+    def __init__(self, remote: str, port: int) -> None:
+        self.remote, self.port = remote, port
+
+    def peer(self, addr: Any) -> tuple[str, int]:
+        return self.remote, self.port
+
+
+def exchange(qname: str = "example.org", qtype: str = "A", *, rcode: int = dns.rcode.NOERROR,
+             answers: int = 1, udp: bool = True, remote: str = "127.0.0.1", port: int = 40311,
+             id: int = 41424, duration: float = 0.000186745, **query_kw) -> Exchange:
+    """A parsed request and the response wire the server sent for it."""
     query = dns.message.make_query(qname, qtype, id=id, **query_kw)
     req = _FACTORY.parseRequest(query.to_wire(), udp)
     response = dns.message.make_response(query)
@@ -76,14 +112,35 @@ def record(qname: str = "example.org", qtype: str = "A", *, rcode: int = dns.rco
         response.authority.append(dns.rrset.from_text(
             "example.org.", 5, "IN", "SOA", "ns.dns.example.org. hostmaster.example.org. "
             "1 7200 1800 86400 5"))
-    return QueryLog(remote, port, req, response.to_wire(), duration)
+    return Exchange(req=req, wire=response.to_wire(), remote=remote, port=port,
+                    duration=duration)
 
 
-def logged(logger: QueryLogger, *records: QueryLog) -> list[str]:
+def record(*args: Any, **kwargs: Any) -> QueryLog:
+    """A QueryLog as the log step builds it: from the query's and the response's wire."""
+    ex = exchange(*args, **kwargs)
+    return QueryLog(ex.remote, ex.port, ex.req, ex.wire, ex.duration)
+
+
+def through(handler: LogHandler, ex: Exchange) -> None:
+    """Pass one exchange through the log step as the server does: the step's ``serve``
+    sees the request on its way in, then its observers see the response once sent."""
+    req = ex.req
+    req.proto, req.addr, req.started, req.observers = Peer(ex.remote, ex.port), None, 100.0, None
+    reply = handler.serve(req, lambda r: Reply.encoded(ex.wire))
+    assert reply.wire == ex.wire  # the log step passes the answer on untouched
+    clock = SimpleNamespace(perf_counter=lambda: 100.0 + ex.duration)
+    with mock.patch.object(log_handler, "time", clock):
+        for observe in req.observers or ():
+            observe(req, ex.wire)
+
+
+def logged(logger: LogHandler, *exchanges: Exchange) -> list[str]:
+    """The lines a log step configured as ``logger`` writes for these exchanges."""
     lines: list[str] = []
-    target = QueryLogger(logger.names, logger.fmt, logger.classes, lines.append)
-    for r in records:
-        target(r)
+    target = LogHandler(logger.names, logger.fmt, logger.classes, lines.append)
+    for ex in exchanges:
+        through(target, ex)
     return lines
 
 
@@ -129,8 +186,10 @@ def test_bind_errors(body: str, line: int, token: str, message: str) -> None:
 
 @pytest.mark.parametrize("body", ["errors", "errors {\n    stacktrace\n}"])
 def test_errors_accepted(body: str) -> None:
-    """errors, alone or with stacktrace, adds one error logger."""
-    assert len(builder_for(body).error_loggers) == 1
+    """errors, alone or with stacktrace, adds one errors step to the pipeline."""
+    builder = builder_for(body)
+    assert [s.name for s in builder.stages] == ["errors"]
+    assert len(handlers_of(builder, ErrorsHandler)) == 1
 
 
 @pytest.mark.parametrize("body, line, token, message", [
@@ -148,11 +207,26 @@ def test_errors_option_errors(body: str, line: int, token: str, message: str) ->
 
 
 def test_errors_logger_prints_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
-    """The logger errors installs writes each line to standard output (via the writer thread)."""
-    (emit,) = builder_for("errors").error_loggers
-    emit("[ERROR] plugin/errors: 2 example.org. A: boom")
-    emit.flush()
+    """The errors step writes a plugin error of the reply to standard output (via the writer
+    thread), in CoreDNS's format, and marks it reported so the server does not log it too."""
+    (step,) = handlers_of(builder_for("errors"), ErrorsHandler)
+    req = exchange().req
+    reply = step.serve(req, lambda r: Reply(dns.rcode.SERVFAIL, error="boom"))
+    assert (reply.rcode, reply.reported) == (dns.rcode.SERVFAIL, True)
+    STDOUT.flush()
     assert "[ERROR] plugin/errors: 2 example.org. A: boom\n" in capsys.readouterr().out
+
+
+def test_errors_step_writes_nothing_for_a_reply_without_error() -> None:
+    """A reply without a plugin error, or one already reported, writes no line."""
+    lines: list[str] = []
+    step = ErrorsHandler(lines.append)
+    req = exchange().req
+    step.serve(req, lambda r: Reply(dns.rcode.NOERROR))
+    done = Reply(dns.rcode.SERVFAIL, error="boom")
+    done.reported = True
+    step.serve(req, lambda r: done)
+    assert lines == []
 
 
 def test_line_writer_never_blocks_and_counts_drops() -> None:
@@ -190,14 +264,14 @@ def test_line_writer_never_blocks_and_counts_drops() -> None:
 ])
 def test_log_options(body: str, names: tuple, fmt: str, classes: set) -> None:
     """log's names (FQDN, lower case), format and class filters, CoreDNS's defaults."""
-    (logger,) = builder_for(body).query_loggers
+    (logger,) = handlers_of(builder_for(body), LogHandler)
     assert (logger.names, logger.fmt, logger.classes) == (names, fmt, frozenset(classes))
 
 
 def test_log_twice_gives_two_loggers() -> None:
-    """Each log line is a logger of its own, as each is a rule in CoreDNS."""
+    """Each log line is a step of its own, as each is a rule in CoreDNS."""
     builder = builder_for("log a.example\nlog b.example {\n    class error\n}")
-    assert [(q.names, q.classes) for q in builder.query_loggers] == [
+    assert [(q.names, q.classes) for q in handlers_of(builder, LogHandler)] == [
         (("a.example.",), frozenset({"all"})), (("b.example.",), frozenset({"error"}))]
 
 
@@ -220,17 +294,18 @@ def test_log_line_is_coredns_common_format() -> None:
     """The default line is CoreDNS's {common} format, prefixed by [INFO]."""
     query = dns.message.make_query("example.org", "A", id=41424)
     size = len(query.to_wire())
-    r = record()
-    (logger,) = builder_for("log").query_loggers
-    (line,) = logged(logger, r)
+    ex = exchange()
+    (logger,) = handlers_of(builder_for("log"), LogHandler)
+    (line,) = logged(logger, ex)
     assert line == (f'[INFO] 127.0.0.1:40311 - 41424 "A IN example.org. udp {size} false 512" '
-                    f"NOERROR qr,aa,rd {r.rsize} 0.000186745s")
+                    f"NOERROR qr,aa,rd {len(ex.wire)} 0.000186745s")
 
 
 def test_log_writes_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
-    """A logger set up from the Corefile writes to standard output."""
-    (logger,) = builder_for("log").query_loggers
-    logger(record())
+    """A log step set up from the Corefile writes to standard output."""
+    (logger,) = handlers_of(builder_for("log"), LogHandler)
+    assert logger.write is STDOUT
+    through(logger, exchange())
     STDOUT.flush()
     out = capsys.readouterr().out
     assert out.startswith("[INFO] 127.0.0.1:40311 - 41424 ")
@@ -312,9 +387,9 @@ def test_response_class(kwargs: dict, cls: str) -> None:
 ])
 def test_log_name_filter(body: str, names: list[str]) -> None:
     """Only names at or below a log name are logged, on label boundaries."""
-    (logger,) = builder_for(body).query_loggers
-    lines = logged(logger, record("example.org"), record("www.example.org"),
-                   record("other.test"))
+    (logger,) = handlers_of(builder_for(body), LogHandler)
+    lines = logged(logger, exchange("example.org"), exchange("www.example.org"),
+                   exchange("other.test"))
     assert [line.split('"')[1].split()[2] for line in lines] == names
 
 
@@ -327,17 +402,17 @@ def test_log_name_filter(body: str, names: list[str]) -> None:
 ])
 def test_log_class_filter(classes: str, expected: list[str]) -> None:
     """class keeps the responses of the named classes (NODATA counts as denial)."""
-    (logger,) = builder_for(f"log {{\n    class {classes}\n}}").query_loggers
-    lines = logged(logger, record(), record(answers=0),
-                   record(rcode=dns.rcode.NXDOMAIN, answers=0),
-                   record(rcode=dns.rcode.SERVFAIL, answers=0))
+    (logger,) = handlers_of(builder_for(f"log {{\n    class {classes}\n}}"), LogHandler)
+    lines = logged(logger, exchange(), exchange(answers=0),
+                   exchange(rcode=dns.rcode.NXDOMAIN, answers=0),
+                   exchange(rcode=dns.rcode.SERVFAIL, answers=0))
     assert [line.split('" ')[1].split()[0] for line in lines] == expected
 
 
 def test_log_custom_format_line() -> None:
     """A custom format from the Corefile is used for the line after [INFO]."""
-    (logger,) = builder_for('log . "{name} {type} {rcode}"').query_loggers
-    assert logged(logger, record("web.example.org", "AAAA")) == [
+    (logger,) = handlers_of(builder_for('log . "{name} {type} {rcode}"'), LogHandler)
+    assert logged(logger, exchange("web.example.org", "AAAA")) == [
         "[INFO] web.example.org. AAAA NOERROR"]
 
 
@@ -345,22 +420,36 @@ def test_log_custom_format_line() -> None:
 
 
 def test_kubernetai_contributes_cluster_and_resolver() -> None:
-    """A stanza adds its Cluster as a service and its StanzaResolver to the chain."""
+    """A stanza adds its Cluster as a data source and its StanzaResolver to the chain."""
     builder = builder_for("kubernetai {\n    ttl 30\n}", keys="cluster.local")
-    (cluster,) = builder.services
+    (entry,) = builder.sources
+    cluster = entry.source
     assert isinstance(cluster, Cluster)
-    (resolver,) = builder.chain()
+    (resolver,) = builder.resolvers()
     assert isinstance(resolver, StanzaResolver)
     assert resolver.cluster is cluster
     assert cluster.config.zones == ("cluster.local.",)  # the server block's zones
     assert resolver.options.ttl == 30
     assert not cluster.running
+    assert [(s.name, s.position) for s in builder.stages] == [("kubernetai",
+                                                                position("kubernetai"))]
+
+
+def test_kubernetai_source_rebinds_its_resolver() -> None:
+    """A reload hands the stanza an equal cluster that is already running: the resolver
+    then answers from that one."""
+    builder = builder_for("kubernetai", keys="cluster.local")
+    (entry,) = builder.sources
+    (resolver,) = builder.resolvers()
+    running = Cluster(entry.source.config)
+    entry.rebind(running)
+    assert resolver.cluster is running
 
 
 def test_kubernetai_ns_addresses_from_bind() -> None:
     """The stanza's NS records use the block's bind addresses."""
     builder = builder_for("kubernetai cluster.local\nbind 192.0.2.53 2001:db8::53")
-    (resolver,) = builder.chain()
+    (resolver,) = builder.resolvers()
     assert resolver.options.ns_addresses == ("192.0.2.53", "2001:db8::53")
 
 

@@ -30,16 +30,16 @@ from twisted.names import dns as tdns
 from twisted.names import error as tderror
 from twisted.trial.unittest import SynchronousTestCase
 
-from kubernetai.pkg import reactor_thread
-from kubernetai.core.dnsserver import (
-    KubernetaiServerFactory,
-    QueryLog,
-    Request,
-    ZoneRouter,
-    listen,
-    normalize_zone,
-)
+from kubernetai.core.codec import render
+from kubernetai.core.dnsserver import KubernetaiServerFactory, block_of, listen
 from kubernetai.core.negative import AuthoritativeNameError, FallThrough, Refused, ServerFailure
+from kubernetai.core.pipeline import BlockPipeline, Stage
+from kubernetai.core.plugin import Handler, position
+from kubernetai.core.request import Request
+from kubernetai.core.router import ZoneRouter, normalize_zone
+from kubernetai.core.wirecache import WireCache
+from kubernetai.pkg import reactor_thread
+from kubernetai.plugins.log.handler import COMMON, LogHandler
 
 ZONE = b"cluster.local"
 
@@ -55,7 +55,13 @@ def a(name: bytes, address: str, auth: bool = True) -> tdns.RRHeader:
 
 
 class ZoneResolver:
-    """A small in-memory zone: fixed answers, NXDOMAIN/NODATA, and error triggers."""
+    """A small in-memory zone: fixed answers, NXDOMAIN/NODATA, and error triggers.
+
+    Its answers depend only on the query, so, like a stanza, it lets the answer cache keep
+    them (``cacheable``).
+    """
+
+    cacheable = True
 
     def __init__(self, zone: bytes = ZONE, tag: str = "10.0.0.1"):
         self.zone = zone
@@ -116,18 +122,30 @@ class ZoneResolver:
         return defer.fail(AuthoritativeNameError([soa(self.zone)]))
 
 
-class Server:
-    """A running KubernetaiServerFactory on 127.0.0.1 (UDP + TCP, same port)."""
+def pipeline(resolver: Any, *handlers: Handler) -> BlockPipeline:
+    """A server block: ``handlers`` (placed by their names) and ``resolver`` as its only
+    answering plugin."""
+    stages = [Stage(h.name, position(h.name), i, handler=h) for i, h in enumerate(handlers)]
+    stages.append(Stage("kubernetai", position("kubernetai"), len(stages), resolver=resolver))
+    return BlockPipeline(stages)
 
-    def __init__(self, **kwargs: Any):
+
+class Server:
+    """A running KubernetaiServerFactory on 127.0.0.1 (UDP + TCP, same port).
+
+    ``handlers`` are put in front of both zones' resolvers (each zone its own pipeline).
+    """
+
+    def __init__(self, *, handlers: tuple[Handler, ...] = (), **kwargs: Any):
         self.host = kwargs.pop("host", "127.0.0.1")
         self.main = ZoneResolver()
         self.sub = ZoneResolver(b"sub." + ZONE, tag="10.0.0.2")
         self.errors: list[str] = []
-        self.logged: list[QueryLog] = []
         kwargs.setdefault("on_error", self.errors.append)
-        self.factory = KubernetaiServerFactory(
-            {"cluster.local.": self.main, "Sub.Cluster.Local": self.sub}, **kwargs)
+        zones: dict[str, Any] = {"cluster.local.": self.main, "Sub.Cluster.Local": self.sub}
+        if handlers:
+            zones = {zone: pipeline(resolver, *handlers) for zone, resolver in zones.items()}
+        self.factory = KubernetaiServerFactory(zones, **kwargs)
         self.ports = reactor_thread.in_reactor(listen, self.factory, self.host, 0)
         self.port = self.ports[0].getHost().port
 
@@ -282,7 +300,7 @@ def test_non_authoritative_answer_no_aa(reactor_running: None) -> None:
         def query(self, q: tdns.Query, timeout: Any = None) -> defer.Deferred:
             return defer.succeed(([a(q.name.name, "192.0.2.1", auth=False)], [], []))
     srv = Server()
-    srv.factory.router = ZoneRouter({"example.org": Plain()})
+    srv.factory.router = ZoneRouter({"example.org": block_of(Plain())})
     try:
         r = srv.udp("www.example.org")
         assert r.rcode() == dns.rcode.NOERROR and not r.flags & dns.flags.AA
@@ -568,7 +586,7 @@ def test_random_garbage_never_breaks_server(server: Server) -> None:
 def test_tcp_several_queries_one_connection(server: Server) -> None:
     """Sequential queries on one TCP connection are all answered."""
     with server.tcp_socket() as s:
-        for i, name in enumerate(["web.cluster.local", "web.sub.cluster.local", "zz.cluster.local"]):
+        for name in ["web.cluster.local", "web.sub.cluster.local", "zz.cluster.local"]:
             q = dns.message.make_query(name, "A")
             dns.query.send_tcp(s, q)
             r, _ = dns.query.receive_tcp(s)
@@ -662,9 +680,9 @@ def test_ipv6_loopback(reactor_running: None) -> None:
 
 
 def test_log_queries_common_format(reactor_running: None) -> None:
-    """log_queries gets a QueryLog per answered query, printable in CoreDNS's format."""
-    logged: list[QueryLog] = []
-    srv = Server(log_queries=logged.append)
+    """The log plugin's step writes one line per answered query, in CoreDNS's format."""
+    logged: list[str] = []
+    srv = Server(handlers=(LogHandler((".",), COMMON, frozenset({"all"}), logged.append),))
     try:
         q = dns.message.make_query("web.cluster.local", "A", use_edns=0, payload=1232)
         dns.query.udp(q, srv.host, port=srv.port, timeout=3)
@@ -673,8 +691,10 @@ def test_log_queries_common_format(reactor_running: None) -> None:
             time.sleep(0.01)
     finally:
         srv.stop()
+    assert len(logged) == 1
     entry = logged[0]
-    line = entry.common()
+    assert entry.startswith("[INFO] ")
+    line = entry[len("[INFO] "):]
     assert line.startswith("127.0.0.1:")
     assert f' - {q.id} "A IN web.cluster.local. udp {len(q.to_wire())} false 1232" NOERROR qr,aa,rd ' in line
     assert line.endswith("s")
@@ -797,28 +817,18 @@ class RenderTests(SynchronousTestCase):
             req = self.factory.parseRequest(_query_wire("headless.cluster.local",
                                                         use_edns=0, payload=payload), True)
             assert isinstance(req, Request)
-            wire = self.factory.render(req, 0, True, many)
+            wire = render(req, 0, True, many)
             self.assertLessEqual(len(wire), payload)
             r = dns.message.from_wire(wire)
             kept = records(r.answer)
             self.assertEqual(bool(r.flags & dns.flags.TC), kept < 60)
             self.assertGreater(len(wire) + 16, min(payload, len(wire) + 16 * (60 - kept)))
 
-    def test_wire_cache_hook(self) -> None:
-        """A subclass cache gets (qname as sent, qtype, qclass); hits are patched."""
-        class Cached(KubernetaiServerFactory):
-            def __init__(self, *a: Any, **kw: Any) -> None:
-                super().__init__(*a, **kw)
-                self.store: dict = {}
-
-            def lookupWireCache(self, lname, qtype, qclass):  # type: ignore[override]
-                return self.store.get((lname, qtype, qclass))
-
-            def storeWireCache(self, lname, qtype, qclass, stored, result):  # type: ignore[override]
-                self.store[(lname, qtype, qclass)] = stored
-
+    def test_wire_cache_key_and_patching(self) -> None:
+        """The answer cache keys on (qname as sent, qtype, qclass); hits are patched."""
         resolver = ZoneResolver()
-        factory = Cached({"cluster.local": resolver})
+        cache = WireCache()
+        factory = KubernetaiServerFactory({"cluster.local": resolver}, cache=cache)
         out = Collector()
         q1 = dns.message.make_query("web.cluster.local", "A")
         q2 = dns.message.make_query("web.cluster.local", "A")
@@ -827,6 +837,7 @@ class RenderTests(SynchronousTestCase):
         factory.handleWire(q1.to_wire(), out, None, True)
         factory.handleWire(q2.to_wire(), out, None, True)
         self.assertEqual(len(resolver.queries), 1)
+        self.assertEqual([key[:3] for key in cache.entries], [(b"web.cluster.local", 1, 1)])
         r2 = dns.message.from_wire(out.sent[1])
         self.assertEqual(r2.id, q2.id)
         self.assertFalse(r2.flags & dns.flags.RD)
@@ -939,7 +950,7 @@ class StreamProtocolTests(SynchronousTestCase):
         self.proto.connectionLost(Exception("gone"))  # type: ignore[arg-type]
         self.pending[0].callback(([], [], []))
         self.assertEqual(self.transport.value(), b"")
-        self.assertNotIn(self.proto, self.factory.connections)
+        self.assertEqual(len(self.factory.tcpConnections), 0)
 
     def test_short_message_closes(self) -> None:
         """A length-prefixed message shorter than 12 bytes closes the connection."""

@@ -10,19 +10,18 @@ from pathlib import Path
 from typing import Iterator
 
 import dns.flags
-import dns.name
 import dns.message
+import dns.name
 import dns.query
 import dns.rcode
 import dns.rdatatype
 import pytest
+from conftest import EXAMPLES, free_dns_port, wait_for
 from twisted.internet import defer
 
+from kubernetai.app.server import KubernetaiService, load_service
 from kubernetai.pkg import reactor_thread
 from kubernetai.sandbox.server import Sandbox
-from kubernetai.app.server import KubernetaiService, load_service
-
-from conftest import EXAMPLES, free_dns_port, wait_for
 
 CLUSTERS = ("cluster.local", "assemblage.local", "conglomeration.local")
 # twistd finds plugins in twisted/plugins/ on sys.path: put this source tree there, so the
@@ -304,7 +303,8 @@ def test_recovers_from_410_and_cut_watch(server, sandboxes):
         cluster.apply({"apiVersion": "v1", "kind": "Service",
                        "metadata": {"name": "after-fault", "namespace": "shared"},
                        "spec": {"clusterIP": ip, "ports": [{"port": 80}]}})
-        wait_for(lambda: answers(ask(server, "after-fault.shared.svc.assemblage.local")) == [ip])
+        wait_for(lambda ip=ip: answers(ask(server, "after-fault.shared.svc.assemblage.local"))
+                 == [ip])
         cluster.delete("Service", "shared", "after-fault")
         wait_for(lambda: ask(server, "after-fault.shared.svc.assemblage.local").rcode()
                  == dns.rcode.NXDOMAIN)
@@ -366,7 +366,8 @@ def test_twistd_plugin(sandboxes, tmp_path):
 
 def test_demo_command(tmp_path):
     """`kubernetai demo` serves the three demo clusters and prints dig lines that work."""
-    process = subprocess.Popen([sys.executable, "-m", "kubernetai", "demo", "--dns-port", "0"],
+    process = subprocess.Popen([sys.executable, "-m", "kubernetai", "demo", "--dns-port", "0",
+                                "--api-ports", "0,0,0"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                cwd=Path(__file__).resolve().parent.parent)
     try:

@@ -18,13 +18,12 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
+from conftest import EXAMPLES, wait_for
 from twisted.internet import defer
 
+from kubernetai.app.server import KubernetaiService, load_service
 from kubernetai.pkg import reactor_thread
 from kubernetai.sandbox.server import Sandbox
-from kubernetai.app.server import KubernetaiService, load_service
-
-from conftest import EXAMPLES, wait_for
 
 COREFILE = """\
 cluster.local {{

@@ -9,11 +9,10 @@ from typing import Iterator
 import dns.rcode
 import dns.rdatatype
 import pytest
+from test_e2e import answers, ask, start_server
 
 from kubernetai.pkg import reactor_thread
 from kubernetai.sandbox.server import Sandbox
-
-from test_e2e import answers, ask, start_server
 
 NS_SHOP = {"apiVersion": "v1", "kind": "Namespace",
            "metadata": {"name": "shop", "labels": {"team": "shop"}}}

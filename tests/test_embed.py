@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import urllib3
+from conftest import EXAMPLES
 from twisted.application import service
 from twisted.application.service import IService
 from twisted.internet.interfaces import IResolver
@@ -20,8 +21,7 @@ from zope.interface.verify import verifyObject
 import kubernetai
 from kubernetai import CorefileError, KubernetaiResolver, StanzaOptions
 from kubernetai.pkg import reactor_thread
-
-from conftest import EXAMPLES
+from kubernetai.plugins.kubernetai.handler import MAX_CHASE
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -134,3 +134,33 @@ def test_option_values_with_spaces_and_braces_stay_one_token(cluster):
         KubernetaiResolver.from_stanzas(StanzaOptions(endpoint=cluster.url,
                                                       labels='a b } { "c"'))
     assert "unable to parse label selector" in str(caught.value)
+
+
+def _external(name: str, target: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": "shared"},
+            "spec": {"type": "ExternalName", "externalName": target}}
+
+
+def test_externalname_chased_through_the_embedding_resolver(cluster):
+    """An ExternalName into another zone of the same resolver is resolved through it, and
+    two pointing at each other end in a bounded CNAME chain (the depth goes with the query)."""
+    cluster.apply([_external("hop", "web.shared.svc.b.local"),
+                   _external("ping", "pong.shared.svc.b.local"),
+                   _external("pong", "ping.shared.svc.a.local")])
+    resolver = KubernetaiResolver.from_stanzas(
+        StanzaOptions(zones=["a.local"], endpoint=cluster.url),
+        StanzaOptions(zones=["b.local"], endpoint=cluster.url))
+    reactor_thread.in_reactor(resolver.startService)
+    try:
+        assert reactor_thread.in_reactor(resolver.wait_synced) is True
+        answers, _, _ = reactor_thread.in_reactor(resolver.lookupAddress,
+                                                  b"hop.shared.svc.a.local")
+        assert [(rr.name.name, rr.type) for rr in answers] == [
+            (b"hop.shared.svc.a.local", dns.CNAME), (b"web.shared.svc.b.local", dns.A)]
+        assert addresses((answers,)) == ["10.96.100.10"]
+        looped, _, _ = reactor_thread.in_reactor(resolver.lookupAddress,
+                                                 b"ping.shared.svc.a.local")
+        assert [rr.type for rr in looped] == [dns.CNAME] * (MAX_CHASE + 1)
+    finally:
+        reactor_thread.in_reactor(resolver.stopService)

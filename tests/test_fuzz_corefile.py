@@ -33,8 +33,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kubernetai.corefile.parser import CorefileError, parse_file
 from kubernetai.app.server import compile_corefile, warnings_for
+from kubernetai.corefile import CorefileError, parse_file
 
 # The mutation vocabulary is the one bench/fuzz_corefile.py uses at scale.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))

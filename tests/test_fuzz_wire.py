@@ -27,11 +27,11 @@ million packets to a running server.
 from __future__ import annotations
 
 import os
-import sys
 import struct
+import sys
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -41,19 +41,20 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 import pytest
+from conftest import EXAMPLES
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer, reactor
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
-from kubernetai.corefile import parser as corefile
-from kubernetai.core.dnsserver import type_name
-from kubernetai.pkg.reactor_thread import in_reactor
-from kubernetai.sandbox.server import Sandbox
+import kubernetai.corefile as corefile
 from kubernetai.app.server import PortPlan, build_factory, compile_corefile, connect_all
+from kubernetai.core.codec import type_name
 from kubernetai.core.wirecache import WireCache
-
-from conftest import EXAMPLES
+from kubernetai.pkg.reactor_thread import in_reactor
+from kubernetai.plugins.errors.handler import ErrorsHandler
+from kubernetai.plugins.log.handler import LogHandler
+from kubernetai.sandbox.server import Sandbox
 
 # The lenient request reader is the one bench/fuzz_udp.py uses at scale.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
@@ -136,7 +137,7 @@ class Exchange:
     replies: list[bytes]
     lines: list[str] = field(default_factory=list)       # log and errors lines
     failures: list[str] = field(default_factory=list)    # failures the server logged
-    misrouted: list[str] = field(default_factory=list)   # errors lines outside a block
+    misrouted: list[str] = field(default_factory=list)   # errors no `errors` wrote
 
 
 def on_reactor(fn: Callable[[], Any], timeout: float = HANG_SECONDS) -> Any:
@@ -160,35 +161,40 @@ def on_reactor(fn: Callable[[], Any], timeout: float = HANG_SECONDS) -> Any:
 
 
 class Harness:
-    """The production factory of one Corefile port, its log lines and logged failures."""
+    """The production factory of one Corefile port, its log lines and logged failures.
+
+    The blocks' `log` and `errors` steps write to ``lines``; a plugin error that no
+    `errors` step wrote reaches the factory's ``on_error`` and lands in ``misrouted``.
+    """
 
     def __init__(self, plan: PortPlan, cache: WireCache) -> None:
         self.lines: list[str] = []
         self.failures: list[str] = []
         self.misrouted: list[str] = []
-        for block in plan.blocks:
-            builder = block.builder
-            builder.query_loggers[:] = [replace(logger, write=self.lines.append)
-                                        for logger in builder.query_loggers]
-            builder.error_loggers[:] = [self.lines.append for _ in builder.error_loggers]
         self.cache = cache
         self.factory = build_factory(plan, reactor, cache)
+        self.factory.on_error = self.misrouted.append
+        writers = 0
+        for block in plan.blocks:
+            for handler in block.pipeline(cache).handlers:
+                if isinstance(handler, (LogHandler, ErrorsHandler)):
+                    handler.write = self.lines.append
+                    writers += 1
+        assert writers == 2 * len(plan.blocks), "every block has its log and errors"
         # The server logs an internal failure once per 10 s; every one must be seen here.
         limiter = getattr(self.factory, "_internalLog", None)
         if limiter is not None:
             limiter.interval = 0
 
     def observe(self, event: dict[str, Any]) -> None:
-        """Twisted log observer: failures of the request path, errors lines gone astray."""
+        """Twisted log observer: failures of the request path."""
         namespace = event.get("log_namespace", "")
         level = event.get("log_level")
-        if namespace.startswith("kubernetai.core.dnsserver") and (
+        if namespace.startswith(("kubernetai.core", "kubernetai.plugins")) and (
                 "log_failure" in event or level in (LogLevel.error, LogLevel.critical)):
             failure = event.get("log_failure")
             trace = failure.getTraceback() if failure is not None else ""
             self.failures.append(f"{formatEvent(event)}\n{trace}")
-        elif namespace == "kubernetai.app.server" and level == LogLevel.error:
-            self.misrouted.append(formatEvent(event))
 
     def exchange(self, data: bytes, udp: bool) -> Exchange:
         """Hand one request to handleWire on the reactor thread and collect the outcome."""
@@ -265,8 +271,6 @@ def harness(clusters: dict[str, str], tmp_path_factory: Any) -> Iterator[Harness
         return defer.gatherResults([cluster.wait_synced(30) for cluster in stanzas])
     assert all(in_reactor(start)), "the simulated clusters did not sync"
     h = Harness(plan, WireCache(max_bytes=CACHE_BYTES))
-    for cluster in stanzas:  # as KubernetaiService does: a change empties the cache
-        cluster.listeners.append(h.cache.clear)
     globalLogPublisher.addObserver(h.observe)
     try:
         yield h
@@ -652,7 +656,7 @@ def test_log_lines_are_printable_and_escape_names_like_coredns(
 
 
 # D2 of issue 7: written against WireCache(max_bytes=...) and its `bytes` (the usage it
-# counts) and `entries` (key -> stored answer bytes).
+# counts) and `entries` (key -> (stored answer bytes, expiry, sources)).
 @fuzz_settings(40)
 @given(batch=st.lists(cacheable_queries(), min_size=1, max_size=20))
 def test_answer_cache_stays_within_its_byte_bound(harness: Harness,
@@ -663,7 +667,7 @@ def test_answer_cache_stays_within_its_byte_bound(harness: Harness,
     for data, udp in batch:
         check_reply(harness.exchange(data, udp))
         usage, held, count = on_reactor(lambda: (
-            cache.bytes, sum(len(key[0]) + len(value) for key, value in cache.entries.items()),
+            cache.bytes, sum(len(key[0]) + len(entry[0]) for key, entry in cache.entries.items()),
             len(cache.entries)))
         assert usage <= cache.max_bytes, f"the cache counts {usage} > {cache.max_bytes} bytes"
         assert held <= usage, f"the cache holds {held} bytes but counts only {usage}"

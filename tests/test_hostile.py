@@ -14,7 +14,6 @@ import struct
 import subprocess
 import threading
 import time
-from pathlib import Path
 from typing import Any, Iterator
 
 import dns.edns
@@ -24,18 +23,18 @@ import dns.name
 import dns.query
 import dns.rcode
 import pytest
+from conftest import free_dns_port, wait_for
+from test_dnsserver import Server, ZoneResolver, recv_tcp_message
+from test_e2e import SOURCE_ENV, TWISTD, sandboxes  # noqa: F401 - fixture
 from twisted.internet import defer
 from twisted.logger import globalLogPublisher
 from twisted.names import dns as tdns
 
+from kubernetai.core.dnsserver import KubernetaiServerFactory, block_of, listen
+from kubernetai.core.tcp import default_max_tcp_connections
+from kubernetai.core.wirecache import WireCache
 from kubernetai.pkg import reactor_thread
 from kubernetai.pkg.dnsname import presentation
-from kubernetai.core.dnsserver import KubernetaiServerFactory, listen
-from kubernetai.core.wirecache import CachingServerFactory, WireCache
-
-from conftest import free_dns_port, wait_for
-from test_dnsserver import Server, ZoneResolver, recv_tcp_message
-from test_e2e import SOURCE_ENV, TWISTD, sandboxes  # noqa: F401 - fixture
 
 PRINTABLE_LINE = re.compile(r"^[\x20-\x7e]*$")
 
@@ -226,7 +225,7 @@ def test_padding_and_repeated_options_do_not_enlarge_udp_answers(server: Server)
 def test_tcp_padding_flood_keeps_the_cache_small(reactor_running: None) -> None:
     """3,000 TCP queries with 60 KB of padding each: small answers, a cache of a few KB."""
     cache = WireCache()
-    factory = CachingServerFactory({"cluster.local": ZoneResolver()}, cache=cache)
+    factory = KubernetaiServerFactory({"cluster.local": ZoneResolver()}, cache=cache)
     ports = reactor_thread.in_reactor(listen, factory, "127.0.0.1", 0)
     try:
         port = ports[0].getHost().port
@@ -349,8 +348,8 @@ def test_total_cap_refuses_only_when_none_is_idle(reactor_running) -> None:
     """At the total cap an idle connection makes room; with every one busy, refused."""
     srv = Server(max_tcp_per_client=100, max_tcp_connections=5)
     pending = Pending()
-    srv.factory.router = type(srv.factory.router)({"cluster.local": srv.main,
-                                                   "pending.test": pending})
+    srv.factory.router = type(srv.factory.router)({"cluster.local": block_of(srv.main),
+                                                   "pending.test": block_of(pending)})
     events: list[dict] = []
     observer = events.append
     globalLogPublisher.addObserver(observer)
@@ -440,7 +439,6 @@ def test_connection_bookkeeping_survives_churn(reactor_running) -> None:
 def test_fd_limit_raised_to_hard_limit() -> None:
     """Like a Go binary, the server may use every descriptor the hard limit allows."""
     import resource
-    from kubernetai.core.dnsserver import default_max_tcp_connections
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     cap = default_max_tcp_connections()
     soft_after, _ = resource.getrlimit(resource.RLIMIT_NOFILE)

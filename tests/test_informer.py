@@ -11,12 +11,17 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+from conftest import wait_for
 from kubernetes import client, config
 
-from conftest import wait_for
-from kubernetai.plugins.kubernetai.informer import STALL_TIMEOUT, Changes, Informer, Replace, Watched
+from kubernetai.plugins.kubernetai.informer import (
+    STALL_TIMEOUT,
+    Changes,
+    Informer,
+    Replace,
+    Watched,
+)
 from kubernetai.sandbox.server import Sandbox
-
 
 # -- helpers --------------------------------------------------------------------------
 
@@ -728,6 +733,7 @@ def test_stop_during_backoff(sandbox, harness):
 def test_nothing_is_delivered_after_stop(sandbox, harness):
     """Batches already on their way to the reactor are dropped once stop() was called."""
     from twisted.internet import reactor
+
     from kubernetai.pkg import reactor_thread
 
     informer, receiver = harness.start(sandbox)
@@ -860,7 +866,7 @@ def test_unknown_resource_is_rejected():
 
 def test_every_request_goes_through_the_limiter(sandbox, harness):
     """With a limiter (apiserver_qps/_burst/_max_inflight), each list and watch takes a slot."""
-    from kubernetai.plugins.kubernetai.config import RequestLimiter
+    from kubernetai.plugins.kubernetai.limiter import RequestLimiter
 
     class Counting(RequestLimiter):
         def __init__(self) -> None:

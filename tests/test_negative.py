@@ -13,7 +13,6 @@ from kubernetai.core.negative import (
     FallThrough,
     Refused,
     ServerFailure,
-    nodata,
 )
 
 SOA = dns.RRHeader(b"cluster.local", dns.SOA, ttl=5, auth=True,
@@ -84,7 +83,3 @@ class NegativeTests(SynchronousTestCase):
             chain = resolve.ResolverChain([Fixed(exc), second])
             self.failureResultOf(chain.query(dns.Query(b"x.cluster.local")), type(exc))
             self.assertEqual(second.calls, 0)
-
-    def test_nodata(self) -> None:
-        """nodata(soa) is the empty-answer result with the SOA in authority."""
-        self.assertEqual(nodata(SOA), ([], [SOA], []))

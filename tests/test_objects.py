@@ -14,7 +14,6 @@ from kubernetai.plugins.kubernetai.objects import (
     endpoint_slice_from_json,
     mc_endpoint_slice_from_json,
     namespace_from_json,
-    object_key,
     pod_from_json,
     service_from_json,
     service_import_from_json,
@@ -256,16 +255,14 @@ def test_service_import_conversion():
     h = service_import_from_json({"metadata": {"name": "db", "namespace": "shop"},
                                   "spec": {"type": "Headless"}})
     assert h.headless and h.ports == () and h.cluster_ips == ()
+    # Read like a Service by the answers, but never an ExternalName (even if its type says so).
+    assert not h.is_external_name
+    assert not service_import_from_json({"metadata": {"name": "e", "namespace": "shop"},
+                                         "spec": {"type": "ExternalName"}}).is_external_name
     assert not si.dns_equal(service_import_from_json({
         "metadata": {"name": "web", "namespace": "shop"},
         "spec": {"type": "ClusterSetIP", "ips": ["10.100.0.11"],
                  "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}))
-
-
-def test_object_key():
-    """object_key gives ns/name, or the name alone for cluster-scoped objects."""
-    assert object_key(SERVICE) == "shop/web"
-    assert object_key({"metadata": {"name": "shop"}}) == "shop"
 
 
 def test_conversion_drops_the_source():

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from kubernetai.plugins.kubernetai.qname import EMPTY_REQUEST, InvalidRequest, Request, parse_request, trim_zone
+from kubernetai.pkg.dnsname import in_zone, is_reverse, plain_dots, zone_of
+from kubernetai.plugins.kubernetai.qname import (
+    EMPTY_REQUEST,
+    InvalidRequest,
+    RecordRequest,
+    parse_request,
+    trim_zone,
+)
 
 Z = "cluster.local."
 
 
-def R(**kw) -> Request:
-    return Request(**kw)
+def R(**kw) -> RecordRequest:
+    return RecordRequest(**kw)
 
 
 VALID = [
@@ -135,7 +142,7 @@ def test_request_is_frozen_and_hashable():
     r = parse_request("web.shop.svc.cluster.local.", Z)
     with pytest.raises(AttributeError):
         r.service = "x"  # type: ignore[misc]
-    assert hash(r) == hash(Request(service="web", namespace="shop", podOrSvc="svc"))
+    assert hash(r) == hash(RecordRequest(service="web", namespace="shop", podOrSvc="svc"))
 
 
 def test_trim_zone():
@@ -145,3 +152,60 @@ def test_trim_zone():
     assert trim_zone("a.", ".") == "a"
     with pytest.raises(ValueError):
         trim_zone("a.xcluster.local.", Z)
+
+
+# --------------------------------------------------------------------------
+# Zone matching (kubernetai.pkg.dnsname), which trim_zone and the answers use
+
+
+@pytest.mark.parametrize("name, zone, expected", [
+    ("cluster.local.", "cluster.local.", True),
+    ("web.shop.svc.cluster.local.", "cluster.local.", True),
+    ("xcluster.local.", "cluster.local.", False),
+    ("local.", "cluster.local.", False),
+    ("anything.", ".", True),
+    (".", ".", True),
+    (".", "cluster.local.", False),
+    ("a\\.cluster.local.", "cluster.local.", True),  # wire text: every dot is a boundary
+])
+def test_in_zone(name: str, zone: str, expected: bool) -> None:
+    """in_zone matches whole labels; the root holds every name."""
+    assert in_zone(name, zone) is expected
+
+
+def test_zone_of_picks_the_longest_zone() -> None:
+    """The most specific zone wins, whatever the order (CoreDNS plugin.Zones.Matches)."""
+    zones = [".", "local.", "cluster.local.", "example.org."]
+    assert zone_of("web.cluster.local.", zones) == "cluster.local."
+    assert zone_of("web.cluster.local.", list(reversed(zones))) == "cluster.local."
+    assert zone_of("other.", zones) == "."
+    assert zone_of("other.", ["cluster.local."]) is None
+    assert zone_of("xcluster.local.", ["cluster.local."]) is None
+
+
+@pytest.mark.parametrize("name, plain", [
+    ("a.example.org.", "a.example.org."),
+    ("a\\.example.org.", "a\\046example.org."),
+    ("a.b\\\\.example.org.", "a.b\\092.example.org."),
+    ("a\\\\\\.b.", "a\\092\\046b."),
+    ("a\\065\\x.b.", "a\\065\\x.b."),
+])
+def test_plain_dots_leaves_only_label_boundaries(name: str, plain: str) -> None:
+    """Escaped dots and backslashes become decimal escapes, so in_zone reads presentation form right."""
+    assert plain_dots(name) == plain
+
+
+def test_plain_dots_and_in_zone_on_presentation_names() -> None:
+    """An escaped dot is inside a label; after an escaped backslash it is a boundary again."""
+    assert not in_zone(plain_dots("a\\.example.org."), "example.org.")
+    assert in_zone(plain_dots("a.b\\\\.example.org."), "example.org.")
+
+
+def test_is_reverse() -> None:
+    """Names below in-addr.arpa. or ip6.arpa. are reverse; the bare zones are not (as in CoreDNS)."""
+    assert is_reverse("1.0.0.10.in-addr.arpa.")
+    assert is_reverse("10.in-addr.arpa.")
+    assert is_reverse("8.b.d.0.1.0.0.2.ip6.arpa.")
+    assert not is_reverse("in-addr.arpa.")
+    assert not is_reverse("ip6.arpa.")
+    assert not is_reverse("cluster.local.")

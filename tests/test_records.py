@@ -832,6 +832,38 @@ def test_soa_serial_follows_cache_modified():
     assert render(got.answers[0]) == SOA(serial=1234)
 
 
+def test_services_and_imports_are_read_alike_but_only_imports_name_the_cluster():
+    """One lookup serves Services and ServiceImports: a cluster id is only put in (and
+    matched against) multicluster names, and an import is never an ExternalName."""
+    cache = ClusterCache(clock=lambda: NOW)
+    cache.replace("namespaces", [namespace_from_json(namespace_json("shop"))])
+    cache.replace("services", [service_from_json(service_json("shop", "db", ("None",), [("pg", 5432, "TCP")]))])
+    # A plain slice that happens to carry a source-cluster label.
+    labels = {"kubernetes.io/service-name": "db", "multicluster.kubernetes.io/source-cluster": "c1"}
+    cache.replace("endpointslices", [endpoint_slice_from_json(
+        slice_json("shop", "db-1", "db", [endpoint("10.244.1.1", hostname="db-0")], [("pg", 5432, "TCP")],
+                   labels=labels))])
+    cache.replace("serviceimports", [
+        service_import_from_json(import_json("shop", "db", "Headless", [], [("pg", 5432, "TCP")])),
+        service_import_from_json(import_json("shop", "odd", "ExternalName", ["10.100.0.99"], [TCP_HTTP])),
+    ])
+    cache.replace("mcendpointslices", [mc_endpoint_slice_from_json(
+        mc_slice_json("shop", "db-C2", "db", "C2", [endpoint("10.2.0.7", hostname="db-0")], [("pg", 5432, "TCP")]))])
+
+    def rendered(name: str, qtype: int, zone: str) -> list:
+        return [render(r) for r in answer(cache, BASE, name, qtype, zone).answers]
+
+    plain = "db.shop.svc.cluster.local."
+    assert rendered(plain, dns.SRV, "cluster.local.") == [SRV(plain, 100, 5432, "db-0.db.shop.svc.cluster.local.")]
+    assert rendered("db-0.c1.db.shop.svc.cluster.local.", dns.A, "cluster.local.") == []
+    mc = "db.shop.svc." + CL
+    assert rendered(mc, dns.SRV, CL) == [SRV(mc, 100, 5432, "db-0.C2.db.shop.svc." + CL)]
+    assert rendered("db-0.c2.db.shop.svc." + CL, dns.A, CL) == [A("db-0.c2.db.shop.svc." + CL, "10.2.0.7")]
+    assert answer(cache, BASE, "db-0.c1.db.shop.svc." + CL, dns.A, CL).name_error
+    odd = "odd.shop.svc." + CL
+    assert rendered(odd, dns.A, CL) == [A(odd, "10.100.0.99")]
+
+
 def test_multicluster_zone_uses_multicluster_serial():
     """A multicluster zone's SOA serial is the multicluster modification time."""
     times = iter([100.0, 200.0])

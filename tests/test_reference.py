@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 import kubernetai
+import kubernetai.corefile as corefile
 from kubernetai import cli
-from kubernetai.corefile import parser as corefile
 from kubernetai.app import tap
-from kubernetai.corefile.parser import Directive
+from kubernetai.core.plugin import position
 from kubernetai.core.registry import Registry
+from kubernetai.corefile import Directive
 from kubernetai.plugins.kubernetai.config import OPTION_NAMES
 
 REFERENCE = (Path(__file__).resolve().parent.parent / "docs" / "reference.md").read_text()
@@ -50,17 +51,24 @@ def test_every_command_option_is_documented(command):
 
 def test_twistd_options_are_documented():
     """Each `twistd kubernetai` option appears."""
-    for long, short, *_ in tap.Options.optParameters:
+    for long, _short, *_ in tap.Options.optParameters:
         assert f"`--{long}`" in REFERENCE, long
 
 
 def test_directives_are_documented_with_their_order():
-    """Each registered directive appears with the order it declares."""
+    """Each registered directive has a row giving its place in the pipeline order (its index
+    in CoreDNS's plugin.cfg, `position`), and the rows are listed in that order."""
     registry = Registry()
+    rows = REFERENCE.splitlines()
+    places = []
     for name in registry.names():
         plugin = registry.get(Directive(name, (), (), "x", 1, ()))
-        row = next(line for line in REFERENCE.splitlines() if line.startswith(f"| `{name}`"))
-        assert f"| {plugin.order:g} |" in row, name
+        where = position(name, getattr(plugin, "after", None))
+        index = next((i for i, line in enumerate(rows) if line.startswith(f"| `{name}`")), None)
+        assert index is not None, f"no row for directive {name}"
+        assert f"| {where:g} |" in rows[index], (name, where, rows[index])
+        places.append((index, where))
+    assert [where for _, where in sorted(places)] == sorted(where for _, where in places)
 
 
 @pytest.mark.parametrize("option", OPTION_NAMES)

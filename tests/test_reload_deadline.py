@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from twisted.internet import defer
-
-from kubernetai.pkg.reactor_thread import in_reactor
-from kubernetai.app.supervisor import MAX_ABANDONED, Supervisor
-
 from conftest import free_dns_port, wait_for
 from test_e2e import answers, ask
 from test_supervisor import clusters, corefile, run_server  # noqa: F401 - fixtures
+from twisted.internet import defer
+
+from kubernetai.app.supervisor import MAX_ABANDONED, Supervisor
+from kubernetai.pkg.reactor_thread import in_reactor
 
 #: Seconds the fake credential plugin waits for the test at most, so that it never
 #: outlives the test by long even if the test dies before letting it go.

@@ -17,14 +17,13 @@ from pathlib import Path
 import dns.exception
 import dns.rcode
 import pytest
-
-from kubernetai.sandbox.server import Sandbox
-from kubernetai.sandbox.tls import write_kubeconfig
-from kubernetai.plugins.kubernetai.informer import excerpt as _excerpt
-
 from conftest import wait_for
 from test_e2e import answers, ask
 from test_supervisor import _service, run_server  # noqa: F401 - run_server is a fixture
+
+from kubernetai.plugins.kubernetai.informer import excerpt as _excerpt
+from kubernetai.sandbox.server import Sandbox
+from kubernetai.sandbox.tls import write_kubeconfig
 
 TOKEN = "the-right-token"
 

@@ -14,14 +14,24 @@ from twisted.internet import defer, task
 from twisted.names import dns
 from twisted.python.failure import Failure
 
-from kubernetai.corefile import parser as corefile
+import kubernetai.corefile as corefile
+from kubernetai.core.negative import AuthoritativeNameError, FallThrough, Refused, ServerFailure
+from kubernetai.core.request import ContextQuery, Request, context_query
+from kubernetai.core.router import ZoneRouter
 from kubernetai.plugins.kubernetai import records
 from kubernetai.plugins.kubernetai.cache import ClusterCache
-from kubernetai.plugins.kubernetai.controller import Cluster
-from kubernetai.core.negative import AuthoritativeNameError, FallThrough, Refused, ServerFailure
-from kubernetai.plugins.kubernetai.objects import endpoint_slice_from_json, namespace_from_json, service_from_json
-from kubernetai.plugins.kubernetai.handler import StanzaResolver, answer_options
 from kubernetai.plugins.kubernetai.config import parse_stanza
+from kubernetai.plugins.kubernetai.controller import Cluster
+from kubernetai.plugins.kubernetai.handler import (
+    MAX_CHASE,
+    StanzaResolver,
+    answer_options,
+)
+from kubernetai.plugins.kubernetai.objects import (
+    endpoint_slice_from_json,
+    namespace_from_json,
+    service_from_json,
+)
 
 NOW = 1700000000.5
 SERIAL = 1700000000
@@ -366,3 +376,65 @@ def test_no_chase_for_other_types(qtype: int) -> None:
     upstream = Upstream(([API_A], [], []))
     ask(stanza_resolver(BASIC, upstream=upstream), EXT, qtype).addErrback(lambda _: None)
     assert upstream.queries == []
+
+
+# -- the chase's context: upstream and depth travel with the query ------------------------
+
+
+def context_ask(resolver: Any, name: str, qtype: int = dns.A, **context: Any) -> defer.Deferred:
+    return resolver.query(context_query(name.encode(), qtype, dns.IN, **context))
+
+
+def test_chase_goes_through_the_query_upstream() -> None:
+    """Without an upstream of its own, a stanza chases through the query's upstream (the
+    server), one level deeper, carrying the request being answered."""
+    upstream = Upstream(([API_A], [], []))
+    request = Request()
+    request.deps = None
+    resolver = stanza_resolver(BASIC)
+    result = sections(result_of(context_ask(resolver, EXT, upstream=upstream, depth=3,
+                                            request=request)))
+    assert result == ([(EXT, "CNAME", 5, "api.example.com"),
+                       ("api.example.com", "A", 60, "203.0.113.9")], [], [])
+    (query,) = upstream.queries
+    assert isinstance(query, ContextQuery)
+    assert (query.name.name.rstrip(b"."), query.type, query.depth) == (b"api.example.com",
+                                                                        dns.A, 4)
+    assert query.upstream is upstream and query.request is request
+    # The answer read the cluster's cache: the request says so (for the answer cache).
+    assert request.deps == [(resolver.cluster.cache, resolver.cluster.cache.generation)]
+
+
+def test_chase_stops_at_max_depth() -> None:
+    """A query already MAX_CHASE chases deep is answered with the CNAME alone; one level
+    less still chases, at MAX_CHASE."""
+    upstream = Upstream(([API_A], [], []))
+    resolver = stanza_resolver(BASIC)
+    result = sections(result_of(context_ask(resolver, EXT, upstream=upstream,
+                                            depth=MAX_CHASE)))
+    assert result == ([(EXT, "CNAME", 5, "api.example.com")], [], [])
+    assert upstream.queries == []
+    result_of(context_ask(resolver, EXT, upstream=upstream, depth=MAX_CHASE - 1))
+    assert [q.depth for q in upstream.queries] == [MAX_CHASE]
+
+
+def test_chase_loop_is_bounded_by_the_query_depth() -> None:
+    """Two stanzas whose ExternalNames point at each other, asked through a router as the
+    server would: the loop ends after MAX_CHASE chases, the depth counted per query."""
+    loop = [service_json("shop", "ping", external_name="pong.shop.svc.b.local")]
+    back = [service_json("shop", "pong", external_name="ping.shop.svc.a.local")]
+    a = stanza_resolver("kubernetai", keys="a.local", cache=cache_with(loop))
+    b = stanza_resolver("kubernetai", keys="b.local", cache=cache_with(back))
+    router = ZoneRouter({"a.local": a, "b.local": b})
+    answers, _, _ = result_of(context_ask(a, "ping.shop.svc.a.local", upstream=router))
+    assert [rr.type for rr in answers] == [dns.CNAME] * (MAX_CHASE + 1)
+    assert [rr.payload.name.name for rr in answers[:2]] == [b"pong.shop.svc.b.local",
+                                                             b"ping.shop.svc.a.local"]
+
+
+def cache_with(services: list[dict]) -> ClusterCache:
+    cache = ClusterCache(clock=lambda: NOW)
+    cache.replace("namespaces", [namespace_from_json(namespace_json(n)) for n in NAMESPACES])
+    cache.replace("services", [service_from_json(d) for d in services])
+    cache.replace("endpointslices", [])
+    return cache

@@ -8,7 +8,6 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-
 SERVICE = {
     "apiVersion": "v1", "kind": "Service",
     "metadata": {"name": "web", "namespace": "shop", "labels": {"app": "web", "tier": "front"}},

@@ -6,10 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import EXAMPLES
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
-
-from conftest import EXAMPLES
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ from typing import Iterator
 
 import pytest
 import urllib3
+from conftest import client_for
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from conftest import client_for
 from kubernetai.sandbox.server import Sandbox
 
 INCONSISTENT = (

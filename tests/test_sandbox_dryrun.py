@@ -10,10 +10,11 @@ import threading
 
 import pytest
 import urllib3
+from conftest import wait_for
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from conftest import wait_for
+from kubernetai.sandbox.status import ApiError
 
 KUBECTL = shutil.which("kubectl")
 
@@ -127,7 +128,7 @@ def test_kubectl_server_dry_run(sandbox, tmp_path):
     assert kubectl("create", "--dry-run=server", "-f", str(manifest)) == \
         "service/trial created (server dry run)"
     assert sandbox.resource_version == rv
-    with pytest.raises(Exception):
+    with pytest.raises(ApiError):
         sandbox.get("Service", "default", "trial")
     kubectl("create", "-f", str(manifest))
     rv = sandbox.resource_version

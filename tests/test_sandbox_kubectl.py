@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from kubernetai.sandbox.status import ApiError
+
 KUBECTL = shutil.which("kubectl")
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed here")
 
@@ -75,7 +77,7 @@ def test_create_and_delete(sandbox, kubectl, tmp_path):
     again = kubectl("create", "-f", str(manifest), check=False)
     assert again.returncode != 0 and "AlreadyExists" in again.stderr
     kubectl("delete", "service", "made-by-kubectl", "-n", "default")
-    with pytest.raises(Exception):
+    with pytest.raises(ApiError):
         sandbox.get("Service", "default", "made-by-kubectl")
 
 

@@ -15,9 +15,9 @@ from typing import Iterator
 
 import pytest
 import urllib3
+from conftest import EXAMPLES, client_for, wait_for
 from kubernetes import client
 
-from conftest import EXAMPLES, client_for, wait_for
 from kubernetai.sandbox.server import Sandbox
 
 DELAY = 0.3

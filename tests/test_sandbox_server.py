@@ -6,12 +6,11 @@ import json
 
 import pytest
 import urllib3
+from conftest import EXAMPLES, client_for
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from kubernetai.sandbox.server import Sandbox
-
-from conftest import EXAMPLES, client_for
 
 
 @pytest.fixture

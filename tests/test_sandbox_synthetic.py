@@ -13,7 +13,13 @@ import pytest
 import yaml
 
 from kubernetai.sandbox import synthetic
-from kubernetai.sandbox.synthetic import SCALE_SPEC, SyntheticSpec, format_spec, generate, parse_spec
+from kubernetai.sandbox.synthetic import (
+    SCALE_SPEC,
+    SyntheticSpec,
+    format_spec,
+    generate,
+    parse_spec,
+)
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
@@ -403,7 +409,7 @@ def test_examples_objects_well_formed(demo):
 
 def test_examples_consistent(demo):
     """Each demo cluster's slices name existing services and targetRef existing pods."""
-    for cluster, objects in demo.items():
+    for _cluster, objects in demo.items():
         check_cluster_consistent(objects)
 
 
@@ -495,7 +501,7 @@ def test_examples_external_names(demo):
     external = [t for t in targets.values() if not any(t.endswith("." + z) for z in CLUSTERS)]
     assert cross and "www.example.com" in external
     # the cross-cluster target is a real service in that cluster
-    for cluster, target in cross:
+    for _cluster, target in cross:
         name, ns, _svc, zone = target.split(".", 3)
         assert (ns, name) in services(demo, zone), target
 

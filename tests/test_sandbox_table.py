@@ -10,8 +10,8 @@ from typing import Iterator
 
 import pytest
 import urllib3
-
 from conftest import wait_for
+
 from kubernetai.sandbox.server import Sandbox
 from kubernetai.sandbox.tables import human_duration
 

@@ -1,4 +1,4 @@
-"""Tests for kubernetai.app.server: a Corefile compiled into ports, blocks and chains, and run."""
+"""Tests for kubernetai.app.server: a Corefile compiled into ports, blocks and pipelines, and run."""
 
 from __future__ import annotations
 
@@ -16,16 +16,7 @@ from twisted.names import dns as tdns
 from twisted.names.common import ResolverBase
 from twisted.names.resolve import ResolverChain
 
-from kubernetai.corefile import parser as corefile
-from kubernetai.plugins.kubernetai.controller import Cluster
-from kubernetai.corefile.parser import CorefileError
-from kubernetai.core.registry import GROUP, BlockBuilder, Registry
-from kubernetai.core.dnsserver import QueryLog
-from kubernetai.pkg.logwriter import STDOUT
-from kubernetai.core.negative import FallThrough
-from kubernetai.pkg.reactor_thread import in_reactor
-from kubernetai.plugins.kubernetai.handler import StanzaResolver
-from kubernetai.sandbox.server import Sandbox
+import kubernetai.corefile as corefile
 from kubernetai.app.server import (
     KubernetaiService,
     PortPlan,
@@ -34,6 +25,16 @@ from kubernetai.app.server import (
     load_service,
     warnings_for,
 )
+from kubernetai.core.negative import FallThrough
+from kubernetai.core.pipeline import BlockPipeline
+from kubernetai.core.registry import GROUP, BlockBuilder, Registry
+from kubernetai.core.request import ContextQuery
+from kubernetai.corefile import CorefileError
+from kubernetai.pkg.logwriter import STDOUT
+from kubernetai.pkg.reactor_thread import in_reactor
+from kubernetai.plugins.kubernetai.controller import Cluster
+from kubernetai.plugins.kubernetai.handler import StanzaResolver
+from kubernetai.sandbox.server import Sandbox
 
 
 def plans_of(text: str, *, filename: str = "Corefile", registry: Registry | None = None,
@@ -42,8 +43,31 @@ def plans_of(text: str, *, filename: str = "Corefile", registry: Registry | None
                             port_override=port_override)
 
 
-def stanza_zones(resolver: Any) -> list[tuple[str, ...]]:
-    return [r.cluster.config.zones for r in resolver.resolvers]
+def stanza_zones(pipeline: BlockPipeline) -> list[tuple[str, ...]]:
+    assert pipeline.chain is not None
+    return [r.cluster.config.zones for r in pipeline.chain.resolvers]
+
+
+class Wire:
+    """A transport for ``factory.handleWire``: keeps what the server sends back."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def sendWire(self, wire: bytes, addr: Any) -> None:
+        self.sent.append(wire)
+
+    def peer(self, addr: Any) -> tuple[str, int]:
+        return addr
+
+
+def exchange(factory: Any, name: str, rdtype: str = "A") -> dns.message.Message:
+    """One UDP query through the factory's request path, from 127.0.0.1:5353."""
+    wire = Wire()
+    query = dns.message.make_query(name, rdtype, id=7)
+    assert factory.handleWire(query.to_wire(), wire, ("127.0.0.1", 5353), True)
+    (response,) = wire.sent
+    return dns.message.from_wire(response)
 
 
 class Trailer(ResolverBase):
@@ -55,11 +79,11 @@ class Trailer(ResolverBase):
 
 class TrailerPlugin:
     name = "trailer"
-    order = 50
+    after = "kubernetai"
     once = True
 
     def setup(self, directive: corefile.Directive, builder: BlockBuilder) -> None:
-        builder.resolvers.append((self.order, 0, Trailer()))
+        builder.add_resolver(Trailer())
 
 
 def with_trailer() -> Registry:
@@ -95,9 +119,11 @@ def test_block_on_two_ports_is_set_up_once() -> None:
     assert [(p.port, [b.zones for b in p.blocks]) for p in plans] == [
         (1053, [("a.local.", "c.local.")]), (2053, [("b.local.",)])]
     (first,), (second,) = (p.blocks for p in plans)
-    assert first.builder is second.builder and first.resolver is second.resolver
-    assert stanza_zones(first.resolver) == [("a.local.", "b.local.", "c.local.")]
+    assert first.builder is second.builder
+    assert first.pipeline().chain.resolvers == second.pipeline().chain.resolvers
+    assert stanza_zones(first.pipeline()) == [("a.local.", "b.local.", "c.local.")]
     assert len(plans[0].clusters()) == 1
+    assert plans[0].clusters() == plans[1].clusters()
 
 
 @pytest.mark.parametrize("override", [0, 5353])
@@ -116,23 +142,37 @@ def test_duplicate_zone_after_override_collapses() -> None:
 
 
 def test_block_chain_is_a_resolver_chain_in_chain_order() -> None:
-    """A block's resolver is a ResolverChain of its directives' resolvers in chain order."""
+    """A block's resolvers form one ResolverChain, in chain order, in its pipeline."""
     (plan,) = plans_of(".:53 {\n    trailer\n    kubernetai b.local\n    kubernetai a.local\n}\n",
                        registry=with_trailer())
     (block,) = plan.blocks
-    assert isinstance(block.resolver, ResolverChain)
-    assert block.resolver.resolvers == block.builder.chain()
-    assert [type(r) for r in block.resolver.resolvers] == [StanzaResolver, StanzaResolver, Trailer]
+    pipeline = block.pipeline()
+    assert isinstance(pipeline, BlockPipeline)
+    assert isinstance(pipeline.chain, ResolverChain)
+    assert pipeline.chain.resolvers == block.builder.resolvers()
+    assert [type(r) for r in pipeline.chain.resolvers] == [StanzaResolver, StanzaResolver, Trailer]
+    assert block.pipeline() is pipeline  # one pipeline per block (and cache)
 
 
 def test_block_without_resolvers_falls_through() -> None:
-    """A block with nothing to answer fails every query with FallThrough (no next plugin)."""
+    """A block with nothing to answer fails every chase into it with FallThrough, and a
+    query is SERVFAIL naming the last plugin (CoreDNS's "no next plugin found")."""
     (plan,) = plans_of("a.local:1053 {\n    errors\n    log\n}\n")
     (block,) = plan.blocks
+    assert block.pipeline().chain is None
     failures: list = []
-    block.resolver.query(tdns.Query(b"x.a.local", tdns.A)).addErrback(failures.append)
+    block.pipeline().query(tdns.Query(b"x.a.local", tdns.A)).addErrback(failures.append)
     (failure,) = failures
     assert failure.check(FallThrough)
+    errors: list[str] = []
+    factory = build_factory(plan, reactor=object())
+    factory.on_error = errors.append
+    with pytest.MonkeyPatch.context() as patch:
+        written: list[str] = []
+        patch.setattr(block.pipeline().handlers[0], "write", written.append)
+        assert exchange(factory, "x.a.local").rcode() == dns.rcode.SERVFAIL
+    assert written == ["[ERROR] plugin/errors: 2 x.a.local. A: plugin/log: no next plugin found"]
+    assert errors == []  # the block's errors step reported it
 
 
 def test_clusters_of_a_plan() -> None:
@@ -175,74 +215,117 @@ def test_zone_routing_map() -> None:
                        "sub.cluster.local:1053 example.org:1053 {\n    kubernetai\n}\n")
     outer, inner = plan.blocks
     router = build_factory(plan, reactor=object()).router
-    assert router.zones == {b"cluster.local": outer.resolver, b"sub.cluster.local": inner.resolver,
-                            b"example.org": inner.resolver}
-    assert router.route(b"web.shop.svc.cluster.local") is outer.resolver
-    assert router.route(b"web.sub.cluster.local") is inner.resolver
-    assert router.route(b"www.example.org") is inner.resolver
+    assert router.zones == {b"cluster.local": outer.pipeline(),
+                            b"sub.cluster.local": inner.pipeline(),
+                            b"example.org": inner.pipeline()}
+    assert router.route(b"web.shop.svc.cluster.local") is outer.pipeline()
+    assert router.route(b"web.sub.cluster.local") is inner.pipeline()
+    assert router.route(b"www.example.org") is inner.pipeline()
     assert router.route(b"example.com") is None
 
 
 def test_stanzas_chase_through_the_router() -> None:
-    """Every stanza's upstream is the factory's router, so ExternalName chases re-enter it."""
+    """Every stanza is asked with the factory's router as its upstream (and no chase depth
+    yet), so ExternalName chases re-enter the server; no stanza holds an upstream itself."""
     (plan,) = plans_of(THREE_BLOCKS, port_override=53)
     factory = build_factory(plan, reactor=object())
-    stanzas = [r for b in plan.blocks for r in b.builder.chain()]
+    stanzas = [r for b in plan.blocks for r in b.builder.resolvers()]
     assert len(stanzas) == 3
-    assert all(s.upstream is factory.router for s in stanzas)
+    assert all(s.upstream is None for s in stanzas)
+    asked: list[Any] = []
+    with pytest.MonkeyPatch.context() as patch:
+        for stanza in stanzas:
+            def spy(query: Any, timeout: Any = None, stanza: Any = stanza) -> defer.Deferred:
+                asked.append((stanza, query))
+                return defer.fail(FallThrough())
+            patch.setattr(stanza, "query", spy)
+        for name in ("web.a.local", "web.b.local", "web.c.local"):
+            exchange(factory, name)
+    assert [stanza for stanza, _ in asked] == stanzas
+    for _, query in asked:
+        assert isinstance(query, ContextQuery)
+        assert query.upstream is factory.router
+        assert query.depth == 0
 
 
 # -- per-block log and errors -------------------------------------------------------------
 
+# Clusters that are not started: every name falls through to "no next plugin found".
 LOGGING = """\
 a.local:1053 {
     log
     errors
-    kubernetai
+    kubernetai {
+        fallthrough
+    }
 }
 b.local:1053 {
-    kubernetai
+    kubernetai {
+        fallthrough
+    }
 }
 """
 
 
-def query_log(name: str) -> QueryLog:
-    from kubernetai.core.dnsserver import KubernetaiServerFactory
-    wire = dns.message.make_query(name, "A", id=7).to_wire()
-    req = KubernetaiServerFactory({"x": None}).parseRequest(wire, True)
-    response = bytearray(wire)
-    response[2] |= 0x84
-    return QueryLog("127.0.0.1", 5353, req, bytes(response), 0.001)
-
-
 def test_query_log_goes_to_the_block_of_the_name(capsys: pytest.CaptureFixture[str]) -> None:
-    """Only queries routed to a block with log are logged."""
+    """Only queries routed to a block with log are logged, by that block's log step."""
     (plan,) = plans_of(LOGGING)
     factory = build_factory(plan, reactor=object())
-    assert factory.log_queries is not None
-    factory.log_queries(query_log("web.a.local"))
-    factory.log_queries(query_log("web.b.local"))
+    factory.on_error = lambda line: None
+    exchange(factory, "web.a.local")
+    exchange(factory, "web.b.local")
     STDOUT.flush()
-    lines = capsys.readouterr().out.splitlines()
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[INFO]")]
     assert len(lines) == 1
     assert lines[0].startswith('[INFO] 127.0.0.1:5353 - 7 "A IN web.a.local. udp ')
+    assert " SERVFAIL qr,rd " in lines[0]
 
 
 def test_no_log_no_query_bookkeeping() -> None:
-    """Without any log directive the server is built without a query logger."""
+    """Without any log directive the block's pipeline has no log step, and a query it
+    answers leaves no observer behind."""
     (plan,) = plans_of("a.local:1053 {\n    errors\n    kubernetai\n}\n")
-    assert build_factory(plan, reactor=object()).log_queries is None
+    (block,) = plan.blocks
+    assert [h.name for h in block.pipeline().handlers] == ["errors", "kubernetai"]
+    factory = build_factory(plan, reactor=object())
+    seen: list[Any] = []
+    real_send = factory._send
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(factory, "_send", lambda req, wire: (seen.append(req.observers),
+                                                            real_send(req, wire)))
+        exchange(factory, "web.a.local")
+    assert seen == [None]
 
 
 def test_error_line_goes_to_the_block_of_the_name(capsys: pytest.CaptureFixture[str]) -> None:
-    """A plugin error is printed by the errors directive of the block the name belongs to."""
+    """A plugin error is printed by the errors step of the block the name belongs to; a
+    block without errors leaves it to the server's own error log."""
     (plan,) = plans_of(LOGGING)
     factory = build_factory(plan, reactor=object())
-    factory.on_error("2 web.a.local. A: plugin/kubernetai: no next plugin found")
-    factory.on_error("2 web.b.local. A: plugin/kubernetai: no next plugin found")
+    unreported: list[str] = []
+    factory.on_error = unreported.append
+    assert exchange(factory, "web.a.local").rcode() == dns.rcode.SERVFAIL
+    assert exchange(factory, "web.b.local").rcode() == dns.rcode.SERVFAIL
     STDOUT.flush()
-    assert capsys.readouterr().out == (
-        "[ERROR] plugin/errors: 2 web.a.local. A: plugin/kubernetai: no next plugin found\n")
+    out = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[ERROR]")]
+    assert out == [
+        "[ERROR] plugin/errors: 2 web.a.local. A: plugin/kubernetai: no next plugin found"]
+    assert unreported == ["2 web.b.local. A: plugin/kubernetai: no next plugin found"]
+
+
+def test_error_line_of_an_escaped_name_stays_in_its_block(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A name holding a space (printed "\\ ") is still reported by its own block's errors."""
+    (plan,) = plans_of(LOGGING)
+    factory = build_factory(plan, reactor=object())
+    unreported: list[str] = []
+    factory.on_error = unreported.append
+    assert exchange(factory, "we\\ b.a.local").rcode() == dns.rcode.SERVFAIL
+    STDOUT.flush()
+    out = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[ERROR]")]
+    assert out == [
+        "[ERROR] plugin/errors: 2 we\\ b.a.local. A: plugin/kubernetai: no next plugin found"]
+    assert unreported == []
 
 
 # -- warnings_for -------------------------------------------------------------------------

@@ -9,19 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from kubernetai.corefile import parser as corefile
-from kubernetai.corefile.parser import CorefileError
-from kubernetai.plugins.kubernetai.config import (
-    DEFAULT_STARTUP_TIMEOUT,
-    Fall,
-    RequestLimiter,
-    StanzaConfig,
-    kube_client_config,
-    parse_duration,
-    parse_label_selector,
-    parse_stanza,
-    plain_http_credentials,
-)
+import kubernetai.corefile as corefile
+from kubernetai.corefile import CorefileError
+from kubernetai.pkg.fall import Fall
+from kubernetai.pkg.gosyntax import parse_duration
+from kubernetai.pkg.selectors import parse_to_label_selector
+from kubernetai.plugins.kubernetai.apiclient import kube_client_config, plain_http_credentials
+from kubernetai.plugins.kubernetai.config import DEFAULT_STARTUP_TIMEOUT, StanzaConfig, parse_stanza
+from kubernetai.plugins.kubernetai.limiter import RequestLimiter
 
 
 def stanzas(text: str, filename: str = "Corefile", **kw) -> list[StanzaConfig]:
@@ -866,9 +861,9 @@ SELECTORS = [
 
 
 @pytest.mark.parametrize("text, canonical", SELECTORS)
-def test_parse_label_selector(text: str, canonical: str) -> None:
+def test_parse_to_label_selector(text: str, canonical: str) -> None:
     """Selectors come out in the canonical form that is sent to the API server."""
-    assert parse_label_selector(text) == canonical
+    assert parse_to_label_selector(text)[0] == canonical
 
 
 SELECTOR_ERRORS = [
@@ -890,10 +885,10 @@ SELECTOR_ERRORS = [
 
 
 @pytest.mark.parametrize("text, message", SELECTOR_ERRORS)
-def test_parse_label_selector_errors(text: str, message: str) -> None:
+def test_parse_to_label_selector_errors(text: str, message: str) -> None:
     """Bad selectors are refused with apimachinery's message."""
     with pytest.raises(ValueError) as e:
-        parse_label_selector(text)
+        parse_to_label_selector(text)
     assert message in str(e.value)
 
 

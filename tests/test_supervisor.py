@@ -12,11 +12,10 @@ from pathlib import Path
 import dns.exception
 import dns.rcode
 import pytest
-
-from kubernetai.sandbox.server import Sandbox
-
 from conftest import free_dns_port
 from test_e2e import SOURCE_ENV, TWISTD, answers, ask, wait_for
+
+from kubernetai.sandbox.server import Sandbox
 
 
 def _service(name: str, ip: str) -> dict:

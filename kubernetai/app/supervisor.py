@@ -35,12 +35,12 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from kubernetai.corefile import parser as corefile
+import kubernetai.corefile as corefile
+from kubernetai.app.load import PortPlan, clusters_of, load_plans
+from kubernetai.app.sdnotify import Notifier
+from kubernetai.app.server import KubernetaiService
 from kubernetai.plugins.kubernetai.controller import Cluster
 from kubernetai.plugins.kubernetai.informer import excerpt
-from kubernetai.plugins.kubernetai.handler import StanzaResolver
-from kubernetai.app.sdnotify import Notifier
-from kubernetai.app.server import KubernetaiService, PortPlan, clusters_of, compile_corefile, connect_all
 
 log = Logger()
 
@@ -97,12 +97,7 @@ def read_plans(path: str, port_override: int | None) -> list[PortPlan]:
     off the reactor thread. Clients built for stanzas that then reuse a running cluster
     are simply dropped.
     """
-    blocks = corefile.parse_file(path)
-    if not blocks:
-        raise corefile.CorefileError(path, 1, "no server blocks in the Corefile")
-    plans = compile_corefile(blocks, port_override=port_override)
-    connect_all(plans)
-    return plans
+    return load_plans(path, port_override=port_override)
 
 
 def read_in_thread(reactor: Any, timeout: float, read: Callable[[], Any]
@@ -161,16 +156,12 @@ def reuse_clusters(plans: list[PortPlan], running: list[Cluster]) -> list[Cluste
     kept: list[Cluster] = []
     for plan in plans:
         for block in plan.blocks:
-            services = block.builder.services
-            for resolver in block.builder.chain():
-                if not isinstance(resolver, StanzaResolver):
-                    continue
-                old = available.pop(resolver.cluster.config.fingerprint(), None)
+            for entry in block.builder.sources:
+                old = available.pop(entry.source.config.fingerprint(), None)
                 if old is None:
                     continue
-                if resolver.cluster in services:
-                    services[services.index(resolver.cluster)] = old
-                resolver.cluster = old
+                entry.rebind(old)
+                entry.source = old
                 kept.append(old)
     return kept
 

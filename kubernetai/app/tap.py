@@ -8,7 +8,7 @@ import sys
 from twisted.application import service
 from twisted.python import usage
 
-from kubernetai.corefile.parser import CorefileError
+from kubernetai.corefile import CorefileError
 
 
 class Options(usage.Options):

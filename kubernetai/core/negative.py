@@ -18,8 +18,7 @@ A resolver's ``query()`` Deferred either fires with ``(answers, authority, addit
                            SERVFAIL and logs ``plugin/kubernetai: no next plugin found``.
 =========================  ==========================================================
 
-NODATA is not an error: it is the result ``([], [soa], [])`` with ``soa.auth`` true;
-:func:`nodata` builds it.
+NODATA is not an error: it is the result ``([], [soa], [])`` with ``soa.auth`` true.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ from typing import Iterable
 from twisted.names.dns import RRHeader
 from twisted.names.error import AuthoritativeDomainError, DomainError
 
-__all__ = ["AuthoritativeNameError", "ServerFailure", "Refused", "FallThrough", "nodata"]
+__all__ = ["AuthoritativeNameError", "ServerFailure", "Refused", "FallThrough"]
 
 
 class AuthoritativeNameError(AuthoritativeDomainError):
@@ -65,9 +64,3 @@ class FallThrough(DomainError):
     def __init__(self, message: str = "plugin/kubernetai: no next plugin found"):
         super().__init__(message)
         self.message = message
-
-
-def nodata(soa: RRHeader) -> tuple[list[RRHeader], list[RRHeader], list[RRHeader]]:
-    """The NODATA result: no answers and the zone's SOA (authoritative) in authority."""
-    return [], [soa], []
-

@@ -1,30 +1,39 @@
-"""Corefile directives as plugins: the contract, the registry, and the chain order rule.
+"""Corefile directives as plugins: how they are found, set up, and what they contribute.
 
-A directive is found through the setuptools entry-point group `kubernetai.directives`;
-our own (`kubernetai`, `errors`, `log`, `bind`) are registered there exactly like a third
-party's would be, so nothing here knows their names.
+A directive is found through the setuptools entry-point group ``kubernetai.directives``;
+our own (``kubernetai``, ``errors``, ``log``, ``bind``, ``whoami``) are registered there
+exactly like a third party's would be, so nothing here knows their names.
 
-**Order.** As in CoreDNS, the order in which directives act is fixed by the server (CoreDNS
-compiles it from `plugin.cfg`), not by the order they are written in the Corefile. Each
-plugin declares its `order`, the position of its namesake in CoreDNS's `plugin.cfg`
-(`bind` 13, `errors` 20, `log` 21, `kubernetes` 44, `kubernetai` 44.5: an external plugin is
-added right after `kubernetes`). Within one directive name, Corefile order is kept: several
-`kubernetai` stanzas form one chain in the order written, which is kubernetai's
-fallthrough order.
+Each directive's ``setup`` reads its Corefile lines and adds to the block's
+:class:`BlockBuilder`: a handler for the pipeline, a resolver for the block's chain, a
+data source to run (informers), listen addresses, start-up warnings. Setups run in the
+pipeline order (:data:`~kubernetai.core.plugin.ORDER`), so ``bind`` is known before a
+stanza that names the server's own addresses.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
-from twisted.application.service import IService
 from twisted.internet.interfaces import IResolver
 
-from kubernetai.corefile.parser import CorefileError, Directive, ServerBlock
+from kubernetai.core.pipeline import BlockPipeline, Stage
+from kubernetai.core.plugin import Handler, position
+from kubernetai.corefile import CorefileError, Directive, ServerBlock
 
 GROUP = "kubernetai.directives"
+
+
+@dataclass(slots=True)
+class SourceEntry:
+    """A data source a plugin runs (a cluster's informers and cache), started with the
+    server; ``rebind(running)`` makes the plugin use an equal source that is already
+    running instead (a reload keeps warm caches)."""
+
+    source: Any
+    rebind: Callable[[Any], None]
 
 
 @dataclass(slots=True)
@@ -33,26 +42,62 @@ class BlockBuilder:
 
     block: ServerBlock
     zones: tuple[str, ...]
-    # (order, position in the Corefile, resolver): sorted into the block's chain.
-    resolvers: list[tuple[float, int, IResolver]] = field(default_factory=list)
-    services: list[IService] = field(default_factory=list)
+    stages: list[Stage] = field(default_factory=list)
+    sources: list[SourceEntry] = field(default_factory=list)
     bind_addresses: list[str] = field(default_factory=list)
-    query_loggers: list[Callable[..., None]] = field(default_factory=list)
-    error_loggers: list[Callable[[str], None]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    # Directives may keep their own state here between stanzas (e.g. the stanza list).
-    state: dict[str, Any] = field(default_factory=dict)
+    # Run once every directive is set up; each returns start-up warnings about the block.
+    checks: list[Callable[["BlockBuilder"], list[str]]] = field(default_factory=list)
+    # The directive being set up, and its place in the Corefile (set by the registry).
+    directive: Directive | None = None
+    index: int = 0
+    after: str | None = None
 
-    def chain(self) -> list[IResolver]:
-        return [resolver for _, _, resolver in sorted(self.resolvers, key=lambda r: r[:2])]
+    def add_handler(self, handler: Handler) -> None:
+        """``handler`` joins the pipeline where this directive's name puts it."""
+        self.stages.append(self._stage(handler=handler))
+
+    def add_resolver(self, resolver: IResolver) -> None:
+        """``resolver`` joins the block's ``ResolverChain`` where this directive's name
+        puts it (several of one directive: in Corefile order)."""
+        self.stages.append(self._stage(resolver=resolver))
+
+    def add_source(self, source: Any, rebind: Callable[[Any], None]) -> None:
+        self.sources.append(SourceEntry(source, rebind))
+
+    def add_check(self, check: Callable[["BlockBuilder"], list[str]]) -> None:
+        self.checks.append(check)
+
+    def all_warnings(self) -> list[str]:
+        return self.warnings + [note for check in self.checks for note in check(self)]
+
+    def _stage(self, **what: Any) -> Stage:
+        assert self.directive is not None, "add_* is for a directive's setup"
+        name = self.directive.name
+        return Stage(name, position(name, self.after), self.index, **what)
+
+    def ordered(self) -> list[Stage]:
+        """The stages in pipeline order."""
+        return sorted(self.stages, key=lambda s: (s.position, s.index))
+
+    def resolvers(self) -> list[IResolver]:
+        """The block's resolvers in chain order."""
+        return [s.resolver for s in self.ordered() if s.resolver is not None]
+
+    def pipeline(self, extra: Sequence[Stage] = ()) -> BlockPipeline:
+        """The block's pipeline, with ``extra`` stages the server adds (the answer cache)."""
+        return BlockPipeline([*self.stages, *extra])
 
 
 @runtime_checkable
 class DirectivePlugin(Protocol):
-    """What an entry point in `kubernetai.directives` must load to."""
+    """What an entry point in ``kubernetai.directives`` must load to.
+
+    ``name`` places it in :data:`~kubernetai.core.plugin.ORDER`; a directive CoreDNS does
+    not know also sets ``after`` to the name of the plugin it follows.
+    """
 
     name: str
-    order: float
     once: bool  # allowed only once per server block (CoreDNS's plugin.ErrOnce)
 
     def setup(self, directive: Directive, builder: BlockBuilder) -> None:
@@ -95,17 +140,28 @@ class Registry:
         return self._loaded[name]
 
     def set_up_block(self, block: ServerBlock, builder: BlockBuilder) -> BlockBuilder:
-        """Run each directive's setup in the chain order rule (see the module docstring)."""
+        """Run each directive's setup, in pipeline order (Corefile order within a name)."""
         seen: set[str] = set()
         ordered = []
-        for position, directive in enumerate(block.directives):
+        for index, directive in enumerate(block.directives):
             plugin = self.get(directive)
             if plugin.once and directive.name in seen:
                 raise CorefileError(directive.filename, directive.line,
                                     f"this plugin can only be used once per Server Block: "
                                     f"'{directive.name}'", directive.name)
             seen.add(directive.name)
-            ordered.append((plugin.order, position, plugin, directive))
-        for _, _, plugin, directive in sorted(ordered, key=lambda item: item[:2]):
+            after = getattr(plugin, "after", None)
+            try:
+                where = position(directive.name, after)
+            except KeyError:
+                raise CorefileError(directive.filename, directive.line,
+                                    f"directive '{directive.name}' does not say where it goes "
+                                    f"in the plugin order (an 'after' naming a known plugin)",
+                                    directive.name) from None
+            ordered.append((where, index, plugin, directive))
+        for _, index, plugin, directive in sorted(ordered, key=lambda item: item[:2]):
+            builder.directive, builder.index = directive, index
+            builder.after = getattr(plugin, "after", None)
             plugin.setup(directive, builder)
+        builder.directive = None
         return builder

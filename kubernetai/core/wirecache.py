@@ -1,99 +1,192 @@
-"""Answers kept as the bytes that were sent, in front of the resolvers.
+"""Answers kept as the bytes that were sent, at the ``cache`` step of every block's pipeline.
 
-Every answer a stanza gives is a pure function of its cluster's cache (TTLs are fixed, the
-SOA serial is the time of the last change), so an encoded response can be sent again,
-with the new query's ID, flags and OPT record patched in, until some cluster's data
-changes. Then the whole cache is dropped: changes are rare next to queries, and dropping
-everything also covers answers that involve several clusters (an ExternalName chased into
-another zone). Only NOERROR, NODATA and NXDOMAIN answers are kept (never SERVFAIL, so
-nothing from before a first sync that failed).
+An encoded response can be sent again, with the new query's ID, flags and OPT record
+patched in, for as long as it holds:
 
-The key is what the client cannot vary at will (name as sent, type, class); the request's
-EDNS options are not part of it and not stored (the server appends each request's own OPT
-record). The cache is bounded in bytes as well as in entries, since a client chooses how
-large an answer is (a headless service with many endpoints, over TCP): when either bound
-is passed, the oldest entries go first.
+* only what its producer marked cacheable is kept (:attr:`Reply.cache
+  <kubernetai.core.request.Reply>`: a ``kubernetai`` stanza's answers are; a handler's,
+  such as ``whoami``'s, are not), and only NOERROR, NODATA and NXDOMAIN, never SERVFAIL;
+* for the smallest TTL in the message (CoreDNS's ``cache`` arithmetic: every record of
+  every section but OPT; a message without records, 5 s; at most an hour); a TTL of 0
+  is not kept;
+* until a data source it was read from changes: each entry remembers the ``generation``
+  of every cluster consulted for it (several, when an ExternalName was chased into
+  another zone, or a stanza passed the name on), and a lookup that finds one of them
+  moved on drops the entry. A change in one cluster leaves the others' answers cached.
+
+The key is what the client cannot vary at will (name as sent, type, class, the block);
+the request's EDNS options are not part of it and not stored. The cache is bounded in
+bytes as well as in entries, since a client chooses how large an answer is (a headless
+service with many endpoints, over TCP): when either bound is passed, the oldest entries
+go first.
 """
 
 from __future__ import annotations
 
+import itertools
+import time
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Callable
 
-from kubernetai.core.dnsserver import KubernetaiServerFactory
+from kubernetai.core.codec import NOERROR, NXDOMAIN, patch_cached, render, strip_opt
+from kubernetai.core.plugin import Next, Result
+from kubernetai.core.request import Reply, Request
+
+__all__ = ["WireCache", "WireCacheHandler", "message_ttl"]
 
 #: What one entry costs beyond its key name and answer bytes: the dict slot and its
-#: order link, the key tuple, two bytes objects' headers (measured, rounded up).
-ENTRY_OVERHEAD = 256
+#: order link, the key and entry tuples, two bytes objects' headers (measured, rounded up).
+ENTRY_OVERHEAD = 320
+#: CoreDNS's ``MinimalDefaultTTL`` and ``MaximumDefaulTTL`` (``plugin/pkg/dnsutil``).
+EMPTY_TTL = 5
+MAX_TTL = 3600
+
+_scopes = itertools.count(1)
+
+Key = tuple[bytes, int, int, int]
+Entry = tuple[bytes, float, tuple[tuple[Any, int], ...]]
+
+
+def message_ttl(reply: Reply) -> int:
+    """The smallest TTL of the reply's records; 5 s without records; at most an hour."""
+    ttl = MAX_TTL
+    seen = False
+    for section in (reply.answers, reply.authority, reply.additional):
+        for rr in section:
+            seen = True
+            if rr.ttl < ttl:
+                ttl = rr.ttl
+    return ttl if seen else EMPTY_TTL
 
 
 class WireCache:
-    """Encoded responses (without OPT) by (qname as sent, qtype, qclass, port scope).
+    """Encoded responses (without OPT) by (qname as sent, qtype, qclass, block scope).
 
     :param max_entries: at most this many answers.
     :param max_bytes: at most this many bytes of keys, answers and per-entry overhead
         (:data:`ENTRY_OVERHEAD`); an answer larger than a quarter of it is not kept.
+    :param clock: seconds, monotonic (a test's clock).
     """
 
-    def __init__(self, max_entries: int = 50_000, max_bytes: int = 32 * 1024 * 1024) -> None:
+    def __init__(self, max_entries: int = 50_000, max_bytes: int = 32 * 1024 * 1024,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
+        self.clock = clock
         # Ordered for eviction, oldest first: popitem(last=False) is O(1) here, where a
         # plain dict's first key gets slower to find with every entry popped before it.
-        self.entries: OrderedDict[tuple[bytes, int, int, int], bytes] = OrderedDict()
+        self.entries: OrderedDict[Key, Entry] = OrderedDict()
         self.bytes = 0
         self.hits = 0
         self.evictions = 0
+        self.expired = 0
+        self.invalidated = 0
 
     @staticmethod
     def cost(qname: bytes, stored: bytes) -> int:
         """The bytes one entry is charged."""
         return len(qname) + len(stored) + ENTRY_OVERHEAD
 
-    def get(self, key: tuple[bytes, int, int, int]) -> bytes | None:
-        stored = self.entries.get(key)
-        if stored is not None:
-            self.hits += 1
+    def get(self, key: Key) -> bytes | None:
+        """The stored answer, if it is still fresh and its sources have not changed."""
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        stored, expires, deps = entry
+        if expires <= self.clock():
+            self.expired += 1
+            self._drop(key, stored)
+            return None
+        for source, generation in deps:
+            if source.generation != generation:
+                self.invalidated += 1
+                self._drop(key, stored)
+                return None
+        self.hits += 1
         return stored
 
-    def put(self, key: tuple[bytes, int, int, int], stored: bytes) -> None:
-        """Keep ``stored`` under ``key``, evicting the oldest entries to stay in bounds."""
+    def put(self, key: Key, stored: bytes, ttl: float,
+            deps: tuple[tuple[Any, int], ...] = ()) -> None:
+        """Keep ``stored`` under ``key`` for ``ttl`` seconds, evicting the oldest entries
+        to stay in bounds."""
         cost = self.cost(key[0], stored)
-        if cost > self.max_bytes // 4:
+        if cost > self.max_bytes // 4 or ttl <= 0:
             return
         entries = self.entries
         old = entries.pop(key, None)
         if old is not None:
-            self.bytes -= self.cost(key[0], old)
+            self.bytes -= self.cost(key[0], old[0])
         while entries and (self.bytes + cost > self.max_bytes
                            or len(entries) >= self.max_entries):
             oldest, value = entries.popitem(last=False)
-            self.bytes -= self.cost(oldest[0], value)
+            self.bytes -= self.cost(oldest[0], value[0])
             self.evictions += 1
-        entries[key] = stored
+        entries[key] = (stored, self.clock() + ttl, deps)
         self.bytes += cost
+
+    def _drop(self, key: Key, stored: bytes) -> None:
+        del self.entries[key]
+        self.bytes -= self.cost(key[0], stored)
 
     def clear(self) -> None:
         self.entries.clear()
         self.bytes = 0
 
 
-class CachingServerFactory(KubernetaiServerFactory):
-    """The server factory with a `WireCache` behind its cache hooks."""
+class WireCacheHandler:
+    """The pipeline step in front of a block's answering plugins (``cache`` in ORDER).
 
-    def __init__(self, *args: Any, cache: WireCache, scope: int = 0, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    On a hit the stored response, patched for this request, is the reply; on a miss the
+    reply from further down is encoded here (so the server does not encode it again) and
+    kept if it may be. Only requests whose question maps back to its bytes
+    (``request.simple``) take part.
+    """
+
+    name = "cache"
+
+    def __init__(self, cache: WireCache) -> None:
         self.cache = cache
-        # Ports of one process share the cache, and may route one name differently.
-        self.scope = scope
+        # Blocks share the process's cache and may answer one name differently.
+        self.scope = next(_scopes)
 
-    def lookupWireCache(self, qname: bytes, qtype: int, qclass: int) -> bytes | None:
-        return self.cache.get((qname, qtype, qclass, self.scope))
+    def early(self, request: Request) -> bytes | None:
+        """A hit, patched for ``request``; None on a miss or if it does not fit."""
+        if not request.simple:
+            return None
+        stored = self.cache.get((request.qname, request.qtype, request.qclass, self.scope))
+        return None if stored is None else patch_cached(stored, request)
 
-    def storeWireCache(self, qname: bytes, qtype: int, qclass: int, stored: bytes,
-                       result: tuple) -> None:
-        self.cache.put((qname, qtype, qclass, self.scope), stored)
+    def serve(self, request: Request, next: Next) -> Result:
+        if not request.simple:
+            return next(request)
+        key = (request.qname, request.qtype, request.qclass, self.scope)
+        stored = self.cache.get(key)
+        if stored is not None:
+            wire = patch_cached(stored, request)
+            if wire is not None:
+                return Reply.encoded(wire)
+        return self._fill(request, next, key)
 
-    def adopt(self, other: KubernetaiServerFactory) -> None:
-        super().adopt(other)
-        self.cache.clear()  # a new configuration answers differently
+    def serve_after_early(self, request: Request, next: Next) -> Result:
+        """``serve`` when :meth:`early` has just missed: no second lookup."""
+        if not request.simple:
+            return next(request)
+        return self._fill(request, next, (request.qname, request.qtype, request.qclass,
+                                          self.scope))
+
+    def _fill(self, request: Request, next: Next, key: Key) -> Result:
+        reply = next(request)
+        if isinstance(reply, Reply):
+            return self._store(reply, key, request)
+        return reply.addCallback(self._store, key, request)
+
+    def _store(self, reply: Reply, key: Key, request: Request) -> Reply:
+        if reply.cache is None or reply.wire is not None or reply.rcode not in (NOERROR,
+                                                                                NXDOMAIN):
+            return reply
+        reply.wire = render(request, reply.rcode, reply.aa, reply.answers, reply.authority,
+                            reply.additional)
+        stored = strip_opt(reply.wire, request)  # None when truncated
+        if stored is not None:
+            self.cache.put(key, stored, message_ttl(reply), reply.cache)
+        return reply

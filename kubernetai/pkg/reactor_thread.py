@@ -10,9 +10,12 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, TypeVar
 
-from twisted.internet import reactor as _reactor
+from twisted.internet import reactor
 from twisted.internet.threads import blockingCallFromThread
 from twisted.python import threadable
+
+# The global reactor, as the reactor thread drives it (its interfaces are many; typed Any).
+_reactor: Any = reactor
 
 T = TypeVar("T")
 
@@ -24,12 +27,12 @@ def ensure_running() -> None:
     """Start the global reactor in a daemon thread unless it is already running."""
     global _thread
     with _started:
-        if _reactor.running or _thread is not None:  # type: ignore[attr-defined]
+        if _reactor.running or _thread is not None:
             return
         ready = threading.Event()
-        _reactor.callWhenRunning(ready.set)  # type: ignore[attr-defined]
+        _reactor.callWhenRunning(ready.set)
         _thread = threading.Thread(
-            target=_reactor.run,  # type: ignore[attr-defined]
+            target=_reactor.run,
             kwargs={"installSignalHandlers": False},
             name="reactor", daemon=True)
         _thread.start()
@@ -42,6 +45,6 @@ def in_reactor(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
     Called from the reactor thread itself, or with no reactor running, it is a plain call.
     """
-    if _reactor.running and not threadable.isInIOThread():  # type: ignore[attr-defined]
+    if _reactor.running and not threadable.isInIOThread():
         return blockingCallFromThread(_reactor, fn, *args, **kwargs)
     return fn(*args, **kwargs)

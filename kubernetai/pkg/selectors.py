@@ -9,8 +9,8 @@ cluster (and the other way round).  The behaviour mirrors
 
 This is the only label-selector parser in the project: the sandbox API
 server uses it for queries, and :mod:`kubernetai.plugins.kubernetai.config` uses it for the
-``labels`` / ``namespace_labels`` options (adding CoreDNS's
-ParseToLabelSelector rules on top), so both read a selector the same way.
+``labels`` / ``namespace_labels`` options (through :func:`parse_to_label_selector`, which
+adds CoreDNS's ParseToLabelSelector rules on top), so both read a selector the same way.
 It lives outside :mod:`kubernetai.sandbox` because product code must not
 depend on the sandbox.
 
@@ -39,17 +39,23 @@ __all__ = [
     "SelectorError",
     "parse_field_selector",
     "parse_label_selector",
+    "parse_to_label_selector",
 ]
 
 
 class SelectorError(ValueError):
-    """A selector the API server would reject with 400 BadRequest; str() is the message the server returns."""
+    """A selector the API server would reject with 400 BadRequest.
+
+    str() is the message the server returns.
+    """
 
 
 # --------------------------------------------------------------------------
 # Messages worded like apimachinery's, so clients see the server's text.
 
-_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
+_GO_ESCAPES = {
+    "\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v",
+}
 
 
 def _go_quote(text: str) -> str:
@@ -157,7 +163,8 @@ def label_key_errors(key: str) -> list[str]:
     elif _byte_len(name) > _NAME_MAX:
         errors.append("name part " + _max_len_error(_NAME_MAX))
     if not _NAME_RE.fullmatch(name):
-        errors.append("name part " + _regex_error(_NAME_MSG, _NAME_FMT, "MyName", "my.name", "123-abc"))
+        errors.append(
+            "name part " + _regex_error(_NAME_MSG, _NAME_FMT, "MyName", "my.name", "123-abc"))
     return errors
 
 
@@ -243,16 +250,21 @@ def _requirement_errors(key: str, operator: Operator, values: tuple[str, ...]) -
         errors.append(_invalid("key", _go_quote(key), "; ".join(key_errors)))
     rendered = json.dumps(list(values), separators=(",", ":"), ensure_ascii=False)
     if operator in _SET_OPERATORS and not values:
-        errors.append(_invalid("values", rendered, "for 'in', 'notin' operators, values set can't be empty"))
+        errors.append(_invalid("values", rendered,
+                               "for 'in', 'notin' operators, values set can't be empty"))
     elif operator in _EXACT_OPERATORS and len(values) != 1:
-        errors.append(_invalid("values", rendered, "exact-match compatibility requires one single value"))
+        errors.append(_invalid("values", rendered,
+                               "exact-match compatibility requires one single value"))
     elif operator in _UNARY_OPERATORS and values:
-        errors.append(_invalid("values", rendered, "values set must be empty for exists and does not exist"))
+        errors.append(_invalid("values", rendered,
+                               "values set must be empty for exists and does not exist"))
     elif operator in _NUMERIC_OPERATORS:
         if len(values) != 1:
-            errors.append(_invalid("values", rendered, f"for {_GT_LT}, exactly one value is required"))
+            errors.append(_invalid("values", rendered,
+                                   f"for {_GT_LT}, exactly one value is required"))
         errors.extend(
-            _invalid(f"values[{index}]", _go_quote(value), f"for {_GT_LT}, the value must be an integer")
+            _invalid(f"values[{index}]", _go_quote(value),
+                     f"for {_GT_LT}, the value must be an integer")
             for index, value in enumerate(values)
             if _parse_int64(value) is None
         )
@@ -269,7 +281,8 @@ def _as_operator(operator: Operator | str) -> Operator:
     except ValueError:
         supported = ", ".join(_go_quote(op.value) for op in Operator)
         raise SelectorError(
-            f"operator: Unsupported value: {_go_quote(str(operator))}: supported values: {supported}"
+            f"operator: Unsupported value: {_go_quote(str(operator))}: "
+            f"supported values: {supported}"
         ) from None
 
 
@@ -335,7 +348,9 @@ class LabelSelector:
     _membership: tuple[tuple[str, frozenset[object], bool], ...] = dataclasses.field(
         init=False, repr=False, compare=False
     )
-    _numeric: tuple[tuple[str, bool, int], ...] = dataclasses.field(init=False, repr=False, compare=False)
+    _numeric: tuple[tuple[str, bool, int], ...] = dataclasses.field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         requirements = tuple(self.requirements)
@@ -367,7 +382,8 @@ class LabelSelector:
 
     def _numeric_matches(self, labels: Mapping[str, str]) -> bool:
         get = labels.get
-        return all(_compare(get(key, _ABSENT), greater, bound) for key, greater, bound in self._numeric)
+        return all(_compare(get(key, _ABSENT), greater, bound)
+                   for key, greater, bound in self._numeric)
 
     @property
     def empty(self) -> bool:
@@ -482,7 +498,8 @@ class _LabelParser:
             if tok is _Tok.END:
                 return requirements
             if tok not in (_Tok.IDENT, _Tok.NOT):
-                raise SelectorError(f"found '{literal}', expected: !, identifier, or 'end of string'")
+                raise SelectorError(
+                    f"found '{literal}', expected: !, identifier, or 'end of string'")
             try:
                 requirements.append(self._requirement())
             except SelectorError as err:
@@ -584,6 +601,79 @@ def parse_label_selector(text: str | None) -> LabelSelector:
 
 
 # --------------------------------------------------------------------------
+# Label selectors written in a Corefile.  CoreDNS reads ``labels`` and
+# ``namespace_labels`` with metav1.ParseToLabelSelector (labels.Parse, then
+# only what a LabelSelector can hold) and sends
+# LabelSelectorAsSelector(...).String() to the API server.
+
+# ParseToLabelSelector turns requirements into a LabelSelector, which has
+# no way to say '!=', 'gt' or 'lt'.
+_UNSUPPORTED_OPERATORS = {
+    Operator.NOT_EQUALS: '"!=" is not a valid label selector operator',
+    Operator.GREATER_THAN: '"gt" isn\'t supported in label selectors',
+    Operator.LESS_THAN: '"lt" isn\'t supported in label selectors',
+}
+_EQUALITY_OPERATORS = frozenset({Operator.EQUALS, Operator.DOUBLE_EQUALS})
+_NIL_KEY_PATH = "unable to parse requirement: <nil>: "
+_KEY_PATH = "unable to parse requirement: key: "
+
+
+def _option_message(error: SelectorError) -> str:
+    """The parser's message, with a bad key attributed to field "key".
+
+    labels.Parse validates the key under a nil field path ("<nil>: Invalid
+    value: ..."); the Corefile options have always reported it as "key: ...",
+    the path labels.NewRequirement uses, and their messages are kept stable.
+    """
+    message = str(error)
+    if message.startswith(_NIL_KEY_PATH):
+        return _KEY_PATH + message[len(_NIL_KEY_PATH) :]
+    return message
+
+
+def parse_to_label_selector(text: str) -> tuple[str, list[str]]:
+    """A selector option as CoreDNS reads it.
+
+    That is metav1.ParseToLabelSelector, then LabelSelectorAsSelector(...).String().
+
+    Set-based and equality syntax (``a=b``, ``a==b``, ``a in (x,y)``, ``a notin (x)``,
+    ``a``, ``!a``); ``!=``, ``>`` and ``<`` are refused, as a LabelSelector cannot hold
+    them.  Returns the canonical selector string sent to the API server (requirements
+    sorted by key, set values sorted, ``==`` written ``=``; ``""`` for an empty selector)
+    and notes about requirements that CoreDNS silently drops (a repeated ``key=value``
+    keeps only the last one, since it goes through a map).  Raises ValueError with
+    apimachinery's message.
+    """
+    try:
+        parsed = parse_label_selector(text)
+    except SelectorError as e:
+        message = _option_message(e)
+        raise ValueError(f'couldn\'t parse the selector string "{text}": {message}') from None
+    # parse_label_selector sorts by key, keeping text order within a key, so
+    # the last k=v of a key is the one the MatchLabels map ends up with.
+    match_labels: dict[str, str] = {}
+    expressions: list[Requirement] = []
+    notes: list[str] = []
+    for r in parsed.requirements:
+        if r.operator in _UNSUPPORTED_OPERATORS:
+            raise ValueError(_UNSUPPORTED_OPERATORS[r.operator])
+        if r.operator not in _EQUALITY_OPERATORS:
+            expressions.append(r)
+            continue
+        value = r.values[0]
+        if r.key in match_labels and match_labels[r.key] != value:
+            notes.append(f"'{r.key}={match_labels[r.key]}' is replaced by '{r.key}={value}' "
+                         "(only the last value of a key is kept)")
+        match_labels[r.key] = value
+    # LabelSelectorAsSelector: map entries first, then expressions, sorted by
+    # key; '==' comes back as '='.
+    ordered = [Requirement(k, Operator.EQUALS, (v,)) for k, v in match_labels.items()]
+    ordered.extend(expressions)
+    ordered.sort(key=lambda r: r.key)
+    return str(LabelSelector(tuple(ordered))), notes
+
+
+# --------------------------------------------------------------------------
 # Field selectors.
 
 _FIELD_OPERATORS = ("=", "!=")
@@ -614,7 +704,9 @@ class FieldSelector:
     """An AND of field terms; with none it selects everything."""
 
     terms: tuple[FieldTerm, ...]
-    _plan: tuple[tuple[str, str, bool], ...] = dataclasses.field(init=False, repr=False, compare=False)
+    _plan: tuple[tuple[str, str, bool], ...] = dataclasses.field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         terms = tuple(self.terms)
@@ -644,7 +736,8 @@ _ESCAPES = str.maketrans({"\\": "\\\\", ",": "\\,", "=": "\\="})
 
 
 def escape_field_value(value: str) -> str:
-    """Escape so that a value containing ',', '=' or '\\' survives a round trip through the text form."""
+    """Escape so that a value containing ',', '=' or '\\' survives a round trip
+    through the text form."""
     return value.translate(_ESCAPES)
 
 
@@ -689,7 +782,8 @@ def _unescape(raw: str) -> str:
             escaped = True
         elif char == "=":
             # The server formats the rune with %v, i.e. as its code point number.
-            raise SelectorError(f"invalid field selector: unescaped character in value: {ord(char)}")
+            raise SelectorError(
+                f"invalid field selector: unescaped character in value: {ord(char)}")
         else:
             out.append(char)
     if escaped:

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import weakref
-from http import HTTPStatus
 from collections import Counter
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
@@ -28,12 +28,13 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from kubernetai.pkg.selectors import SelectorError, parse_field_selector, parse_label_selector
+
 from . import openapi, resources, tables, tls
 from .faults import ErrorRule, Faults
 from .freshness import DEFAULT_DELAY, Freshness
 from .resources import ResourceType
 from .status import ApiError, status_body, too_large, too_many_requests
-from .store import Page, Stored, Store, dumps
+from .store import Page, Store, Stored, dumps
 from .watch import WatchStream, parse_resource_version
 
 LIST_BATCH = 500

@@ -1,35 +1,47 @@
-"""`kubernetai demo` and `kubernetai check`: the quick start, and a Corefile linter.
+"""`kubernetai demo`: the quick start, with no Kubernetes at hand.
 
-`check --connect` also tries each stanza's API server once (see `Cluster.probe`), so a wrong
-CA, a refused token or an unreachable server shows before the server is started.
+The demo runs the three demo clusters (examples/) in simulated API servers and the DNS
+server from Corefile.example on 127.0.0.1:1053, in one process, so `dig` gets real answers.
 
-The demo runs the three demo clusters (examples/) in simulated API servers on the ports
-Corefile.example names, and the DNS server from Corefile.example on 127.0.0.1:1053, in one
-process, so `dig` gets real answers with no Kubernetes at hand.
+The API servers listen on the ports Corefile.example names (16441-16443) unless
+`--api-ports` says otherwise; then the demo writes a copy of the Corefile whose endpoints
+name the ports actually bound, so the DNS server always reaches the clusters just started.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 DEMO_CLUSTERS = (("cluster.local", 16441), ("assemblage.local", 16442),
                  ("conglomeration.local", 16443))
+DEFAULT_API_PORTS = tuple(port for _, port in DEMO_CLUSTERS)
+API_PORTS_SYNTAX = ",".join("P" + str(n) for n in range(1, len(DEMO_CLUSTERS) + 1))
 
-DIG_LINES = """\
-Try:
-  dig @127.0.0.1 -p {port} web.shared.svc.cluster.local            # cluster.local's web: 10.96.100.10
-  dig @127.0.0.1 -p {port} reports.shared.svc.cluster.local        # not in cluster.local: falls through to assemblage: 10.97.100.20
-  dig @127.0.0.1 -p {port} web.shared.svc.assemblage.local         # the other web: 10.97.100.10
-  dig @127.0.0.1 -p {port} web-0.nginx.default.svc.cluster.local   # a StatefulSet pod of a headless service
-  dig @127.0.0.1 -p {port} SRV _grpc._tcp.cart.shop.svc.cluster.local
-  dig @127.0.0.1 -p {port} AAAA gateway.edge.svc.conglomeration.local
-  dig @127.0.0.1 -p {port} storefront.shared.svc.assemblage.local  # ExternalName into cluster.local
-  dig @127.0.0.1 -p {port} -x 10.97.100.20                         # PTR, answered by the second cluster
-  dig @127.0.0.1 -p {port} nope.shared.svc.conglomeration.local    # NXDOMAIN with the zone SOA
-"""
+DIG_LINES = (
+    "Try:\n"
+    "  dig @127.0.0.1 -p {port} web.shared.svc.cluster.local            "
+    "# cluster.local's web: 10.96.100.10\n"
+    "  dig @127.0.0.1 -p {port} reports.shared.svc.cluster.local        "
+    "# not in cluster.local: falls through to assemblage: 10.97.100.20\n"
+    "  dig @127.0.0.1 -p {port} web.shared.svc.assemblage.local         "
+    "# the other web: 10.97.100.10\n"
+    "  dig @127.0.0.1 -p {port} web-0.nginx.default.svc.cluster.local   "
+    "# a StatefulSet pod of a headless service\n"
+    "  dig @127.0.0.1 -p {port} SRV _grpc._tcp.cart.shop.svc.cluster.local\n"
+    "  dig @127.0.0.1 -p {port} AAAA gateway.edge.svc.conglomeration.local\n"
+    "  dig @127.0.0.1 -p {port} storefront.shared.svc.assemblage.local  "
+    "# ExternalName into cluster.local\n"
+    "  dig @127.0.0.1 -p {port} -x 10.97.100.20                         "
+    "# PTR, answered by the second cluster\n"
+    "  dig @127.0.0.1 -p {port} nope.shared.svc.conglomeration.local    "
+    "# NXDOMAIN with the zone SOA\n"
+)
 
 
 def _find(relative: str) -> Path:
@@ -45,6 +57,8 @@ def _find(relative: str) -> Path:
 
 
 def add_commands(subparsers: Any) -> None:
+    """Register `demo` on the console script's subparsers."""
+    names = ", ".join(name for name, _ in DEMO_CLUSTERS)
     demo = subparsers.add_parser(
         "demo", help="run the demo clusters and the DNS server from Corefile.example",
         description="Start the three demo clusters in simulated API servers and the DNS "
@@ -53,122 +67,145 @@ def add_commands(subparsers: Any) -> None:
     demo.add_argument("--examples", default=None, help="default: examples/")
     demo.add_argument("--dns-port", type=int, default=None,
                       help="override the Corefile's port (default 1053)")
+    demo.add_argument("--api-ports", type=api_ports, default=DEFAULT_API_PORTS,
+                      metavar=API_PORTS_SYNTAX,
+                      help=f"the simulated API servers' ports on 127.0.0.1, one per demo "
+                           f"cluster in this order: {names}; 0 picks a free port "
+                           f"(default {','.join(map(str, DEFAULT_API_PORTS))}; "
+                           f"e.g. --api-ports 0,0,0)")
     demo.set_defaults(run=run_demo)
 
-    check = subparsers.add_parser(
-        "check", help="validate a Corefile without starting anything",
-        description="Parse and set up every directive of a Corefile; print FILE:LINE: errors "
-                    "and exit 1, or print a summary and exit 0. With --connect, also try each "
-                    "stanza's API server once and exit 1 if any cannot be used.")
-    check.add_argument("corefile")
-    check.add_argument("--connect", action="store_true",
-                       help="list each resource every stanza watches once (limit=1) from its "
-                            "API server, with its credentials; report each stanza")
-    check.add_argument("--timeout", type=_positive_seconds, default=5.0, metavar="SECONDS",
-                       help="with --connect: the most each request may take (default 5)")
-    check.set_defaults(run=run_check)
+
+def api_ports(text: str) -> tuple[int, ...]:
+    """An argparse type for --api-ports: one TCP port per demo cluster, 0 for a free one."""
+    parts = text.split(",")
+    if len(parts) != len(DEMO_CLUSTERS):
+        raise argparse.ArgumentTypeError(
+            f"expected {len(DEMO_CLUSTERS)} comma-separated ports ({API_PORTS_SYNTAX}), one per "
+            f"demo cluster, 0 for a free one; got {len(parts)}: {text!r}")
+    ports = []
+    for part in parts:
+        part = part.strip()
+        if not part.isdigit() or int(part) > 65535:
+            raise argparse.ArgumentTypeError(
+                f"not a port (0-65535, 0 for a free one): {part!r} in {text!r}")
+        ports.append(int(part))
+    fixed = [port for port in ports if port]
+    twice = sorted({port for port in fixed if fixed.count(port) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(
+            f"port {twice[0]} is given to more than one cluster: {text!r}")
+    return tuple(ports)
 
 
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value <= 300:
-        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 300 seconds: {text}")
-    return value
+def _endpoint_pattern(ports: Sequence[int]) -> re.Pattern[str]:
+    """Loopback endpoint URLs on one of `ports` (the demo clusters listen on 127.0.0.1)."""
+    alternatives = "|".join(str(port) for port in ports)
+    return re.compile(rf"(//(?:127\.0\.0\.1|localhost):)({alternatives})(?![0-9])")
 
 
-def run_check(args: argparse.Namespace) -> int:
-    from kubernetai.corefile.parser import CorefileError, parse_file
-    from kubernetai.app.server import clusters_of, compile_corefile, connect_all, warnings_for
-    try:
-        blocks = parse_file(args.corefile)
-        if not blocks:
-            raise CorefileError(args.corefile, 1, "no server blocks in the Corefile")
-        plans = compile_corefile(blocks)
-        connect_all(plans)  # kubeconfig, certificates, in-cluster credentials
-    except CorefileError as error:
-        print(error, file=sys.stderr)
-        return 1
-    clusters = clusters_of(plans)
-    for plan in plans:
-        for note in warnings_for(plan):
-            print(f"warning: {note}")
-    for cluster in clusters:
-        for note in cluster.warnings:
-            print(f"warning: {note}")
-    if args.connect and not _connect_all(clusters, args.timeout):
-        print(f"{args.corefile}: FAILED: a kubernetai stanza cannot use its API server",
-              file=sys.stderr)
-        return 1
-    ports = ", ".join(str(plan.port) for plan in plans)
-    tried = ", API server(s) answered" if args.connect else ""
-    print(f"{args.corefile}: OK: {len(blocks)} server block(s), {len(clusters)} kubernetai "
-          f"stanza(s), port(s) {ports}{tried}")
-    return 0
+def corefile_with_ports(text: str, moved: dict[int, int]) -> str:
+    """`text` with every loopback endpoint URL on a key port of `moved` put on its value.
 
-
-def _connect_all(clusters: list[Any], timeout: float) -> bool:
-    """Probe every stanza's API server (a few at a time); print one line each, in order.
-
-    A stanza that answers is printed on stdout, one that does not on stderr.
-    True if all answered.
+    All ports are replaced in one pass, so swapping two clusters' ports works.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    if not clusters:
-        return True
-    with ThreadPoolExecutor(max_workers=min(8, len(clusters))) as pool:
-        results = list(pool.map(lambda cluster: cluster.probe(timeout), clusters))
-    for cluster, problem in zip(clusters, results):
-        if problem is None:
-            print(f"{cluster.label}: OK: {cluster.url}")
-        else:
-            print(f"{cluster.label}: FAILED: {problem}", file=sys.stderr)
-    return all(problem is None for problem in results)
+    if not moved:
+        return text
+    return _endpoint_pattern(list(moved)).sub(
+        lambda m: m.group(1) + str(moved[int(m.group(2))]), text)
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
-
-    from kubernetai.corefile.parser import CorefileError
+def _start_api_servers(examples: Path, ports: Sequence[int]) -> list[Any] | None:
+    """Start one Sandbox per demo cluster; on failure print why (naming the port) and
+    return None."""
     from kubernetai.sandbox.server import Sandbox
-    from kubernetai.app.server import load_service
 
-    corefile = Path(args.corefile) if args.corefile else _find("Corefile.example")
-    examples = Path(args.examples) if args.examples else _find("examples")
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)],
-                                     redirectStandardIO=False)
     sandboxes = []
-    for name, port in DEMO_CLUSTERS:
+    for (name, _), port in zip(DEMO_CLUSTERS, ports):
         sandbox = Sandbox(port=port)
         sandbox.apply(examples / name)
         try:
             url = sandbox.start()
         except Exception as error:  # noqa: BLE001 - a busy port is the user's to read
-            print(f"kubernetai demo: cannot start the {name} API server on port {port}: "
-                  f"{error}", file=sys.stderr)
-            return 1
+            print(f"kubernetai demo: cannot start the {name} API server on 127.0.0.1 port "
+                  f"{port}: {error}", file=sys.stderr)
+            print(f"kubernetai demo: if something else holds port {port}, choose other API "
+                  f"server ports with --api-ports {API_PORTS_SYNTAX} (0 picks a free port, "
+                  f"e.g. --api-ports 0,0,0)", file=sys.stderr)
+            return None
         print(f"cluster {name}: API server {url}", flush=True)
         sandboxes.append(sandbox)
+    return sandboxes
+
+
+def _corefile_for(corefile: Path, bound: Sequence[int], directory: Path) -> Path:
+    """The Corefile to serve: `corefile` itself when the API servers got the default
+    ports, else a copy in `directory` whose endpoints name the ports they got.
+
+    The copy's relative `import`s resolve from `directory`; Corefile.example has none.
+    """
+    moved = {default: port for default, port in zip(DEFAULT_API_PORTS, bound) if default != port}
+    if not moved:
+        return corefile
+    from kubernetai.corefile import CorefileError, read_regular_file
+
     try:
-        server = load_service(str(corefile), port_override=args.dns_port)
-    except CorefileError as error:
-        print(error, file=sys.stderr)
+        text = read_regular_file(corefile).decode("utf-8")
+    except (OSError, ValueError) as error:
+        why = (error.strerror or str(error)) if isinstance(error, OSError) else str(error)
+        raise CorefileError(str(corefile), 0, f"cannot read Corefile: {why}") from error
+    for (name, _), default in zip(DEMO_CLUSTERS, DEFAULT_API_PORTS):
+        if default in moved and not _endpoint_pattern([default]).search(text):
+            print(f"kubernetai demo: warning: {corefile} names no endpoint on 127.0.0.1:"
+                  f"{default}, so it does not use the {name} API server (now on port "
+                  f"{moved[default]})", file=sys.stderr)
+    written = directory / corefile.name
+    written.write_text(corefile_with_ports(text, moved))
+    print(f"wrote {written}: {corefile} with its endpoints on the API server ports in use",
+          flush=True)
+    return written
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Start the demo clusters and the DNS server; run until interrupted."""
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    from kubernetai.app.server import load_service
+    from kubernetai.corefile import CorefileError
+
+    corefile = Path(args.corefile) if args.corefile else _find("Corefile.example")
+    examples = Path(args.examples) if args.examples else _find("examples")
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)],
+                                     redirectStandardIO=False)
+    sandboxes = _start_api_servers(examples, args.api_ports)
+    if sandboxes is None:
         return 1
+    with tempfile.TemporaryDirectory(prefix="kubernetai-demo-") as directory:
+        try:
+            used = _corefile_for(corefile, [s.port for s in sandboxes], Path(directory))
+            server = load_service(str(used), port_override=args.dns_port)
+        except CorefileError as error:
+            print(error, file=sys.stderr)
+            return 1
+        return _serve(reactor, server, used, args.dns_port)
+
+
+def _serve(reactor: Any, server: Any, corefile: Path, dns_port: int | None) -> int:
+    """Run the reactor with `server`; 1 if the DNS server could not listen."""
+    failures = []
 
     def listening(ports: list[Any]) -> None:
-        port = ports[0].getHost().port if ports else args.dns_port
+        port = ports[0].getHost().port if ports else dns_port
         print(f"DNS server on 127.0.0.1 port {port} (Corefile: {corefile})", flush=True)
         print(DIG_LINES.format(port=port), flush=True)
 
     def failed(failure: Any) -> None:
+        failures.append(failure)
         print(f"kubernetai demo: {failure.getErrorMessage()}", file=sys.stderr)
         reactor.stop()
     server.listening.addCallbacks(listening, failed)
     reactor.callWhenRunning(server.startService)
     reactor.addSystemEventTrigger("before", "shutdown", server.stopService)
     reactor.run()
-    return 0
+    return 1 if failures else 0

@@ -20,11 +20,12 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.web.server import Site
 
 from kubernetai.pkg import reactor_thread
+
 from . import manifests, resources, synthetic, tls
 from .api import ApiSettings, KubernetesAPI
 from .faults import Faults, parse_action
-from .resources import ResourceType
 from .freshness import DEFAULT_DELAY
+from .resources import ResourceType
 from .status import too_old
 from .store import SavedState, Store, Stored
 

@@ -30,10 +30,18 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 from kubernetai.pkg.selectors import FieldSelector, LabelSelector
+
 from . import defaults
 from .resources import ALL, NAMESPACES, SERVICES, ResourceType
-from .status import (LIST_TOO_OLD, ApiError, already_exists, continue_expired, not_found,
-                     too_large, too_old)
+from .status import (
+    LIST_TOO_OLD,
+    ApiError,
+    already_exists,
+    continue_expired,
+    not_found,
+    too_large,
+    too_old,
+)
 
 ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
 

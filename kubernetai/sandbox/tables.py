@@ -19,8 +19,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping
 
-from .resources import (ENDPOINT_SLICES, ENDPOINTS, NAMESPACES, PODS, SERVICE_IMPORTS,
-                        SERVICES, ResourceType)
+from .resources import (
+    ENDPOINT_SLICES,
+    ENDPOINTS,
+    NAMESPACES,
+    PODS,
+    SERVICE_IMPORTS,
+    SERVICES,
+    ResourceType,
+)
 from .status import ApiError
 
 TABLE_GROUP = "meta.k8s.io"

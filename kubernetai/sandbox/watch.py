@@ -23,6 +23,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.web.server import Request
 
 from kubernetai.pkg.selectors import FieldSelector, LabelSelector
+
 from .faults import Faults
 from .resources import ResourceType
 from .status import ApiError

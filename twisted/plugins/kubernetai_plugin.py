@@ -1,4 +1,7 @@
-"""twistd's entry point: `twistd kubernetai --corefile FILE` (the options live in kubernetai.app.tap)."""
+"""twistd's entry point: `twistd kubernetai --corefile FILE`.
+
+The options live in kubernetai.app.tap.
+"""
 
 from twisted.application.service import ServiceMaker
 

@@ -1,0 +1,1 @@
+"""The `bind` directive: see README.md in this folder."""

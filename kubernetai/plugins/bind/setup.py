@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 
-from kubernetai.corefile.parser import CorefileError, Directive
 from kubernetai.core.registry import BlockBuilder
+from kubernetai.corefile import CorefileError, Directive
 
 
 class BindDirective:
     name = "bind"
-    order = 13
     once = False  # CoreDNS allows several bind lines; their addresses add up
 
     def setup(self, directive: Directive, builder: BlockBuilder) -> None:

@@ -1,0 +1,1 @@
+"""The `errors` directive: see README.md in this folder."""

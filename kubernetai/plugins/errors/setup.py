@@ -1,19 +1,15 @@
-"""`errors`: log every error a query ran into, in CoreDNS's format.
-
-CoreDNS prints `[ERROR] plugin/errors: <rcode> <qname> <qtype>: <error>` on standard output;
-operators grep for exactly that, so the format is kept.
-"""
+"""`errors [stdout] { stacktrace }`: the directive; the step itself is `handler.py`."""
 
 from __future__ import annotations
 
-from kubernetai.corefile.parser import CorefileError, Directive
 from kubernetai.core.registry import BlockBuilder
+from kubernetai.corefile import CorefileError, Directive
 from kubernetai.pkg.logwriter import STDOUT
+from kubernetai.plugins.errors.handler import ErrorsHandler
 
 
 class ErrorsDirective:
     name = "errors"
-    order = 20
     once = True
 
     def setup(self, directive: Directive, builder: BlockBuilder) -> None:
@@ -30,4 +26,4 @@ class ErrorsDirective:
                                     "errors: 'consolidate' is not supported yet", option.name)
             raise CorefileError(option.filename, option.line,
                                 f"errors: unknown property '{option.name}'", option.name)
-        builder.error_loggers.append(STDOUT)
+        builder.add_handler(ErrorsHandler(STDOUT))

@@ -1,0 +1,1 @@
+"""The `kubernetai` directive: see README.md in this folder."""

@@ -17,10 +17,11 @@ One :class:`ClusterCache` per stanza holds the trimmed objects of
 =======================  ==================================================
 
 plus IP indexes read through :meth:`ClusterCache.services_for_cluster_ip`,
-:meth:`~ClusterCache.services_for_external_ip`,
 :meth:`~ClusterCache.slices_for_ip` and :meth:`~ClusterCache.pods_for_ip`
-(CoreDNS's ``SvcIndexReverse``, ``SvcExtIndexReverse``, ``EpIndexReverse``
-and ``PodIndex``).  Empty strings and ``None`` are not indexed as IPs.
+(CoreDNS's ``SvcIndexReverse``, ``EpIndexReverse`` and ``PodIndex``).
+Empty strings and ``None`` are not indexed as IPs.  CoreDNS's
+``SvcExtIndexReverse`` (external IPs) has no counterpart: only its
+external-IP lookups read it, and this project has none.
 
 Threading: the cache is mutated only on the reactor thread, through
 :meth:`~ClusterCache.replace` (a full list) and :meth:`~ClusterCache.apply`
@@ -46,7 +47,13 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from kubernetai.plugins.kubernetai.objects import EndpointSlice, Namespace, Pod, Service, ServiceImport
+from kubernetai.plugins.kubernetai.objects import (
+    EndpointSlice,
+    Namespace,
+    Pod,
+    Service,
+    ServiceImport,
+)
 
 __all__ = ["ADDED", "DELETED", "MODIFIED", "RESOURCES", "ClusterCache"]
 
@@ -130,7 +137,6 @@ class ClusterCache:
         self.mcendpointslices: dict[str, EndpointSlice] = {}
         self.mc_endpoints: dict[str, tuple[EndpointSlice, ...]] = {}
         self._svc_by_cluster_ip = _MultiIndex()
-        self._svc_by_external_ip = _MultiIndex()
         self._slice_by_ip = _MultiIndex()
         self._pod_by_ip = _MultiIndex()
         # "ns/service" -> {slice key: slice}, the source of self.endpoints
@@ -151,10 +157,6 @@ class ClusterCache:
     def services_for_cluster_ip(self, ip: str) -> tuple[Service, ...]:
         """Services whose ClusterIPs contain ``ip`` (CoreDNS ``SvcIndexReverse``)."""
         return self._svc_by_cluster_ip.get(ip)
-
-    def services_for_external_ip(self, ip: str) -> tuple[Service, ...]:
-        """Services whose external IPs contain ``ip`` (CoreDNS ``SvcExtIndexReverse``)."""
-        return self._svc_by_external_ip.get(ip)
 
     def slices_for_ip(self, ip: str) -> tuple[EndpointSlice, ...]:
         """Endpoint slices with a ready address ``ip`` (CoreDNS ``EpIndexReverse``)."""
@@ -282,17 +284,11 @@ class ClusterCache:
         for ip in svc.cluster_ips:
             if ip and ip != "None":
                 self._svc_by_cluster_ip.add(ip, svc)
-        for ip in svc.external_ips:
-            if ip:
-                self._svc_by_external_ip.add(ip, svc)
 
     def _unindex_service(self, svc: Service) -> None:
         for ip in svc.cluster_ips:
             if ip and ip != "None":
                 self._svc_by_cluster_ip.remove(ip, svc.key)
-        for ip in svc.external_ips:
-            if ip:
-                self._svc_by_external_ip.remove(ip, svc.key)
 
     def _upsert_service(self, svc: Service) -> bool:
         old = self.services.get(svc.key)

@@ -25,9 +25,17 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from kubernetai.plugins.kubernetai import objects
+from kubernetai.plugins.kubernetai.apiclient import kube_client_config, plain_http_credentials
 from kubernetai.plugins.kubernetai.cache import ClusterCache
-from kubernetai.plugins.kubernetai.informer import Changes, Informer, Replace, Watched, excerpt, lister
-from kubernetai.plugins.kubernetai.config import StanzaConfig, kube_client_config, plain_http_credentials
+from kubernetai.plugins.kubernetai.config import StanzaConfig
+from kubernetai.plugins.kubernetai.informer import (
+    Changes,
+    Informer,
+    Replace,
+    Watched,
+    excerpt,
+    lister,
+)
 
 POD_PHASES = "status.phase!=Succeeded,status.phase!=Failed,status.phase!=Unknown"
 MC_SERVICE_LABEL = "multicluster.kubernetes.io/service-name"

@@ -7,8 +7,12 @@ onto Twisted's exception contract the way CoreDNS's handler does:
   `FallThrough` (a `DomainError`), so the `ResolverChain` asks the next stanza;
 * a name error otherwise is SERVFAIL while the cache has not synced, else an
   authoritative NXDOMAIN carrying the zone SOA;
-* an ExternalName pointing outside the stanza's zones is chased through the whole server
-  (`upstream`), as CoreDNS's `upstream.Lookup` re-enters the server.
+* an ExternalName pointing outside the stanza's zones is chased through the server (the
+  query's `upstream`), as CoreDNS's `upstream.Lookup` re-enters the server, at most
+  `MAX_CHASE` deep (the depth travels with the query: no process-wide state).
+
+Its answers may be cached (`cacheable`): they are a function of the cluster's cache, whose
+`generation` each answer records on the request (`RecordRequest.depend`).
 """
 
 from __future__ import annotations
@@ -20,19 +24,19 @@ from twisted.internet.interfaces import IResolver
 from twisted.names import dns
 from twisted.names.common import ResolverBase
 from twisted.names.error import AuthoritativeDomainError, DomainError
-from twisted.names.resolve import ResolverChain
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from kubernetai.core.negative import AuthoritativeNameError, FallThrough, Refused, ServerFailure
+from kubernetai.core.request import context_query
+from kubernetai.pkg.dnsname import in_zone
 from kubernetai.plugins.kubernetai import records
 from kubernetai.plugins.kubernetai.controller import Cluster
-from kubernetai.core.negative import AuthoritativeNameError, FallThrough, Refused, ServerFailure
 
 Result = tuple[list[dns.RRHeader], list[dns.RRHeader], list[dns.RRHeader]]
 _CHASED = (dns.A, dns.AAAA)
 # CNAME hops chased through the server for one query (CoreDNS bounds chains at 10).
 MAX_CHASE = 10
-_chase_depth = 0
 # Failures that are the server's answer about a chased name, not a failure to ask.
 _ANSWERED = (DomainError, AuthoritativeDomainError, ServerFailure, Refused)
 
@@ -47,16 +51,11 @@ def answer_options(cluster: Cluster, ns_addresses: tuple[str, ...] = ()) -> reco
         namespaces=frozenset(config.namespaces) or None, zonal=config.zonal)
 
 
-class QuietChain(ResolverChain):
-    """A `ResolverChain` that, like `StanzaResolver.query`, logs nothing per query type."""
-
-    def query(self, query: dns.Query, timeout: Any = None) -> defer.Deferred[Result]:
-        return self._lookup(query.name.name, dns.IN, query.type, timeout)
-
-
 @implementer(IResolver)
 class StanzaResolver(ResolverBase):
     """Answers from one cluster's cache; see the module docstring for the contract."""
+
+    cacheable = True
 
     def __init__(self, cluster: Cluster, *, ns_addresses: tuple[str, ...] = (),
                  upstream: Any = None) -> None:
@@ -64,7 +63,7 @@ class StanzaResolver(ResolverBase):
         self.cluster = cluster
         self.options = answer_options(cluster, ns_addresses)
         self.fall = cluster.config.fall
-        self.upstream = upstream  # the server's router, set once the server is built
+        self.upstream = upstream  # where to chase when the query names none (embedding)
         # Longest zone first, so the most specific one answers.
         self._zones = sorted(self.options.zones, key=len, reverse=True)
 
@@ -75,15 +74,22 @@ class StanzaResolver(ResolverBase):
         ``lookup*`` method for (HTTPS, SVCB, TYPE65000, ...); a client can ask those as
         fast as it likes, and CoreDNS logs nothing for them.
         """
-        return self._lookup(query.name.name, dns.IN, query.type, timeout)
+        return self._answer(query, query.name.name, dns.IN, query.type)
+
+    def use_cluster(self, cluster: Cluster) -> None:
+        """Answer from ``cluster`` (an equal one already running: a reload)."""
+        self.cluster = cluster
 
     def _zone_of(self, lname: str) -> str | None:
-        for zone in self._zones:
-            if zone == "." or lname == zone or lname.endswith("." + zone):
+        for zone in self._zones:  # longest first: the most specific zone answers
+            if in_zone(lname, zone):
                 return zone
         return None
 
     def _lookup(self, name: bytes, cls: int, type: int, timeout: Any) -> defer.Deferred[Result]:
+        return self._answer(None, name, cls, type)
+
+    def _answer(self, query: Any, name: bytes, cls: int, type: int) -> defer.Deferred[Result]:
         # latin-1 maps every byte to one character, so any label a client sends (even
         # non-ASCII) is matched, and missed, like CoreDNS does, instead of failing to encode.
         text = name.decode("latin-1")
@@ -93,6 +99,9 @@ class StanzaResolver(ResolverBase):
         zone = self._zone_of(lname)
         if zone is None:
             return defer.fail(FallThrough())
+        request = getattr(query, "request", None)
+        if request is not None:
+            request.depend(self.cluster.cache)
         try:
             found = records.answer(self.cluster.cache, self.options, text, type, zone)
         except Exception as error:  # noqa: BLE001 - a bug answers SERVFAIL and is logged
@@ -107,22 +116,27 @@ class StanzaResolver(ResolverBase):
             return defer.fail(AuthoritativeNameError(found.authority))
         result: Result = (list(found.answers), list(found.authority), list(found.additional))
         if found.chase and type in _CHASED:
-            if self.upstream is None:  # no server to ask: CoreDNS answers NODATA
+            upstream = self.upstream or getattr(query, "upstream", None)
+            if upstream is None:  # no server to ask: CoreDNS answers NODATA
                 return defer.succeed(([], [found.soa] if found.soa else [], []))
-            return self._chase(found, type, result)
+            return self._chase(found, type, result, upstream, query)
         return defer.succeed(result)
 
-    def _chase(self, found: records.Answer, qtype: int, result: Result) -> defer.Deferred[Result]:
-        """Resolve an out-of-zone CNAME target through the whole server.
+    def _chase(self, found: records.Answer, qtype: int, result: Result, upstream: Any,
+               asked: Any) -> defer.Deferred[Result]:
+        """Resolve an out-of-zone CNAME target through the server.
 
-        ExternalNames in two zones can point at each other; the chase re-enters the server
-        synchronously, so a depth count bounds it (as the in-zone chain is bounded).
+        ExternalNames in two zones can point at each other; each chase asks with a depth
+        one more than the query's, so a loop ends after MAX_CHASE hops (as the in-zone
+        chain is bounded), whether the server answers at once or later.
         """
-        global _chase_depth
         assert found.chase is not None
-        if _chase_depth >= MAX_CHASE:
+        depth = getattr(asked, "depth", 0)
+        if depth >= MAX_CHASE:
             return defer.succeed(result)  # the CNAME alone, as for an unanswered target
-        query = dns.Query(found.chase.encode("latin-1"), qtype, dns.IN)
+        query = context_query(found.chase.encode("latin-1"), qtype, dns.IN,
+                              request=getattr(asked, "request", None), depth=depth + 1,
+                              upstream=upstream)
 
         def chased(upstream: Result) -> Result:
             answers, _, _ = upstream
@@ -135,9 +149,4 @@ class StanzaResolver(ResolverBase):
                 return result
             # The lookup could not be made at all: CoreDNS drops the CNAME, NODATA.
             return ([], [found.soa] if found.soa is not None else [], [])
-        _chase_depth += 1
-        try:
-            asked = defer.maybeDeferred(self.upstream.query, query)
-        finally:
-            _chase_depth -= 1
-        return asked.addCallbacks(chased, failed)
+        return defer.maybeDeferred(upstream.query, query).addCallbacks(chased, failed)

@@ -182,9 +182,6 @@ class InformerStats:
     probes: int = 0         # answered one-item lists checking the server's resourceVersion
     last_error: str = ""
 
-    def as_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
-
 
 class _Gone(Exception):
     """410: the resourceVersion (or continue token) is too old; a fresh list is needed."""
@@ -365,7 +362,7 @@ class Informer:
         if not 0 < backoff[0] <= backoff[1]:
             raise ValueError(f"bad backoff {backoff!r}: need 0 < initial <= maximum")
         self.watched = watched
-        self.limiter = limiter  # a stanza.RequestLimiter shared by the stanza's informers
+        self.limiter = limiter  # a limiter.RequestLimiter shared by the stanza's informers
         self.name = name or watched.resource
         self._stopping = threading.Event()
         self._connections = _Connections(self._stopping)

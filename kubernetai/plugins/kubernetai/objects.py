@@ -60,7 +60,6 @@ __all__ = [
     "endpoint_slice_from_json",
     "mc_endpoint_slice_from_json",
     "namespace_from_json",
-    "object_key",
     "pod_from_json",
     "service_from_json",
     "service_import_from_json",
@@ -99,15 +98,6 @@ class EndpointAddress(NamedTuple):
     node_name: str
     target_ref_name: str
     zone: str = ""
-
-
-def object_key(d: dict[str, Any]) -> str:
-    """The store key of a raw API object: ``"<namespace>/<name>"`` or ``"<name>"``."""
-    meta = d.get("metadata") or _EMPTY
-    ns = meta.get("namespace")
-    if ns:
-        return ns + "/" + meta["name"]
-    return meta["name"]
 
 
 # --------------------------------------------------------------------------
@@ -354,6 +344,14 @@ class ServiceImport:
     def headless(self) -> bool:
         """True for ``spec.type: Headless`` (CoreDNS ``ServiceImport.Headless``)."""
         return self.type == TYPE_HEADLESS_IMPORT
+
+    @property
+    def is_external_name(self) -> bool:
+        """Always False: an import has no ExternalName form.
+
+        (So that answers read a Service and a ServiceImport the same way.)
+        """
+        return False
 
     def dns_equal(self, other: ServiceImport) -> bool:
         """Every stored field is visible in DNS.

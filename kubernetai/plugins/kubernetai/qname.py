@@ -3,8 +3,8 @@
 A name inside a stanza's zone is read right to left, the way CoreDNS's
 ``plugin/kubernetes/parse.go`` (``parseRequest``) reads it::
 
-    <zone>                                  apex            -> empty Request
-    svc.<zone> / pod.<zone>                 bare type       -> empty Request
+    <zone>                                  apex            -> empty RecordRequest
+    svc.<zone> / pod.<zone>                 bare type       -> empty RecordRequest
     <ns>.svc.<zone>                         namespace       -> namespace only
     <svc>.<ns>.svc.<zone>                   service
     <endpoint>.<svc>.<ns>.svc.<zone>        endpoint (headless hostname)
@@ -37,7 +37,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["EMPTY_REQUEST", "InvalidRequest", "Request", "parse_request", "trim_zone"]
+from kubernetai.pkg.dnsname import in_zone
+
+__all__ = ["EMPTY_REQUEST", "InvalidRequest", "RecordRequest", "parse_request", "trim_zone"]
 
 
 class InvalidRequest(ValueError):
@@ -45,7 +47,7 @@ class InvalidRequest(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class Request:
+class RecordRequest:
     """The parts of a query name; empty strings for the parts not present.
 
     ``podOrSvc`` is ``"svc"``, ``"pod"`` or ``""`` (the apex and the bare
@@ -64,7 +66,7 @@ class Request:
     zone_prefer: bool = False  # "prefer" directive; False is "pin"
 
 
-EMPTY_REQUEST = Request()
+EMPTY_REQUEST = RecordRequest()
 
 _SVC = "svc"
 _POD = "pod"
@@ -84,7 +86,7 @@ def trim_zone(name: str, zone: str) -> str:
         return name[:-1]
     if len(name) <= len(zone):
         return ""
-    if not name.endswith(zone) or name[-len(zone) - 1] != ".":
+    if not in_zone(name, zone):
         raise ValueError(f"{name!r} is not in zone {zone!r}")
     return name[: -len(zone) - 1]
 
@@ -97,7 +99,7 @@ def _strip_underscore(label: str) -> str:
 
 def parse_request(
     name: str, zone: str, multicluster: bool = False, zonal: bool = False
-) -> Request:
+) -> RecordRequest:
     """Parse ``name`` (lower-case, fully qualified) below ``zone``.
 
     ``multicluster`` is True when ``zone`` is one of the stanza's
@@ -114,22 +116,22 @@ def parse_request(
     if kind != _SVC and kind != _POD:
         raise InvalidRequest(name)
     if n == 2:
-        return Request(namespace=segs[0], podOrSvc=kind)
+        return RecordRequest(namespace=segs[0], podOrSvc=kind)
     if n == 3:
-        return Request(service=segs[0], namespace=segs[1], podOrSvc=kind)
+        return RecordRequest(service=segs[0], namespace=segs[1], podOrSvc=kind)
     if n == 4:
-        return Request(endpoint=segs[0], service=segs[1], namespace=segs[2], podOrSvc=kind)
+        return RecordRequest(endpoint=segs[0], service=segs[1], namespace=segs[2], podOrSvc=kind)
     if n == 5:
         first, second = segs[0], segs[1]
         if not multicluster or first[:1] == "_" or second[:1] == "_":
-            return Request(
+            return RecordRequest(
                 port=_strip_underscore(first),
                 protocol=_strip_underscore(second),
                 service=segs[2],
                 namespace=segs[3],
                 podOrSvc=kind,
             )
-        return Request(
+        return RecordRequest(
             endpoint=first, cluster=second, service=segs[2], namespace=segs[3], podOrSvc=kind
         )
     # Three or more labels left of the service: a zone-scoped name, or too long.
@@ -142,7 +144,7 @@ def parse_request(
         prefer = True
     else:
         raise InvalidRequest(name)
-    return Request(
+    return RecordRequest(
         service=segs[-3],
         namespace=segs[-2],
         podOrSvc=kind,

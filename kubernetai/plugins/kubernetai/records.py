@@ -3,7 +3,8 @@
 :func:`answer` is the whole per-query logic of one stanza, with no I/O and no
 threads.  It follows CoreDNS's ``plugin/kubernetes/handler.go`` (the switch on
 the query type), ``kubernetes.go`` (``Services``, ``Records``,
-``findServices``, ``findMultiClusterServices``, ``findPods``), ``reverse.go``,
+``findServices`` and ``findMultiClusterServices`` (one function here),
+``findPods``), ``reverse.go``,
 ``ns.go`` and ``plugin/backend_lookup.go`` (``A``, ``AAAA``, ``SRV``,
 ``TXT``, ``CNAME``, ``PTR``, ``NS``, ``SOA``), including the places where
 their behaviour is surprising; those are marked "CoreDNS:" below.
@@ -44,6 +45,7 @@ from typing import Any
 
 from twisted.names import dns
 
+from kubernetai.pkg.dnsname import in_zone, is_reverse
 from kubernetai.plugins.kubernetai.cache import ClusterCache
 from kubernetai.plugins.kubernetai.objects import EndpointAddress
 from kubernetai.plugins.kubernetai.qname import InvalidRequest, parse_request, trim_zone
@@ -56,7 +58,6 @@ __all__ = [
     "answer",
     "endpoint_hostname",
     "extract_address_from_reverse",
-    "is_reverse",
     "soa",
 ]
 
@@ -76,15 +77,6 @@ _EMPTY: tuple = ()
 
 #: Upper bound on the records held by one cache's answer memo; 0 disables it.
 MEMO_MAX_RECORDS = 20_000
-
-
-def is_reverse(name: str) -> bool:
-    """True for names below ``in-addr.arpa.`` or ``ip6.arpa.`` (CoreDNS ``dnsutil.IsReverse``).
-
-    The bare ``in-addr.arpa.`` and ``ip6.arpa.`` are not (there is no dot
-    before them), exactly as in CoreDNS.
-    """
-    return name.endswith(".in-addr.arpa.") or name.endswith(".ip6.arpa.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +117,7 @@ class AnswerOptions:
         object.__setattr__(
             self,
             "_mc_zones",
-            frozenset(z for z in self.zones if _zone_match(self.multicluster_zones, z)),
+            frozenset(z for z in self.zones if _in_any(z, self.multicluster_zones)),
         )
         canon = []
         for ip in self.ns_addresses:
@@ -141,17 +133,11 @@ class AnswerOptions:
         """True when ``zone`` is at or below one of the multicluster zones."""
         if zone in self._mc_zones:
             return True
-        return bool(self.multicluster_zones) and _zone_match(self.multicluster_zones, zone)
+        return bool(self.multicluster_zones) and _in_any(zone, self.multicluster_zones)
 
 
-def _zone_match(zones: tuple[str, ...], name: str) -> bool:
-    return any(_is_subdomain(z, name) for z in zones)
-
-
-def _is_subdomain(parent: str, child: str) -> bool:
-    """Case-insensitive ``dns.IsSubDomain``; ``parent`` lower-case, both fully qualified."""
-    child = child.lower()
-    return parent == "." or child == parent or child.endswith("." + parent)
+def _in_any(name: str, zones: tuple[str, ...]) -> bool:
+    return any(in_zone(name, z) for z in zones)
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,34 +321,60 @@ def _match_port(req_port: str, req_proto: str, p) -> bool:
     return True
 
 
-def _endpoint_services(out, slices, tail, port, proto, endpoint, topo, pod_names) -> None:
-    """Append (ip, port, rel) for every matching ready address x matching port."""
+def _endpoint_targets(q: _Q, r, svc: Any, slices, topo: str) -> list:
+    """(ip, port, rel) for every matching ready address x matching port of ``slices``.
+
+    In a multicluster zone the slice's cluster id sits between the host and the
+    service (``host.cluster.svc.ns.svc``), and a name with an endpoint part only
+    matches the slices of its cluster.  ``topo`` keeps the addresses of one
+    topology zone (zonal names; never set in a multicluster zone).
+    """
+    out: list = []
+    tail = "." + svc.name + "." + svc.namespace + ".svc"
+    port, proto, endpoint, cluster = r.port, r.protocol, r.endpoint, r.cluster
+    mc = q.mc
+    pod_names = q.pod_names
     for es in slices:
+        if mc and endpoint and cluster != es.cluster_id and cluster != es.cluster_id.lower():
+            continue
         ports = [p for p in es.ports if _match_port(port, proto, p)]
         if not ports:
             continue
+        mid = "." + es.cluster_id + tail if mc else tail
         for a in es.addresses:
             if topo and a.zone != topo:
                 continue
             host = endpoint_hostname(a, pod_names)
             if endpoint and endpoint != host and endpoint != host.lower():
                 continue
-            rel = host + tail
+            rel = host + mid
             for p in ports:
                 out.append((a.ip, p.port, rel))
+    return out
 
 
 def _find_services(q: _Q, r) -> tuple[list, str | None]:
+    """CoreDNS ``findServices`` and, in a multicluster zone, ``findMultiClusterServices``.
+
+    The same walk over either the Services and their EndpointSlices or the
+    ServiceImports and their multicluster slices; only a Service can be an
+    ExternalName, only a multicluster slice adds its cluster to the names.
+    """
     if not r.service:
         return [], None  # <ns>.svc.<zone>: exists (namespace is exposed), no data
     key = r.namespace + "/" + r.service
     cache = q.cache
-    svc = cache.services.get(key)
+    if q.mc:
+        svc: Any = cache.service_imports.get(key)
+        by_service = cache.mc_endpoints
+    else:
+        svc = cache.services.get(key)
+        by_service = cache.endpoints
     if svc is None:
         return [], _NAME_ERROR
-    slices = _EMPTY if q.opts.noendpoints else cache.endpoints.get(key, _EMPTY)
-    is_external = svc.type == "ExternalName"
-    headless = svc.cluster_ips[0] == "None"
+    slices = _EMPTY if q.opts.noendpoints else by_service.get(key, _EMPTY)
+    is_external = svc.is_external_name
+    headless = svc.headless
     if q.opts.ignore_empty_service and not is_external and not headless:
         if not any(es.addresses for es in slices):
             return [], _NAME_ERROR
@@ -378,56 +390,17 @@ def _find_services(q: _Q, r) -> tuple[list, str | None]:
         if _classify(svc.external_name)[0] != _CNAME:
             return [], _NAME_ERROR
         return [(svc.external_name, 0, svc.name + "." + svc.namespace + ".svc")], None
-    out: list = []
-    port, proto, endpoint = r.port, r.protocol, r.endpoint
-    if headless or endpoint:
-        tail = "." + svc.name + "." + svc.namespace + ".svc"
-        _endpoint_services(out, slices, tail, port, proto, endpoint, topo, q.pod_names)
+    if headless or r.endpoint:
+        out = _endpoint_targets(q, r, svc, slices, topo)
         if topo:
             if not out and r.zone_prefer:
                 # "prefer" falls back to every endpoint of the service.
-                _endpoint_services(out, slices, tail, port, proto, endpoint, "", q.pod_names)
+                out = _endpoint_targets(q, r, svc, slices, "")
             # A zone-scoped name of a headless service exists even when no
             # endpoint is in that zone: NODATA, not NXDOMAIN.
             return out, None
         return out, (None if out else _NAME_ERROR)
-    return _cluster_ip_targets(svc, port, proto)
-
-
-def _find_mc_services(q: _Q, r) -> tuple[list, str | None]:
-    if not r.service:
-        return [], None
-    key = r.namespace + "/" + r.service
-    cache = q.cache
-    si = cache.service_imports.get(key)
-    if si is None:
-        return [], _NAME_ERROR
-    slices = _EMPTY if q.opts.noendpoints else cache.mc_endpoints.get(key, _EMPTY)
-    headless = si.type == "Headless"
-    if q.opts.ignore_empty_service and not headless:
-        if not any(es.addresses for es in slices):
-            return [], _NAME_ERROR
-    out: list = []
-    port, proto, endpoint, cluster = r.port, r.protocol, r.endpoint, r.cluster
-    if headless or endpoint:
-        tail = "." + si.name + "." + si.namespace + ".svc"
-        pod_names = q.pod_names
-        for es in slices:
-            if endpoint and cluster != es.cluster_id and cluster != es.cluster_id.lower():
-                continue
-            ports = [p for p in es.ports if _match_port(port, proto, p)]
-            if not ports:
-                continue
-            mid = "." + es.cluster_id + tail
-            for a in es.addresses:
-                host = endpoint_hostname(a, pod_names)
-                if endpoint and endpoint != host and endpoint != host.lower():
-                    continue
-                rel = host + mid
-                for p in ports:
-                    out.append((a.ip, p.port, rel))
-        return out, (None if out else _NAME_ERROR)
-    return _cluster_ip_targets(si, port, proto)
+    return _cluster_ip_targets(svc, r.port, r.protocol)
 
 
 def _cluster_ip_targets(svc: Any, port: str, proto: str) -> tuple[list, str | None]:
@@ -477,8 +450,6 @@ def _records(q: _Q, lname: str) -> tuple[list, str | None]:
         return [], _NAME_ERROR
     if r.podOrSvc == _POD:
         return _find_pods(q, r)
-    if q.mc:
-        return _find_mc_services(q, r)
     return _find_services(q, r)
 
 
@@ -547,7 +518,7 @@ def _address(
         if kind == _CNAME:
             target = host if host[-1:] == "." else host + "."
             ltarget = target.lower()
-            if ltarget == lname or ltarget.endswith("." + lname):
+            if in_zone(ltarget, lname):
                 continue  # x CNAME x (or below x) is a loop
             if len(chain) > _MAX_CNAME_CHAIN or target in chain:
                 continue
@@ -556,7 +527,7 @@ def _address(
             cname = dns.RRHeader(
                 bowner, _CNAME, _IN, ttl, dns.Record_CNAME(_bname(target), ttl), True
             )
-            if _is_subdomain(q.zone, ltarget):
+            if in_zone(ltarget, q.zone):
                 more, more_chase, e = _address(q, ltarget, target, qtype, chain + (target,))
                 if e is None and more:
                     records.append(cname)

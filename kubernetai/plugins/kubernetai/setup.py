@@ -1,25 +1,23 @@
-"""`kubernetai [ZONES...] { options }`: one cluster, with the options of CoreDNS's kubernetes plugin.
+"""`kubernetai [ZONES...] { options }`: one cluster, the options of CoreDNS's kubernetes plugin.
 
-Each stanza becomes a `Cluster` (informers and cache, started with the server) and a
-`StanzaResolver`; the stanzas of a server block join one `ResolverChain` in Corefile order,
-which is the order `fallthrough` passes names along.
+Each stanza becomes a `Cluster` (informers and cache, a data source started with the
+server) and a `StanzaResolver` in the block's chain; several stanzas are asked in
+Corefile order, which is the order `fallthrough` passes names along.
 """
 
 from __future__ import annotations
 
-from kubernetai.plugins.kubernetai.controller import Cluster
-from kubernetai.corefile.parser import Directive
 from kubernetai.core.registry import BlockBuilder
+from kubernetai.corefile import Directive
+from kubernetai.pkg.dnsname import in_zone
 from kubernetai.pkg.localaddrs import server_addresses
-from kubernetai.plugins.kubernetai.handler import StanzaResolver
 from kubernetai.plugins.kubernetai.config import parse_stanza
-
-STATE_KEY = "kubernetai"
+from kubernetai.plugins.kubernetai.controller import Cluster
+from kubernetai.plugins.kubernetai.handler import StanzaResolver
 
 
 class KubernetaiDirective:
     name = "kubernetai"
-    order = 44.5  # right after CoreDNS's `kubernetes` (44), as an external plugin is added
     once = False
 
     def setup(self, directive: Directive, builder: BlockBuilder) -> None:
@@ -27,8 +25,30 @@ class KubernetaiDirective:
         cluster = Cluster(config)
         resolver = StanzaResolver(cluster,
                                   ns_addresses=server_addresses(builder.bind_addresses))
-        stanzas = builder.state.setdefault(STATE_KEY, [])
-        builder.resolvers.append((self.order, len(stanzas), resolver))
-        stanzas.append(resolver)
-        builder.services.append(cluster)
+        builder.add_resolver(resolver)
+        builder.add_source(cluster, resolver.use_cluster)
         builder.warnings.extend(config.warnings)
+        if not any(check is chain_warnings for check in builder.checks):
+            builder.add_check(chain_warnings)
+
+
+def chain_warnings(builder: BlockBuilder) -> list[str]:
+    """Configurations CoreDNS would answer SERVFAIL for, worth saying at start-up."""
+    stages = builder.ordered()
+    stanzas = [s for s in stages if isinstance(s.resolver, StanzaResolver)]
+    if not stanzas or stages[-1] is not stanzas[-1]:
+        return []  # something follows the last stanza
+    notes = []
+    last = stanzas[-1].resolver.cluster.config  # type: ignore[union-attr]
+    if last.fall.zones:
+        notes.append(f"{last.filename}:{last.line}: kubernetai: the last stanza has "
+                     "fallthrough but no plugin follows it: names it passes on are "
+                     "answered SERVFAIL (plugin/kubernetai: no next plugin found)")
+    covered = {z for s in stanzas for z in s.resolver.cluster.config.zones}  # type: ignore[union-attr]
+    for zone in builder.zones:
+        if not any(in_zone(zone, c) for c in covered):
+            notes.append(f"{builder.block.filename}:{builder.block.line}: "
+                         f"names in {zone} outside the kubernetai zones "
+                         f"({', '.join(sorted(covered))}) reach no plugin and are "
+                         "answered SERVFAIL")
+    return notes

@@ -1,0 +1,1 @@
+"""The `log` directive: see README.md in this folder."""

@@ -1,0 +1,191 @@
+"""What every plugin sees of a query (the request context) and what it answers (a reply).
+
+CoreDNS hands each plugin a `request.Request` and a `context.Context`; here one
+:class:`Request` is both. It is parsed once from the wire (:mod:`kubernetai.core.codec`) and
+then carries what the server knows about the query: who asked and how, the question as
+sent, the server block and zone it was routed to, when it arrived, and how deep an
+ExternalName chase has gone. A handler answers with a :class:`Reply`.
+
+Plugins that answer names stay Twisted Names ``IResolver``s, whose ``query(dns.Query)``
+has no room for a context; the block's chain hands them a :class:`ContextQuery` instead, a
+``dns.Query`` that also carries the request, so a resolver that wants the context reads
+``query.request`` and one that does not sees an ordinary query.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from twisted.names import dns
+
+from kubernetai.pkg.dnsname import presentation, presentation_dotted
+
+__all__ = ["Request", "Reply", "ContextQuery", "context_query"]
+
+
+class Request:
+    """One query and its context.
+
+    Parsed fields: ``qname`` is the name as sent (dotted, no trailing dot, case kept);
+    ``lname`` its lower-case form, used for routing; ``question`` the question section's
+    wire bytes, echoed verbatim in the response; ``opt`` the response OPT record's wire
+    bytes (``b""`` without EDNS); ``limit`` the size the response must fit; ``bufsize``
+    the UDP size the client advertised; ``do`` the DNSSEC OK bit; ``udp`` the transport.
+
+    Context, set by the server before the block's plugins run: ``proto``/``addr`` (who
+    asked: :meth:`peer`), ``zone`` (the server block's zone that matched, normalized),
+    ``block`` (that block's pipeline), ``server`` (an ``IResolver`` that re-enters the
+    server, CoreDNS's ``upstream``), ``started`` (``time.perf_counter()`` on arrival) and
+    ``depth`` (ExternalName chases above this query).
+
+    Cacheability, written by the plugins that answer: ``deps`` lists the data sources the
+    answer was read from, each as ``(source, source.generation)``; ``nocache`` is set when a
+    plugin that did not promise a cacheable answer produced it.
+    """
+
+    __slots__ = ("id", "rd", "cd", "qname", "lname", "labels", "qtype", "qclass",
+                 "question", "opt", "edns", "do", "limit", "udp", "size", "simple",
+                 "proto", "addr", "zone", "block", "server", "started", "depth",
+                 "deps", "nocache", "observers")
+
+    id: int
+    rd: int
+    cd: int
+    qname: bytes
+    lname: bytes
+    labels: list[bytes]
+    qtype: int
+    qclass: int
+    question: bytes
+    opt: bytes
+    edns: bool
+    do: bool
+    limit: int
+    udp: bool
+    size: int
+    simple: bool
+    proto: Any
+    addr: Any
+    zone: bytes
+    block: Any
+    server: Any
+    started: float
+    depth: int
+    deps: list[tuple[Any, int]] | None
+    nocache: bool
+    observers: list[Callable[["Request", bytes], None]] | None
+
+    def fqdn(self) -> str:
+        """The lower-case query name as CoreDNS logs it: escaped, with its trailing dot.
+
+        Everything that writes a query name to a log goes through here, so a name holding
+        a newline or an ESC byte is printed as ``\\010`` / ``\\027``, never raw.
+        """
+        if self.simple:
+            return presentation_dotted(self.lname)          # no dot inside a label
+        return presentation([label.lower() for label in self.labels])
+
+    @property
+    def transport(self) -> str:
+        """``"udp"`` or ``"tcp"``, as CoreDNS's ``state.Proto()``."""
+        return "udp" if self.udp else "tcp"
+
+    def peer(self) -> tuple[str, int]:
+        """The client's address and port."""
+        return self.proto.peer(self.addr)
+
+    def observe(self, callback: Callable[["Request", bytes], None]) -> None:
+        """Call ``callback(request, wire)`` once the response has been sent.
+
+        What CoreDNS's plugins get by wrapping the ``ResponseWriter`` (``log`` records
+        the response's size and flags this way).
+        """
+        if self.observers is None:
+            self.observers = [callback]
+        else:
+            self.observers.append(callback)
+
+    def depend(self, source: Any) -> None:
+        """The answer was read from ``source`` (which has a ``generation`` counter)."""
+        dep = (source, source.generation)
+        if self.deps is None:
+            self.deps = [dep]
+        elif dep not in self.deps:
+            self.deps.append(dep)
+
+
+class Reply:
+    """A handler's answer: the rcode and the three sections, or the encoded response.
+
+    ``error`` is a plugin error for the ``errors`` plugin (``"plugin/kubernetai: no next
+    plugin found"``); ``reported`` is set once something has logged it. ``cache`` says
+    whether the answer may be kept: None (never), or the ``deps`` of the request it
+    answered (see :class:`Request`). ``wire``, if set, is the response already encoded for
+    this request (a cache hit, or a handler that rendered it).
+    """
+
+    __slots__ = ("rcode", "aa", "answers", "authority", "additional", "error", "reported",
+                 "cache", "wire")
+
+    def __init__(self, rcode: int, aa: bool = False,
+                 answers: Sequence[dns.RRHeader] = (),
+                 authority: Sequence[dns.RRHeader] = (),
+                 additional: Sequence[dns.RRHeader] = (), *,
+                 error: str | None = None,
+                 cache: tuple[tuple[Any, int], ...] | None = None,
+                 wire: bytes | None = None) -> None:
+        self.rcode = rcode
+        self.aa = aa
+        self.answers = answers
+        self.authority = authority
+        self.additional = additional
+        self.error = error
+        self.reported = False
+        self.cache = cache
+        self.wire = wire
+
+    @classmethod
+    def encoded(cls, wire: bytes) -> "Reply":
+        """A reply that is already the response's bytes (the rcode is read from them)."""
+        reply = cls.__new__(cls)
+        reply.rcode = wire[3] & 0xF
+        reply.aa = bool(wire[2] & 0x04)
+        reply.answers = reply.authority = reply.additional = ()
+        reply.error = None
+        reply.reported = False
+        reply.cache = None
+        reply.wire = wire
+        return reply
+
+    def records(self) -> tuple[Sequence[dns.RRHeader], ...]:
+        return self.answers, self.authority, self.additional
+
+
+class ContextQuery(dns.Query):
+    """A ``dns.Query`` that carries its request context to the resolvers of a chain.
+
+    ``request`` is the :class:`Request` being answered (None when a resolver is used on
+    its own, embedded); ``depth`` counts the ExternalName chases above this query;
+    ``upstream`` is where a resolver may ask about another name (the server, or the
+    embedding resolver), as CoreDNS's ``upstream.Lookup``.
+    """
+
+    request: Request | None
+    depth: int
+    upstream: Any
+
+
+def context_query(name: bytes, qtype: int, qclass: int = dns.IN, *,
+                  request: Request | None = None, depth: int = 0,
+                  upstream: Any = None) -> ContextQuery:
+    """A :class:`ContextQuery`, built without ``dns.Query.__init__``'s name parsing."""
+    query = ContextQuery.__new__(ContextQuery)
+    owner = dns.Name.__new__(dns.Name)
+    owner.name = name
+    query.name = owner
+    query.type = qtype
+    query.cls = qclass
+    query.request = request
+    query.depth = depth
+    query.upstream = upstream
+    return query
