@@ -17,7 +17,6 @@ resolver that produced it says so (a ``cacheable`` attribute set true).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Callable, Sequence
 
 from twisted.internet import defer
@@ -176,6 +175,13 @@ def _cacheable(request: Request) -> tuple[tuple[Any, int], ...] | None:
     return tuple(deps) if deps else ()
 
 
+def _bind(serve: Callable[[Request, Next], Result], following: Next) -> Next:
+    """``serve`` with its next step bound: what the step before it calls as ``next``."""
+    def step(request: Request) -> Result:
+        return serve(request, following)
+    return step
+
+
 def _pass_on(request: Request, next: Next) -> Result:
     return next(request)
 
@@ -219,7 +225,7 @@ class BlockPipeline:
         last = handlers[-1].name if handlers else default_name
         following: Next = _NoNext(last)
         for handler in reversed(handlers[1:]):
-            following = partial(handler.serve, next=following)
+            following = _bind(handler.serve, following)
         # The server calls entry(request, entry_next): the first step costs no extra call.
         self.entry: Callable[[Request, Next], Result] = (
             handlers[0].serve if handlers else _pass_on)

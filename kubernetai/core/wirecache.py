@@ -153,8 +153,22 @@ class WireCacheHandler:
         """A hit, patched for ``request``; None on a miss or if it does not fit."""
         if not request.simple:
             return None
-        stored = self.cache.get((request.qname, request.qtype, request.qclass, self.scope))
-        return None if stored is None else patch_cached(stored, request)
+        cache = self.cache
+        key = (request.qname, request.qtype, request.qclass, self.scope)
+        entry = cache.entries.get(key)
+        if entry is None:
+            return None
+        # WireCache.get, inlined: this is every cached answer's path.
+        stored, expires, deps = entry
+        if expires <= cache.clock():
+            cache.get(key)  # drops it, counted
+            return None
+        for source, generation in deps:
+            if source.generation != generation:
+                cache.get(key)
+                return None
+        cache.hits += 1
+        return patch_cached(stored, request)
 
     def serve(self, request: Request, next: Next) -> Result:
         if not request.simple:
