@@ -301,6 +301,16 @@ def test_log_line_is_coredns_common_format() -> None:
                     f"NOERROR qr,aa,rd {len(ex.wire)} 0.000186745s")
 
 
+def test_log_writes_an_ipv4_client_of_a_dual_stack_socket_as_ipv4() -> None:
+    """A server listening on "::" sees IPv4 clients as ::ffff:a.b.c.d; CoreDNS (Go) prints
+    them as plain IPv4, and so does the log step. IPv6 clients stay bracketed."""
+    (logger,) = handlers_of(builder_for("log"), LogHandler)
+    (mapped,) = logged(logger, exchange(remote="::ffff:10.1.2.3", port=5353))
+    (ipv6,) = logged(logger, exchange(remote="2001:db8::1", port=5353))
+    assert mapped.startswith("[INFO] 10.1.2.3:5353 - 41424 ")
+    assert ipv6.startswith("[INFO] [2001:db8::1]:5353 - 41424 ")
+
+
 def test_log_writes_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
     """A log step set up from the Corefile writes to standard output."""
     (logger,) = handlers_of(builder_for("log"), LogHandler)

@@ -360,6 +360,30 @@ def test_passing_on_past_the_last_handler_is_servfail(reactor_running: None) -> 
     assert TRACE == [("in", "acl"), ("in", "rewrite"), ("out", "rewrite"), ("out", "acl")]
 
 
+class Broken:
+    """A handler that breaks the contract: it answers with something that is no Reply."""
+
+    name = "acl"
+
+    def serve(self, request: Request, next: Next) -> Result:
+        return "not a reply"  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+def test_a_handler_answering_no_reply_is_servfail(reactor_running: None, tcp: bool) -> None:
+    """A handler that returns neither a Reply nor a Deferred gets SERVFAIL, and a TCP
+    connection goes on answering (its query is not left outstanding)."""
+    with serve_zones({"example.org": pipeline(Broken())}) as (_, port):
+        if tcp:
+            sock = tcp_socket(port)
+            with sock:
+                for _ in range(2):
+                    response = ask(port, "www.example.org", tcp=True, sock=sock)
+                    assert response.rcode() == dns.rcode.SERVFAIL
+        else:
+            assert ask(port, "www.example.org").rcode() == dns.rcode.SERVFAIL
+
+
 # -- the request context ------------------------------------------------------------------
 
 

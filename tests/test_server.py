@@ -29,6 +29,7 @@ from kubernetai.core.negative import FallThrough
 from kubernetai.core.pipeline import BlockPipeline
 from kubernetai.core.registry import GROUP, BlockBuilder, Registry
 from kubernetai.core.request import ContextQuery
+from kubernetai.core.wirecache import WireCache
 from kubernetai.corefile import CorefileError
 from kubernetai.pkg.logwriter import STDOUT
 from kubernetai.pkg.reactor_thread import in_reactor
@@ -154,9 +155,11 @@ def test_block_chain_is_a_resolver_chain_in_chain_order() -> None:
     assert block.pipeline() is pipeline  # one pipeline per block (and cache)
 
 
-def test_block_without_resolvers_falls_through() -> None:
+@pytest.mark.parametrize("cache", [None, WireCache()], ids=["no-cache", "answer-cache"])
+def test_block_without_resolvers_falls_through(cache: WireCache | None) -> None:
     """A block with nothing to answer fails every chase into it with FallThrough, and a
-    query is SERVFAIL naming the last plugin (CoreDNS's "no next plugin found")."""
+    query is SERVFAIL naming the last plugin written in the Corefile (CoreDNS's "no next
+    plugin found"), not the answer cache the server adds."""
     (plan,) = plans_of("a.local:1053 {\n    errors\n    log\n}\n")
     (block,) = plan.blocks
     assert block.pipeline().chain is None
@@ -165,11 +168,11 @@ def test_block_without_resolvers_falls_through() -> None:
     (failure,) = failures
     assert failure.check(FallThrough)
     errors: list[str] = []
-    factory = build_factory(plan, reactor=object())
+    factory = build_factory(plan, reactor=object(), cache=cache)
     factory.on_error = errors.append
     with pytest.MonkeyPatch.context() as patch:
         written: list[str] = []
-        patch.setattr(block.pipeline().handlers[0], "write", written.append)
+        patch.setattr(block.pipeline(cache).handlers[0], "write", written.append)
         assert exchange(factory, "x.a.local").rcode() == dns.rcode.SERVFAIL
     assert written == ["[ERROR] plugin/errors: 2 x.a.local. A: plugin/log: no next plugin found"]
     assert errors == []  # the block's errors step reported it

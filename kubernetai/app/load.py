@@ -37,7 +37,8 @@ class BlockPlan:
         key = id(cache)
         if key not in self._pipelines:
             extra = [] if cache is None else [
-                Stage("cache", position("cache"), 0, handler=WireCacheHandler(cache))]
+                Stage("cache", position("cache"), 0, handler=WireCacheHandler(cache),
+                      implicit=True)]
             self._pipelines[key] = self.builder.pipeline(extra)
         return self._pipelines[key]
 

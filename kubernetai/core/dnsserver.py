@@ -24,7 +24,7 @@ import struct
 import time
 from typing import Any, Callable, Mapping
 
-from twisted.internet import protocol
+from twisted.internet import defer, protocol
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IHalfCloseableProtocol, IListeningPort, IPushProducer
 from twisted.logger import Logger
@@ -72,7 +72,8 @@ def block_of(value: Any, cache: WireCache | None = None) -> Any:
     if value is not None:
         stages.append(Stage("kubernetai", position("kubernetai"), 0, resolver=value))
     if cache is not None:
-        stages.append(Stage("cache", position("cache"), 0, handler=WireCacheHandler(cache)))
+        stages.append(Stage("cache", position("cache"), 0, handler=WireCacheHandler(cache),
+                            implicit=True))
     return BlockPipeline(stages)
 
 
@@ -250,11 +251,14 @@ class KubernetaiServerFactory(DNSServerFactory):
         except Exception:
             self._unexpected(Failure(), req)
             return True
-        if reply.__class__ is Reply:
+        if reply.__class__ is Reply or isinstance(reply, Reply):
             self._answer(reply, req)
-        else:
+        elif isinstance(reply, defer.Deferred):
             reply.addCallbacks(self._answer, self._unexpected, callbackArgs=(req,),
                                errbackArgs=(req,))
+        else:
+            self._unexpected(Failure(TypeError(f"a handler answered {reply!r}, not a Reply")),
+                             req)
         return True
 
     def _answer(self, reply: Reply, req: Request) -> None:

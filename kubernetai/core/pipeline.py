@@ -46,6 +46,9 @@ class Stage:
     index: int            # the directive's place in the Corefile (ties keep that order)
     handler: Handler | None = None
     resolver: IResolver | None = None
+    # Added by the server, not written in the Corefile (the answer cache): it does not
+    # name the end of the pipeline in "plugin/NAME: no next plugin found".
+    implicit: bool = False
 
 
 class BlockChain(ResolverChain):
@@ -222,7 +225,8 @@ class BlockPipeline:
             handlers.append(ChainHandler(self.chain, resolvers[-1].name, followed=bool(after)))
         handlers += after
         self.handlers: tuple[Handler, ...] = tuple(handlers)
-        last = handlers[-1].name if handlers else default_name
+        named = [s.name for s in ordered if not s.implicit]
+        last = named[-1] if named else default_name
         following: Next = _NoNext(last)
         for handler in reversed(handlers[1:]):
             following = _bind(handler.serve, following)

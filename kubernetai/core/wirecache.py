@@ -167,8 +167,10 @@ class WireCacheHandler:
             if source.generation != generation:
                 cache.get(key)
                 return None
-        cache.hits += 1
-        return patch_cached(stored, request)
+        wire = patch_cached(stored, request)
+        if wire is not None:
+            cache.hits += 1
+        return wire
 
     def serve(self, request: Request, next: Next) -> Result:
         if not request.simple:
