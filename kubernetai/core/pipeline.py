@@ -119,11 +119,26 @@ class ChainHandler:
         self.name = name
         # Handlers follow the chain: a name it passes on goes to them.
         self.followed = followed
+        # One resolver (the usual block): asked directly, the chain's loop saved. Its
+        # answers are marked uncacheable up front unless it promises otherwise; a name it
+        # passes on is answered by a handler, whose reply carries its own permission.
+        only = chain.resolvers[0] if len(chain.resolvers) == 1 else None
+        self._only = only
+        self._only_cacheable = bool(getattr(only, "cacheable", False))
 
     def serve(self, request: Request, next: Next) -> Result:
         query = context_query(request.qname, request.qtype, request.qclass,
                               request=request, depth=request.depth, upstream=request.server)
-        asked = self.chain.query(query)
+        only = self._only
+        if only is not None:
+            if not self._only_cacheable:
+                request.nocache = True
+            try:
+                asked = only.query(query)
+            except Exception:
+                asked = defer.fail()
+        else:
+            asked = self.chain.query(query)
         if asked.called and not asked.paused:
             result = asked.result
             if isinstance(result, Failure):
@@ -146,7 +161,9 @@ class ChainHandler:
                 if rr.auth:
                     aa = True
                     break
-        return Reply(NOERROR, aa, answers, authority, additional, cache=_cacheable(request))
+        deps = request.deps
+        return Reply(NOERROR, aa, answers, authority, additional,
+                     cache=None if request.nocache else (tuple(deps) if deps else ()))
 
     def failed(self, failure: Failure, request: Request, next: Next) -> Result:
         exc = failure.value
