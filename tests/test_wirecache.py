@@ -208,6 +208,13 @@ class Uncommitted(Scripted):
     cacheable = False
 
 
+class Renewable(Scripted):
+    """The same, from a resolver whose answers depend on the recorded sources alone (a
+    stanza): an expired answer whose sources have not moved may be renewed in place."""
+
+    renewable = True
+
+
 def block(cache: WireCache, *resolvers: Any) -> BlockPipeline:
     """A server block: the answer cache in front of ``resolvers`` (asked in this order)."""
     stages = [Stage("cache", position("cache"), 0, handler=WireCacheHandler(cache))]
@@ -320,6 +327,32 @@ def test_only_answers_of_a_resolver_that_says_cacheable_are_kept(serve):
     for _ in range(3):
         assert addresses(srv.ask("web.test")) == ["192.0.2.1"]
     assert alone.asked[b"web.test"] == 3
+
+
+def test_a_renewable_answer_is_renewed_while_its_sources_hold(serve):
+    """After its TTL, an answer from a resolver that says it depends only on its recorded
+    sources is renewed for another TTL without asking (it would be the same bytes) as long
+    as those sources have not moved; once one moves, it is asked afresh. An answer read
+    from a non-renewable resolver through the same chain is asked again after its TTL."""
+    clock = Clock()
+    cache = WireCache(clock=clock)
+    source = Source()
+    stanza = Renewable({b"web.test": Canned("192.0.2.1", ttl=5, sources=(source,))})
+    other = Scripted({b"far.test": Canned("192.0.2.9", ttl=5)})
+    srv = serve(block(cache, stanza, other))
+    start = clock.now
+    assert addresses(srv.ask("web.test")) == ["192.0.2.1"]
+    assert addresses(srv.ask("far.test")) == ["192.0.2.9"]
+    stanza.table[b"web.test"] = Canned("192.0.2.2", ttl=5, sources=(source,))  # unseen yet
+    for elapsed in (5, 10, 15):                      # three TTLs pass, nothing moved
+        clock.now = start + elapsed
+        assert addresses(srv.ask("web.test")) == ["192.0.2.1"]
+        srv.ask("far.test")
+    assert stanza.asked[b"web.test"] == 1 and cache.renewed == 3
+    assert other.asked[b"far.test"] == 4           # not renewable: asked after each TTL
+    reactor_thread.in_reactor(source.bump)
+    assert addresses(srv.ask("web.test")) == ["192.0.2.2"]
+    assert stanza.asked[b"web.test"] == 2
 
 
 def test_a_source_change_drops_only_the_answers_read_from_it(serve):

@@ -245,6 +245,7 @@ class KubernetaiServerFactory(DNSServerFactory):
         req.depth = 0
         req.deps = None
         req.nocache = False
+        req.renewable = True
         req.observers = None
         try:
             reply = block.entry(req, block.entry_next)

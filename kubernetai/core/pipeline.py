@@ -106,8 +106,11 @@ class BlockChain(ResolverChain):
 def _produced(query: dns.Query, resolver: IResolver) -> None:
     """``resolver`` answered ``query``: its request may be cached only if it says so."""
     request = getattr(query, "request", None)
-    if request is not None and not getattr(resolver, "cacheable", False):
-        request.nocache = True
+    if request is not None:
+        if not getattr(resolver, "cacheable", False):
+            request.nocache = True
+        if not getattr(resolver, "renewable", False):
+            request.renewable = False
 
 
 class ChainHandler:
@@ -125,6 +128,7 @@ class ChainHandler:
         only = chain.resolvers[0] if len(chain.resolvers) == 1 else None
         self._only = only
         self._only_cacheable = bool(getattr(only, "cacheable", False))
+        self._only_renewable = bool(getattr(only, "renewable", False))
 
     def serve(self, request: Request, next: Next) -> Result:
         query = context_query(request.qname, request.qtype, request.qclass,
@@ -133,6 +137,8 @@ class ChainHandler:
         if only is not None:
             if not self._only_cacheable:
                 request.nocache = True
+            if not self._only_renewable:
+                request.renewable = False
             try:
                 asked = only.query(query)
             except Exception:
@@ -163,12 +169,14 @@ class ChainHandler:
                     break
         deps = request.deps
         return Reply(NOERROR, aa, answers, authority, additional,
-                     cache=None if request.nocache else (tuple(deps) if deps else ()))
+                     cache=None if request.nocache else (tuple(deps) if deps else ()),
+                     renewable=request.renewable)
 
     def failed(self, failure: Failure, request: Request, next: Next) -> Result:
         exc = failure.value
         if isinstance(exc, AuthoritativeNameError):
-            return Reply(NXDOMAIN, True, (), exc.authority, cache=_cacheable(request))
+            return Reply(NXDOMAIN, True, (), exc.authority, cache=_cacheable(request),
+                         renewable=request.renewable)
         if isinstance(exc, FallThrough):
             if self.followed:
                 return next(request)

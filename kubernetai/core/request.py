@@ -40,13 +40,14 @@ class Request:
 
     Cacheability, written by the plugins that answer: ``deps`` lists the data sources the
     answer was read from, each as ``(source, source.generation)``; ``nocache`` is set when a
-    plugin that did not promise a cacheable answer produced it.
+    plugin that did not promise a cacheable answer produced it, and ``renewable`` cleared
+    when one produced it that does not promise its answer depends on those sources alone.
     """
 
     __slots__ = ("id", "rd", "cd", "qname", "lname", "labels", "qtype", "qclass",
                  "question", "opt", "edns", "do", "limit", "udp", "size", "simple",
                  "proto", "addr", "zone", "block", "server", "started", "depth",
-                 "deps", "nocache", "observers")
+                 "deps", "nocache", "renewable", "observers")
 
     id: int
     rd: int
@@ -73,6 +74,7 @@ class Request:
     depth: int
     deps: list[tuple[Any, int]] | None
     nocache: bool
+    renewable: bool
     observers: list[Callable[["Request", bytes], None]] | None
 
     def fqdn(self) -> str:
@@ -121,11 +123,13 @@ class Reply:
     plugin found"``); ``reported`` is set once something has logged it. ``cache`` says
     whether the answer may be kept: None (never), or the ``deps`` of the request it
     answered (see :class:`Request`). ``wire``, if set, is the response already encoded for
-    this request (a cache hit, or a handler that rendered it).
+    this request (a cache hit, or a handler that rendered it). ``renewable``: the answer is a
+    function of the sources in ``cache`` alone, so once its TTL has passed the cache may
+    renew it while they are unchanged instead of asking again (the same bytes would come).
     """
 
     __slots__ = ("rcode", "aa", "answers", "authority", "additional", "error", "reported",
-                 "cache", "wire")
+                 "cache", "renewable", "wire")
 
     def __init__(self, rcode: int, aa: bool = False,
                  answers: Sequence[dns.RRHeader] = (),
@@ -133,6 +137,7 @@ class Reply:
                  additional: Sequence[dns.RRHeader] = (), *,
                  error: str | None = None,
                  cache: tuple[tuple[Any, int], ...] | None = None,
+                 renewable: bool = False,
                  wire: bytes | None = None) -> None:
         self.rcode = rcode
         self.aa = aa
@@ -142,6 +147,7 @@ class Reply:
         self.error = error
         self.reported = False
         self.cache = cache
+        self.renewable = renewable
         self.wire = wire
 
     @classmethod
@@ -154,6 +160,7 @@ class Reply:
         reply.error = None
         reply.reported = False
         reply.cache = None
+        reply.renewable = False
         reply.wire = wire
         return reply
 

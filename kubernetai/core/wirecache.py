@@ -8,7 +8,10 @@ patched in, for as long as it holds:
   such as ``whoami``'s, are not), and only NOERROR, NODATA and NXDOMAIN, never SERVFAIL;
 * for the smallest TTL in the message (CoreDNS's ``cache`` arithmetic: every record of
   every section but OPT; a message without records, 5 s; at most an hour); a TTL of 0
-  is not kept;
+  is not kept. When the TTL has passed, an answer its producer marked ``renewable`` (a
+  function of the recorded sources alone: a ``kubernetai`` stanza's) whose sources have
+  not changed is renewed for another TTL in place: asking again would produce the same
+  bytes, so only the work is saved. Any other answer is asked again;
 * until a data source it was read from changes: each entry remembers the ``generation``
   of every cluster consulted for it (several, when an ExternalName was chased into
   another zone, or a stanza passed the name on), and a lookup that finds one of them
@@ -44,7 +47,8 @@ MAX_TTL = 3600
 _scopes = itertools.count(1)
 
 Key = tuple[bytes, int, int, int]
-Entry = tuple[bytes, float, tuple[tuple[Any, int], ...]]
+# (response without OPT, expiry, (source, generation) pairs, TTL to renew with or 0)
+Entry = tuple[bytes, float, tuple[tuple[Any, int], ...], float]
 
 
 def message_ttl(reply: Reply) -> int:
@@ -81,6 +85,7 @@ class WireCache:
         self.evictions = 0
         self.expired = 0
         self.invalidated = 0
+        self.renewed = 0
 
     @staticmethod
     def cost(qname: bytes, stored: bytes) -> int:
@@ -88,27 +93,32 @@ class WireCache:
         return len(qname) + len(stored) + ENTRY_OVERHEAD
 
     def get(self, key: Key) -> bytes | None:
-        """The stored answer, if it is still fresh and its sources have not changed."""
+        """The stored answer, if it is still fresh (or renewed) and its sources have not
+        changed."""
         entry = self.entries.get(key)
         if entry is None:
             return None
-        stored, expires, deps = entry
-        if expires <= self.clock():
-            self.expired += 1
-            self._drop(key, stored)
-            return None
+        stored, expires, deps, renew = entry
         for source, generation in deps:
             if source.generation != generation:
                 self.invalidated += 1
                 self._drop(key, stored)
                 return None
+        now = self.clock()
+        if expires <= now:
+            if not renew:
+                self.expired += 1
+                self._drop(key, stored)
+                return None
+            self.entries[key] = (stored, now + renew, deps, renew)
+            self.renewed += 1
         self.hits += 1
         return stored
 
     def put(self, key: Key, stored: bytes, ttl: float,
-            deps: tuple[tuple[Any, int], ...] = ()) -> None:
-        """Keep ``stored`` under ``key`` for ``ttl`` seconds, evicting the oldest entries
-        to stay in bounds."""
+            deps: tuple[tuple[Any, int], ...] = (), renewable: bool = False) -> None:
+        """Keep ``stored`` under ``key`` for ``ttl`` seconds (renewed while ``deps`` hold,
+        if ``renewable``), evicting the oldest entries to stay in bounds."""
         cost = self.cost(key[0], stored)
         if cost > self.max_bytes // 4 or ttl <= 0:
             return
@@ -121,7 +131,7 @@ class WireCache:
             oldest, value = entries.popitem(last=False)
             self.bytes -= self.cost(oldest[0], value[0])
             self.evictions += 1
-        entries[key] = (stored, self.clock() + ttl, deps)
+        entries[key] = (stored, self.clock() + ttl, deps, ttl if renewable else 0)
         self.bytes += cost
 
     def _drop(self, key: Key, stored: bytes) -> None:
@@ -158,14 +168,14 @@ class WireCacheHandler:
         entry = cache.entries.get(key)
         if entry is None:
             return None
-        # WireCache.get, inlined: this is every cached answer's path.
-        stored, expires, deps = entry
+        # WireCache.get, inlined for a fresh entry: this is every cached answer's path.
+        stored, expires, deps, _ = entry
         if expires <= cache.clock():
-            cache.get(key)  # drops it, counted
-            return None
+            renewed = cache.get(key)  # renewed (a hit) or dropped, and counted
+            return None if renewed is None else patch_cached(renewed, request)
         for source, generation in deps:
             if source.generation != generation:
-                cache.get(key)
+                cache.get(key)  # drops it, counted
                 return None
         wire = patch_cached(stored, request)
         if wire is not None:
@@ -204,5 +214,5 @@ class WireCacheHandler:
                             reply.additional)
         stored = strip_opt(reply.wire, request)  # None when truncated
         if stored is not None:
-            self.cache.put(key, stored, message_ttl(reply), reply.cache)
+            self.cache.put(key, stored, message_ttl(reply), reply.cache, reply.renewable)
         return reply

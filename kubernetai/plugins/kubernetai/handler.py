@@ -56,6 +56,8 @@ class StanzaResolver(ResolverBase):
     """Answers from one cluster's cache; see the module docstring for the contract."""
 
     cacheable = True
+    # Its answers are a function of its cluster's cache alone (recorded on the request).
+    renewable = True
 
     def __init__(self, cluster: Cluster, *, ns_addresses: tuple[str, ...] = (),
                  upstream: Any = None) -> None:
