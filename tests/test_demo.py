@@ -118,7 +118,7 @@ def test_check_kubeadm_corefile_names_first_unknown_plugin(
         capsys: pytest.CaptureFixture[str]) -> None:
     """A stock kubeadm Corefile fails at its first plugin kubernetai does not have."""
     path = COREFILES / "kubeadm.Corefile"
-    assert check(path, capsys) == (1, "", f"{path}:3: unknown directive 'health'\n")
+    assert check(path, capsys) == (1, "", f"{path}:6: unknown directive 'ready'\n")
 
 
 def test_check_error_in_an_imported_file(tmp_path: Path,

@@ -22,6 +22,7 @@ from kubernetai.core.registry import BlockBuilder, Registry
 from kubernetai.core.wirecache import WireCache, WireCacheHandler
 
 __all__ = ["BlockPlan", "PortPlan", "compile_corefile", "connect_all", "load_plans", "plans_of",
+           "process_services_of",
            "clusters_of", "warnings_for", "all_warnings"]
 
 
@@ -135,3 +136,14 @@ def connect_all(plans: list[PortPlan]) -> None:
 
 def clusters_of(plans: list[PortPlan]) -> list[Any]:
     return list({id(c): c for plan in plans for c in plan.clusters()}.values())
+
+
+def process_services_of(plans: list[PortPlan]) -> dict[Any, Any]:
+    """The process's services by key, the first block naming a key winning (CoreDNS starts
+    one listener per address however many blocks name it)."""
+    found: dict[Any, Any] = {}
+    for plan in plans:
+        for block in plan.blocks:
+            for service in block.builder.process_services:
+                found.setdefault(service.key, service)
+    return found

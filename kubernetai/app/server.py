@@ -25,6 +25,7 @@ from kubernetai.app.load import (  # noqa: F401 - compile_corefile, connect_all:
     compile_corefile,
     connect_all,
     load_plans,
+    process_services_of,
     warnings_for,
 )
 from kubernetai.core.dnsserver import KubernetaiServerFactory, listen
@@ -61,6 +62,10 @@ class KubernetaiService(service.MultiService):
         if own_clusters:  # else the caller runs them (the supervisor keeps them across reloads)
             for cluster in self.clusters:
                 cluster.setServiceParent(self)
+        # Process-wide endpoints (health): started with the server, kept across reloads.
+        self.extras: dict[Any, Any] = process_services_of(plans)
+        for extra in self.extras.values():
+            extra.setServiceParent(self)
         self.ports: list[IListeningPort] = []
         self._listeners: dict[int, list[IListeningPort]] = {}  # by the plan's port
         self.listening: defer.Deferred[list[IListeningPort]] = defer.Deferred()
@@ -89,13 +94,31 @@ class KubernetaiService(service.MultiService):
                    if plan.port in current
                    and current[plan.port][0].addresses() != plan.addresses()]
         added = [(plan, factory) for plan, factory in zip(plans, fresh) if plan.port not in current]
+        extras = process_services_of(plans)
+        started = [extra for key, extra in extras.items() if key not in self.extras]
         try:
             for plan, factory in added:
                 self._listen_plan(plan, factory)
+            for extra in list(started):
+                try:
+                    extra.setServiceParent(self)
+                except Exception:
+                    started.remove(extra)
+                    extra.disownServiceParent()
+                    raise
         except Exception:
             for plan, _ in added:
                 self._close_port(plan.port)
+            for extra in started:
+                extra.disownServiceParent()
             raise
+        for key, extra in list(self.extras.items()):
+            if key in extras:
+                extra.adopt(extras[key])
+                extras[key] = extra
+            else:
+                extra.disownServiceParent()
+        self.extras = extras
         for plan, factory in rebound:
             self._close_port(plan.port)
             self._listen_plan(plan, factory)
@@ -116,6 +139,11 @@ class KubernetaiService(service.MultiService):
         for port in self._listeners.pop(plan_port, []):
             self.ports.remove(port)
             port.stopListening()
+
+    def lameduck(self) -> float:
+        """Seconds to keep serving after a stop is asked (the largest `lameduck`)."""
+        return max((getattr(extra, "lameduck", 0.0) for extra in self.extras.values()),
+                   default=0.0)
 
     def pause(self) -> None:
         """Stop reading new queries; answers to those in flight can still be sent."""

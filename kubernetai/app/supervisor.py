@@ -254,9 +254,19 @@ class Supervisor(service.MultiService):
         if self._status.running:
             self._status.stop()
         _set_sigusr1(signal.SIG_DFL)
-        self.server.pause()
-        drained = task.deferLater(self.reactor, self.grace, lambda: None)
-        stopped = drained.addCallback(lambda _: super(Supervisor, self).stopService())
+        lameduck = self.server.lameduck() if self.server is not None else 0.0
+        if lameduck > 0:
+            # health's lameduck: keep answering DNS and /health for that long, then stop.
+            log.info("plugin/health: Going into lameduck mode for {duration}s",
+                     duration=f"{lameduck:g}")
+        waited = task.deferLater(self.reactor, lameduck, lambda: None)
+
+        def drain(_: Any) -> defer.Deferred[None]:
+            if self.server is not None:
+                self.server.pause()
+            return task.deferLater(self.reactor, self.grace, lambda: None)
+        stopped = waited.addCallback(drain)
+        stopped.addCallback(lambda _: super(Supervisor, self).stopService())
         return stopped.addBoth(self._stopped)
 
     def _stopped(self, result: Any) -> Any:

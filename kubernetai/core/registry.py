@@ -44,6 +44,9 @@ class BlockBuilder:
     zones: tuple[str, ...]
     stages: list[Stage] = field(default_factory=list)
     sources: list[SourceEntry] = field(default_factory=list)
+    # Services of the whole process (an HTTP endpoint), each with a ``key``: one runs per
+    # key, and a reload keeps it running (``adopt`` takes the new options).
+    process_services: list[Any] = field(default_factory=list)
     bind_addresses: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     # Run once every directive is set up; each returns start-up warnings about the block.
@@ -64,6 +67,11 @@ class BlockBuilder:
 
     def add_source(self, source: Any, rebind: Callable[[Any], None]) -> None:
         self.sources.append(SourceEntry(source, rebind))
+
+    def add_process_service(self, service: Any) -> None:
+        """``service`` (an ``IService`` with ``key`` and ``adopt``) runs once per process
+        per key, whichever blocks name it, and outlives reloads that keep naming it."""
+        self.process_services.append(service)
 
     def add_check(self, check: Callable[["BlockBuilder"], list[str]]) -> None:
         self.checks.append(check)

@@ -1,0 +1,1 @@
+"""The `health` directive: see README.md in this folder."""
