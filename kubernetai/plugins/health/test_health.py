@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 import dns.message
 import dns.query
@@ -22,21 +22,6 @@ from kubernetai.core.registry import BlockBuilder, Registry
 from kubernetai.corefile import CorefileError, parse
 
 SOURCE = str(Path(__file__).resolve().parents[3])  # twistd finds its plugin beside the package
-
-
-def _free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A loopback port free for both UDP and TCP right now."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, \
-                socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-            try:
-                tcp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
 
 
 def _get(port: int, path: str = "/health") -> tuple[int, bytes]:
@@ -56,8 +41,9 @@ def _dns(port: int) -> int:
 class Server:
     """twistd kubernetai on a Corefile with health (lameduck 2s) and whoami."""
 
-    def __init__(self, directory: Path, lameduck: str = "2s") -> None:
-        self.dns_port, self.http_port = _free_port(), _free_port()
+    def __init__(self, directory: Path, free_port: Callable[[], int],
+                 lameduck: str = "2s") -> None:
+        self.dns_port, self.http_port = free_port(), free_port()
         self.corefile = directory / "Corefile"
         self.write(lameduck)
         self.log = directory / "twistd.log"
@@ -90,8 +76,8 @@ class Server:
 
 
 @pytest.fixture
-def server(tmp_path: Path):
-    started = Server(tmp_path)
+def server(tmp_path: Path, free_port: Callable[[], int]):
+    started = Server(tmp_path, free_port)
     yield started
     started.stop()
 

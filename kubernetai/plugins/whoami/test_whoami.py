@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import dns.message
 import dns.query
@@ -23,26 +24,11 @@ from kubernetai.core.registry import BlockBuilder, Registry
 from kubernetai.corefile import CorefileError, parse
 
 
-def _free_port() -> int:
-    """A loopback port free for both UDP and TCP right now."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, \
-                socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-            try:
-                tcp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
+def server(tmp_path_factory: pytest.TempPathFactory, free_port: Callable[[], int]):
     directory = tmp_path_factory.mktemp("whoami")
     corefile = directory / "Corefile"
-    port = _free_port()
+    port = free_port()
     corefile.write_text(f"example.org:{port} {{\n    bind 127.0.0.1\n    whoami\n}}\n")
     twistd = Path(sys.executable).with_name("twistd")
     process = subprocess.Popen(
