@@ -4,8 +4,9 @@
 Why: a refactor must be shown to cost no queries per second, and on a small shared machine
 only a same-run, alternating comparison is trustworthy. Each revision is installed into
 its own venv (cached in /tmp/kubernetai-bench), so each twistd runs its own code; one
-simulated API server feeds both. This file imports nothing from kubernetai (its module
-paths move); it uses only the `kubernetai sandbox` and `twistd kubernetai` commands.
+simulated API server feeds both. Of kubernetai it imports only the sandbox's
+`free_port`; both servers run as commands (`kubernetai sandbox`, `twistd kubernetai`), each
+from its own venv.
 
     python bench/compare_revisions.py [--before REV] [--after REV|WORKTREE]
                                       [--after-venv DIR] [--runs 5] [--seconds 10]
@@ -36,6 +37,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+from kubernetai.sandbox.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(tempfile.gettempdir()) / "kubernetai-bench"
@@ -321,21 +324,6 @@ def code_location(install: Install, cwd: Path) -> str:
 
 
 # --- processes ----------------------------------------------------------------------------------
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 for both UDP and TCP."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port on 127.0.0.1")
-
 
 class Processes:
     """Children started by this script; all stopped by stop_all(), newest first."""

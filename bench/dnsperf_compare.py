@@ -50,6 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubernetai.sandbox.ports import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 SPEC = "namespaces=10,services=1000,headless=100,endpoints=3,headless_endpoints=5,pods=2000"
 ZONE = "cluster.local"
@@ -189,21 +191,6 @@ def build_queries(spec_text: str, mix: tuple[int, int, int]) -> list[Query]:
 
 
 # --- processes ----------------------------------------------------------------------------------
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 for both UDP and TCP."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port on 127.0.0.1")
-
 
 class Processes:
     """Children started by this script; all stopped by stop_all()."""

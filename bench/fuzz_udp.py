@@ -58,6 +58,8 @@ import dns.message
 import dns.query
 import dns.rcode
 
+from kubernetai.sandbox.ports import free_port
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fuzzlib import (  # noqa: E402
     ROOT,
@@ -123,21 +125,6 @@ def big_headless(count: int) -> dict[str, Any]:
                       "labels": {"kubernetes.io/service-name": "big"}},
          "addressType": "IPv4", "endpoints": endpoints,
          "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}]}
-
-
-def free_port() -> int:
-    """A loopback port free for both UDP and TCP right now."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, \
-                socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            udp.bind((HOST, 0))
-            port = udp.getsockname()[1]
-            try:
-                tcp.bind((HOST, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no port free for both UDP and TCP")
 
 
 def wait_for_line(path: Path, prefix: str, process: subprocess.Popen, timeout: float) -> str:

@@ -64,6 +64,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import soakmodel  # noqa: E402
 from soakmodel import CNAME, NOERROR, NXDOMAIN, SRV, A, Expect, Mutator, Profile, Truth, Write  # noqa: E402
 
+from kubernetai.sandbox.ports import free_port as free_dns_port
+
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = str(Path(sys.executable).parent / "twistd")
 SOURCE_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -153,21 +155,6 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def free_dns_port() -> int:
-    """A loopback port free for both UDP and TCP right now."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, \
-                socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-            try:
-                tcp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no port free for both UDP and TCP")
 
 
 def tracebacks(text: str) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -10,6 +9,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from kubernetai.pkg import reactor_thread
+from kubernetai.sandbox.ports import free_port as free_dns_port  # noqa: F401 - tests import it
 from kubernetai.sandbox.server import Sandbox
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -56,20 +56,3 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = ""
         time.sleep(0.02)
 
 
-def free_dns_port() -> int:
-    """A loopback port free for both UDP and TCP right now, for a server in a subprocess.
-
-    Both must be checked: a port free for UDP may still be the local end of some TCP
-    connection (client ports come from the same range), and then the server cannot listen.
-    """
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, \
-                socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-            try:
-                tcp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no port free for both UDP and TCP")
