@@ -632,12 +632,16 @@ def tcp_abuse(stack: Stack, args: argparse.Namespace, report: Report) -> None:
 LINE_SHAPES = [re.compile(rb"^\[INFO\] \S+:\d+ - \d+ \"[^\"]*\" [A-Z0-9]+ [a-z,]* \d+ [0-9.e-]+s$"),
                re.compile(rb"^\[ERROR\] plugin/errors: \d+ \S+ \S+: .*$"),
                re.compile(rb"^\[WARNING\] .*$"),
-               re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d"),
+               # The server's own lines, and the start-up banner (as CoreDNS's).
+               re.compile(rb"^\[INFO\] (?:plugin/\S+|kubernetai|SIGTERM|SIGINT)"),
+               re.compile(rb"^\S+:\d+(?: on \S+)?$"),
+               re.compile(rb"^kubernetai-\S+$"),
+               re.compile(rb"^\S+/\S+, python"),
                re.compile(rb"^\t")]
 RAW = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f-\xff]")
 #: A plugin error that no block's `errors` step wrote: the server's own fallback, at error
 #: level in the Twisted log (``KubernetaiServerFactory.reportError``).
-MISROUTED = re.compile(rb"\[kubernetai\.core\.dnsserver#error\] \d+ \S")
+MISROUTED = re.compile(rb"^\[ERROR\] \d+ \S")
 
 
 def scan_log(path: Path, report: Report) -> None:

@@ -1,7 +1,8 @@
 """Tests for `kubernetai check` (kubernetai.app.check.run_check) and `kubernetai demo`
 (kubernetai.sandbox.demo.run_demo) through the console entry point.
 
-Every test that starts the demo gives it free ports (`--dns-port 0 --api-ports 0,0,0`); only
+Every test that starts the demo gives it free ports (`--dns-port 0 --api-ports 0,0,0
+--http-ports 0,0,0`); only
 the test of the busy-port message runs it on its defaults, and that run stops at the first
 API server, whose port the test itself holds.
 """
@@ -94,9 +95,9 @@ def test_check_prints_warnings_and_still_passes(tmp_path: Path,
     pytest.param(".:53 {\n    kubernetai {\n        pods sometimes\n    }\n}\n", 3, None,
                  id="bad-stanza-option"),
     pytest.param(".:53 {\n    log {\n        class failures\n    }\n}\n", 3,
-                 "log: unknown class 'failures'", id="bad-log-class"),
-    pytest.param(".:53 {\n    bind eth0\n}\n", 2,
-                 "bind: not a valid IP address: 'eth0' (interface names are not supported)",
+                 "log: invalid Class: failures", id="bad-log-class"),
+    pytest.param(".:53 {\n    bind nosuchif0\n}\n", 2,
+                 "bind: not a valid IP address or interface name: 'nosuchif0'",
                  id="bad-bind"),
     pytest.param(".:53 {\n    errors\n", None, None, id="unclosed-block"),
 ])
@@ -118,7 +119,15 @@ def test_check_kubeadm_corefile_names_first_unknown_plugin(
         capsys: pytest.CaptureFixture[str]) -> None:
     """A stock kubeadm Corefile fails at its first plugin kubernetai does not have."""
     path = COREFILES / "kubeadm.Corefile"
-    assert check(path, capsys) == (1, "", f"{path}:6: unknown directive 'ready'\n")
+    assert check(path, capsys) == (1, "", f"{path}:7: unknown directive 'kubernetes'\n")
+
+
+def test_check_kubeadm_corefile_with_kubernetai_needs_only_issue_10(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The kubeadm Corefile with `kubernetai` for `kubernetes`: errors, health, ready,
+    kubernetai and prometheus are set up; the first directive still missing is forward."""
+    path = COREFILES / "kubeadm-kubernetai.Corefile"
+    assert check(path, capsys) == (1, "", f"{path}:13: unknown directive 'forward'\n")
 
 
 def test_check_error_in_an_imported_file(tmp_path: Path,
@@ -353,7 +362,7 @@ def ask(port: int, name: str, rdtype: str = "A") -> list[str]:
 def test_demo_on_free_api_ports_while_the_default_is_held(default_api_port_held: int) -> None:
     """With --api-ports 0,0,0 the demo starts though 16441 is taken, writes a Corefile naming
     the ports it bound, and answers from all three clusters (through those ports)."""
-    running = Demo("--dns-port", "0", "--api-ports", "0,0,0")
+    running = Demo("--dns-port", "0", "--api-ports", "0,0,0", "--http-ports", "0,0,0")
     try:
         bound = []
         for name, _ in demo.DEMO_CLUSTERS:

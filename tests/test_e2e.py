@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Iterator
 
@@ -364,10 +367,19 @@ def test_twistd_plugin(sandboxes, tmp_path):
     assert result.stderr == f"{bad}:3: kubernetai: ttl must be in range [0, 3600]: 99999\n"
 
 
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
 def test_demo_command(tmp_path):
-    """`kubernetai demo` serves the three demo clusters and prints dig lines that work."""
+    """`kubernetai demo` serves the three demo clusters and prints dig, curl and explain
+    lines that work."""
     process = subprocess.Popen([sys.executable, "-m", "kubernetai", "demo", "--dns-port", "0",
-                                "--api-ports", "0,0,0"],
+                                "--api-ports", "0,0,0", "--http-ports", "0,0,0"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                cwd=Path(__file__).resolve().parent.parent)
     try:
@@ -381,14 +393,29 @@ def test_demo_command(tmp_path):
             if line.startswith("DNS server on 127.0.0.1 port "):
                 port = int(line.split()[5])
         assert port, lines
-        dig_lines = []
-        while len(dig_lines) < 3:
+        tries = []
+        while not any(line.strip().startswith("kubernetai explain") for line in tries):
             line = process.stdout.readline()
-            if line.strip().startswith("dig "):
-                dig_lines.append(line)
+            assert line, f"demo exited: {tries}"
+            tries.append(line)
+        dig_lines = [line for line in tries if line.strip().startswith("dig ")]
         assert "reports.shared.svc.cluster.local" in "".join(dig_lines)
         assert answers(ask(port, "reports.shared.svc.cluster.local")) == ["10.97.100.20"]
         assert answers(ask(port, "web.shared.svc.cluster.local")) == ["10.96.100.10"]
+        urls = {line.split()[1].rsplit("/", 1)[1]: line.split()[1]
+                for line in tries if line.strip().startswith("curl ")}
+        assert sorted(urls) == ["health", "metrics", "ready"]
+        assert http_get(urls["health"]) == (200, "OK")
+        wait_for(lambda: http_get(urls["ready"]) == (200, "OK"), timeout=15,
+                 what="the demo's /ready")
+        status, metrics = http_get(urls["metrics"])
+        assert status == 200 and 'coredns_dns_requests_total{' in metrics
+        explain = next(line for line in tries if line.strip().startswith("kubernetai explain"))
+        result = subprocess.run([sys.executable, "-m", "kubernetai", *explain.split()[1:],
+                                 "--json"], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["answer"] == [
+            "reports.shared.svc.cluster.local. 5 IN A 10.97.100.20"]
     finally:
         process.terminate()
         process.wait(30)

@@ -897,3 +897,95 @@ def test_api_server_messages_are_escaped_in_error_text():
         error.body = body
         for text in (_describe(error), describe_api_error(error, "http://127.0.0.1:1", 1.0)):
             assert "\n" not in text and "\x1b" not in text and len(text) < 400, text
+
+
+# -- the observer (metrics) -------------------------------------------------------------
+
+
+class Recorder:
+    """An observer noting what it is told, and on which thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.requests: list[tuple[str, float | None, float | None]] = []
+        self.restarts: list[str] = []
+        self.threads: set[str] = set()
+
+    def request(self, code: str, seconds: float | None, waited: float | None) -> None:
+        with self.lock:
+            self.threads.add(threading.current_thread().name)
+            self.requests.append((code, seconds, waited))
+
+    def watch_restarted(self, reason: str) -> None:
+        with self.lock:
+            self.threads.add(threading.current_thread().name)
+            self.restarts.append(reason)
+
+    def codes(self) -> list[str]:
+        with self.lock:
+            return [code for code, _, _ in self.requests]
+
+
+def test_observer_is_told_each_request_on_the_reactor(sandbox, harness):
+    """Each request once, on the reactor thread: lists timed, watches not; a failed one
+    under its status code; the rate limiter's wait when there is a limiter."""
+    from kubernetai.plugins.kubernetai.limiter import RequestLimiter
+
+    sandbox.apply([service(f"s{i}") for i in range(3)])
+    sandbox.error(503, count=1, verbs=["list"])
+    recorder = Recorder()
+    harness.start(sandbox, page_size=2, observer=recorder,
+                  limiter=RequestLimiter(qps=1000.0, burst=1000))
+    counts = sandbox.request_counts()
+    made = counts[("list", "services")] + counts[("watch", "services")]
+    wait_for(lambda: len(recorder.codes()) == made, what="every request told")
+    assert recorder.threads == {"reactor"}
+    with recorder.lock:
+        told = list(recorder.requests)
+    assert [code for code, _, _ in told] == ["503", "200", "200", "200"]  # 2 pages, a watch
+    assert all(seconds is not None and seconds >= 0 for _, seconds, _ in told[:3])
+    assert told[3][1] is None
+    assert all(waited is not None and waited >= 0 for _, _, waited in told)
+
+
+def test_observer_is_told_why_each_watch_restarted(sandbox, harness):
+    """A normal end, a cut, a 410 and a stall each restart the watch with their reason;
+    a request refused at the connection counts as <error>; no limiter, no wait."""
+    recorder = Recorder()
+    informer, _ = harness.start(sandbox, observer=recorder, watch_timeout=1,
+                                stall_timeout=1.0)
+    wait_for(lambda: "ended" in recorder.restarts, what="a normal end")
+    sandbox.cut_watches()
+    wait_for(lambda: "error" in recorder.restarts, what="a cut")
+    sandbox.expire_history()
+    wait_for(lambda: "expired" in recorder.restarts, what="the 410")
+    sandbox.stall_watches()
+    wait_for(lambda: "stalled" in recorder.restarts, what="the stall")
+    sandbox.unstall_watches()
+    sandbox.refuse()
+    wait_for(lambda: "<error>" in recorder.codes(), what="a refused request")
+    sandbox.accept()
+    wait_for(lambda: informer.stats.restarts == len(recorder.restarts),
+             what="every restart told")
+    with recorder.lock:
+        assert all(waited is None for _, _, waited in recorder.requests)
+
+
+def test_observer_hears_nothing_after_stop(sandbox, harness):
+    """Stopping cuts the watch; that is no restart and no failed request."""
+    recorder = Recorder()
+    informer, _ = harness.start(sandbox, observer=recorder)
+    wait_for(lambda: len(recorder.codes()) == 2, what="the list and the watch")
+    informer.stop()
+    from kubernetai.pkg import reactor_thread
+    reactor_thread.in_reactor(lambda: None)  # whatever was on its way has arrived
+    assert recorder.codes() == ["200", "200"] and recorder.restarts == []
+
+
+def test_last_heard_moves_with_bookmarks(sandbox, harness):
+    """The time of the last thing heard (for the last event age) follows bookmarks too."""
+    informer, _ = harness.start(sandbox)
+    assert informer.started_at is not None and informer.last_heard is not None
+    first = informer.last_heard
+    wait_for(lambda: informer.stats.bookmarks >= 1 and informer.last_heard > first,
+             what="a bookmark heard")

@@ -24,7 +24,7 @@ from test_e2e import answers, ask
 from test_supervisor import clusters, corefile, run_server  # noqa: F401 - fixtures
 from twisted.internet import defer
 
-from kubernetai.app.supervisor import MAX_ABANDONED, Supervisor
+from kubernetai.app.supervisor import MAX_ABANDONED, RELOAD_FAILED, Supervisor
 from kubernetai.pkg.reactor_thread import in_reactor
 
 #: Seconds the fake credential plugin waits for the test at most, so that it never
@@ -191,10 +191,12 @@ def test_abandoned_reads_are_counted_and_capped(supervised, clusters, hanging): 
     reload is refused at once instead of starting yet another thread."""
     supervisor, path, port = supervised
     plans = supervisor.server.plans
+    counted = RELOAD_FAILED.values.get((), 0)
     path.write_text(hanging.corefile(clusters, ttl_b=42))
     for attempt in range(1, MAX_ABANDONED + 1):
         assert in_reactor(supervisor.reload) is False
         assert supervisor.reload_failures == attempt
+        assert RELOAD_FAILED.values[()] == counted + attempt  # coredns_reload_failed_total
         assert "abandoned" in supervisor.last_reload_error
     stuck = [t for t in threading.enumerate() if t.name == "kubernetai-reload"]
     assert len(stuck) >= MAX_ABANDONED

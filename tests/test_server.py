@@ -186,19 +186,23 @@ def test_clusters_of_a_plan() -> None:
     assert [c.config.zones for c in clusters] == [("a.local.",), ("b.local.",), ("c.local.",)]
 
 
-@pytest.mark.parametrize("text, addresses", [
-    pytest.param("a.local:1053 {\n    kubernetai\n}\n", [""], id="no-bind-everywhere"),
+@pytest.mark.parametrize("text, groups", [
+    pytest.param("a.local:1053 {\n    kubernetai\n}\n", [("", ["a.local."])],
+                 id="no-bind-everywhere"),
     pytest.param("a.local:1053 {\n    bind 127.0.0.1 ::1\n    kubernetai\n}\n",
-                 ["127.0.0.1", "::1"], id="bind"),
+                 [("127.0.0.1", ["a.local."]), ("::1", ["a.local."])], id="bind"),
     pytest.param("a.local:1053 {\n    bind 127.0.0.1\n}\nb.local:1053 {\n    bind 127.0.0.2 "
-                 "127.0.0.1\n}\n", ["127.0.0.1", "127.0.0.2"], id="union-of-blocks"),
+                 "127.0.0.1\n}\n", [("127.0.0.1", ["a.local.", "b.local."]),
+                                    ("127.0.0.2", ["b.local."])], id="union-of-blocks"),
     pytest.param("a.local:1053 {\n    bind 127.0.0.1\n}\nb.local:1053 {\n    errors\n}\n",
-                 [""], id="one-block-without-bind"),
+                 [("127.0.0.1", ["a.local."]), ("", ["b.local."])], id="one-block-without-bind"),
 ])
-def test_listen_addresses(text: str, addresses: list[str]) -> None:
-    """A port listens on the union of its blocks' binds, or everywhere if one has none."""
+def test_listen_addresses(text: str, groups: list[tuple[str, list[str]]]) -> None:
+    """A port listens on each address its blocks bind ("" for a block without bind: every
+    address), and a query on an address reaches only the blocks bound there (CoreDNS)."""
     (plan,) = plans_of(text)
-    assert plan.addresses() == addresses
+    assert plan.addresses() == [address for address, _ in groups]
+    assert [(g.address, [z for b in g.blocks for z in b.zones]) for g in plan.groups] == groups
 
 
 def test_corefile_errors_propagate() -> None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from twisted.application.service import IService, IServiceMaker
 from twisted.python import usage
 
-from kubernetai.app import tap
+from kubernetai import __version__
+from kubernetai.app import logs, tap
 from kubernetai.app.server import KubernetaiService
 from kubernetai.app.supervisor import Supervisor
 
@@ -103,8 +108,8 @@ def test_make_service_with_port_override(corefile: Path) -> None:
      3, "this plugin can only be used once per Server Block: 'errors'"),
     (".:53 {\n    kubernetai {\n        ttl 4000\n    }\n}\n",
      3, "kubernetai: ttl must be in range [0, 3600]: 4000"),
-    (".:53 {\n    bind eth0\n}\n",
-     2, "bind: not a valid IP address: 'eth0' (interface names are not supported)"),
+    (".:53 {\n    bind nosuchif0\n}\n",
+     2, "bind: not a valid IP address or interface name: 'nosuchif0'"),
     ("", 1, "no server blocks in the Corefile"),
     (".:53 {\n    kubernetai {\n        endpoint http://127.0.0.1:6443\n"
      "        kubeconfig /nonexistent/kubeconfig\n    }\n}\n",
@@ -141,3 +146,67 @@ def test_in_cluster_outside_a_cluster_is_one_line(
     err = capsys.readouterr().err
     assert err.startswith(f"{path}:3: kubernetai: unable to load in-cluster configuration")
     assert err.count("\n") == 1
+
+
+# -- --version and the log ----------------------------------------------------------------
+
+SOURCE = str(Path(__file__).resolve().parent.parent)  # twistd finds its plugin here
+
+
+def test_version_option(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--version` is kubernetai's (usage.Options' own would print Twisted's)."""
+    with pytest.raises(SystemExit) as info:
+        options("--version")
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"kubernetai {__version__}\n"
+
+
+@pytest.mark.parametrize("argv", [
+    [str(Path(sys.executable).with_name("twistd")), "kubernetai", "--version"],
+    [str(Path(sys.executable).with_name("kubernetai")), "--version"],
+])
+def test_version_commands(tmp_path: Path, argv: list[str]) -> None:
+    """`twistd kubernetai --version` and `kubernetai --version` print kubernetai's version."""
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": SOURCE})
+    assert (result.returncode, result.stdout) == (0, f"kubernetai {__version__}\n"), result.stderr
+
+
+def _under_twistd(corefile: Path, **given: object) -> tuple[tap.Options, dict[str, object]]:
+    """tap.Options parsed as twistd's subcommand, twistd's own options being `given`."""
+    parent: dict[str, object] = {"logger": None, "syslog": False, "nodaemon": True,
+                                 "logfile": None, **given}
+    opts = tap.Options()
+    opts.parent = parent  # type: ignore[assignment]
+    opts.parseOptions(["--corefile", str(corefile)])
+    return opts, parent
+
+
+def test_under_twistd_the_log_is_coredns_shaped(
+        corefile: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parsed by twistd, the options name the CoreDNS-shaped observer as twistd's --logger
+    (twistd builds its logger after parsing, before makeService), and makeService gives it
+    the Corefile's servers for the banner."""
+    monkeypatch.setattr(logs, "_twistd", None)
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    opts, parent = _under_twistd(corefile)
+    assert parent["logger"] == "kubernetai.app.logs.twistd_observer"
+    assert opts.logging is logs._twistd is not None
+    tap.makeService(opts)
+    assert opts.logging.servers == ["cluster.local.:1053", "example.local.:2053"]
+
+
+@pytest.mark.parametrize("given", [{"logger": "my.observer.factory"}, {"syslog": True}])
+def test_the_operators_logger_or_syslog_wins(
+        corefile: Path, monkeypatch: pytest.MonkeyPatch, given: dict[str, object]) -> None:
+    monkeypatch.setattr(logs, "_twistd", None)
+    opts, parent = _under_twistd(corefile, **given)
+    assert opts.logging is None and logs._twistd is None
+    assert parent["logger"] == given.get("logger")
+
+
+def test_outside_twistd_the_log_is_left_alone(corefile: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logs, "_twistd", None)
+    assert options("--corefile", str(corefile)).logging is None
+    assert logs._twistd is None

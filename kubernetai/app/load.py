@@ -6,8 +6,10 @@ parsed themselves), so a Corefile means the same everywhere and is refused with 
 file:line message.
 
 :func:`compile_corefile` sets up every block's directives once (:mod:`kubernetai.core.registry`)
-and groups the blocks into one :class:`PortPlan` per port; each block keeps its
-:class:`~kubernetai.core.registry.BlockBuilder` and makes its pipeline on demand.
+and groups the blocks into one :class:`PortPlan` per port, and within it one
+:class:`ListenGroup` per listen address (the blocks that answer there, as CoreDNS makes one
+server per address); each block keeps its :class:`~kubernetai.core.registry.BlockBuilder`
+and makes its pipeline on demand.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from kubernetai.core.plugin import position
 from kubernetai.core.registry import BlockBuilder, Registry
 from kubernetai.core.wirecache import WireCache, WireCacheHandler
 
-__all__ = ["BlockPlan", "PortPlan", "compile_corefile", "connect_all", "load_plans", "plans_of",
-           "process_services_of",
-           "clusters_of", "warnings_for", "all_warnings"]
+__all__ = ["BlockPlan", "ListenGroup", "PortPlan", "WILDCARDS", "compile_corefile", "connect_all",
+           "load_plans", "plans_of", "process_services_of", "clusters_of", "warnings_for",
+           "all_warnings"]
 
 
 @dataclass(slots=True)
@@ -44,19 +46,51 @@ class BlockPlan:
         return self._pipelines[key]
 
 
+#: Addresses that stand for every address of the host: a socket there overlaps all others
+#: of its port ("" is a block without `bind`).
+WILDCARDS = frozenset({"", "0.0.0.0", "::"})
+
+
+@dataclass(slots=True)
+class ListenGroup:
+    """One listen address of a port and the blocks that answer there.
+
+    This is what CoreDNS makes one server of (``groupConfigsByListenAddr``): a query that
+    arrives on this address is routed among these blocks only, so blocks of one port told
+    apart by `bind` each answer on their own addresses. ``address`` "" is every address (a
+    block without `bind`). ``shared``: the port also has other addresses overlapping this one
+    (every address and a bound one), so its sockets are opened with SO_REUSEPORT and the
+    kernel gives each query to the most specific socket.
+    """
+
+    port: int
+    address: str
+    blocks: list[BlockPlan] = field(default_factory=list)
+    shared: bool = False
+
+    @property
+    def key(self) -> tuple[int, str, bool]:
+        """What its sockets are: a reload keeps the sockets of an unchanged key."""
+        return self.port, self.address, self.shared
+
+    def __str__(self) -> str:
+        """CoreDNS's name of the server: ``dns://:53``, ``dns://127.0.0.1:53``, ``dns://[::1]:53``."""
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"dns://{host}:{self.port}"
+
+
 @dataclass(slots=True)
 class PortPlan:
+    """Every block serving on one port (each once), and the port's listen groups."""
+
     port: int
     blocks: list[BlockPlan] = field(default_factory=list)
+    groups: list[ListenGroup] = field(default_factory=list)
 
     def addresses(self) -> list[str]:
-        """Where to listen: the union of `bind`s, or everywhere if any block has none."""
-        found: list[str] = []
-        for block in self.blocks:
-            if not block.builder.bind_addresses:
-                return [""]
-            found += [a for a in block.builder.bind_addresses if a not in found]
-        return found
+        """Where to listen, in Corefile order: each block's `bind`s, "" (every address) for
+        a block without."""
+        return [group.address for group in self.groups]
 
     def clusters(self) -> list[Any]:
         """The data sources the blocks' plugins run (a kubernetai stanza's cluster)."""
@@ -68,32 +102,149 @@ class PortPlan:
 
 def compile_corefile(blocks: Iterable[corefile.ServerBlock], *, registry: Registry | None = None,
                      port_override: int | None = None) -> list[PortPlan]:
-    """Set up every block's directives once and group the blocks into one server per port.
+    """Set up every block's directives once and group the blocks by port and listen address.
 
     A block whose keys name several ports serves on each of them with the same stanzas
-    (one set of informers), as CoreDNS shares one plugin instance across a block's keys.
+    (one set of informers), as CoreDNS shares one plugin instance across a block's keys;
+    a block that binds several addresses answers on each of them with one pipeline.
+    Every block is set up before the listen addresses are checked, as CoreDNS runs every
+    directive before it makes its servers.
     """
     registry = registry or Registry()
+    blocks = list(blocks)
+    builders = [registry.set_up_block(block, BlockBuilder(block, _zones(block)))
+                for block in blocks]
+    for block, builder in zip(blocks, builders):
+        _check_bound(block, builder)
+    _check_listeners(blocks, builders, port_override)
     ports: dict[int, PortPlan] = {}
-    for block in blocks:
-        by_port: dict[int, list[str]] = {}
-        for key in block.keys:
-            port = port_override if port_override is not None else key.port
-            zones = by_port.setdefault(port, [])
-            if key.zone not in zones:
-                zones.append(key.zone)
-        all_zones = tuple(dict.fromkeys(key.zone for key in block.keys))
-        builder = registry.set_up_block(block, BlockBuilder(block, all_zones))
-        for port, zones in by_port.items():
+    groups: dict[tuple[int, str], ListenGroup] = {}
+    for block, builder in zip(blocks, builders):
+        for port, zones in _zones_by_port(block, port_override).items():
             plan = ports.setdefault(port, PortPlan(port))
-            for zone in zones:
-                if any(zone in other.zones for other in plan.blocks):
-                    raise corefile.CorefileError(
-                        block.filename, block.line,
-                        f"cannot serve dns://{zone}:{port} - it is already defined (blocks "
-                        "told apart only by bind addresses are not supported yet)", zone)
-            plan.blocks.append(BlockPlan(tuple(zones), builder))
+            served = BlockPlan(tuple(zones), builder)
+            plan.blocks.append(served)
+            for address in _hosts(builder):
+                group = groups.get((port, address))
+                if group is None:
+                    group = groups[port, address] = ListenGroup(port, address)
+                    plan.groups.append(group)
+                group.blocks.append(served)
+    for plan in ports.values():
+        shared = len(plan.groups) > 1 and any(g.address in WILDCARDS for g in plan.groups)
+        for group in plan.groups:
+            group.shared = shared
     return list(ports.values())
+
+
+def _zones(block: corefile.ServerBlock) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(key.zone for key in block.keys))
+
+
+def _hosts(builder: BlockBuilder) -> list[str]:
+    """A block's listen hosts, as CoreDNS's ``ListenHosts``: its binds, or "" (everywhere)."""
+    return list(builder.bind_addresses) or [""]
+
+
+def _check_bound(block: corefile.ServerBlock, builder: BlockBuilder) -> None:
+    """A block whose `bind` lines leave no address (interfaces without one, everything
+    excepted) is refused: CoreDNS would start without serving it, which nothing says."""
+    binds = [d for d in block.directives if d.name == "bind"]
+    if binds and not builder.bind_addresses:
+        raise corefile.CorefileError(binds[0].filename, binds[0].line,
+                                     "bind: no address to listen on (the interfaces named have "
+                                     "none, or every address is excepted)", binds[0].name)
+
+
+def _zones_by_port(block: corefile.ServerBlock, port_override: int | None) -> dict[int, list[str]]:
+    """A block's zones on each of its ports; keys that differ only in a port the override
+    replaces become one."""
+    by_port: dict[int, list[str]] = {}
+    for key in block.keys:
+        zones = by_port.setdefault(_port(key, port_override), [])
+        if key.zone not in zones:
+            zones.append(key.zone)
+    return by_port
+
+
+def _port(key: corefile.ZoneAddress, port_override: int | None) -> int:
+    return port_override if port_override is not None else key.port
+
+
+def _check_listeners(blocks: list[corefile.ServerBlock], builders: list[BlockBuilder],
+                     port_override: int | None) -> None:
+    """Refuse a zone served twice on one address and port, and a zone served on one port
+    both bound and unbound, with CoreDNS's messages (``validateZonesAndListeningAddresses``):
+    which block would answer a query for it on the bound address could not be told.
+    Blocks without `bind` were checked by the parser already, except for duplicates the
+    port override makes."""
+    checker = _ZoneOverlap()
+    for block, builder in zip(blocks, builders):
+        written: set[corefile.ZoneAddress] = set()
+        served: set[tuple[str, int]] = set()
+        for key in block.keys:
+            port = _port(key, port_override)
+            if key in written or (key.zone, port) not in served:  # else the override merged it
+                for address in _hosts(builder):
+                    checker.add(block, key, _ZoneAddr(key.scheme, key.zone, port, address))
+            written.add(key)
+            served.add((key.zone, port))
+
+
+@dataclass(frozen=True, slots=True)
+class _ZoneAddr:
+    """CoreDNS's ``zoneAddr``: a zone on a port, and the address it is bound to ("" for none)."""
+
+    scheme: str
+    zone: str
+    port: int
+    address: str
+
+    def unbound(self) -> _ZoneAddr:
+        return _ZoneAddr(self.scheme, self.zone, self.port, "")
+
+    def __str__(self) -> str:
+        bound = f" on {self.address}" if self.address else ""
+        return f"{self.scheme}://{self.zone}:{self.port}{bound}"
+
+
+class _ZoneOverlap:
+    """CoreDNS's ``zoneOverlap``: an unbound zone and port overlaps every bound one."""
+
+    def __init__(self) -> None:
+        self._blocks: dict[_ZoneAddr, corefile.ServerBlock] = {}  # registered → its block
+        self._first: dict[_ZoneAddr, _ZoneAddr] = {}  # unbound form → first registered
+
+    def add(self, block: corefile.ServerBlock, key: corefile.ZoneAddress, zone: _ZoneAddr) -> None:
+        """Register ``zone`` of ``key`` in ``block``, or raise the CorefileError CoreDNS's
+        message makes, naming where the other one is."""
+        problem = None
+        if zone in self._blocks:
+            problem = "it is already defined" + self._where(zone, block)
+        else:
+            other = self._overlapping(zone)
+            if other is not None:
+                problem = (f"zone overlap listener capacity with {other}"
+                           + self._where(other, block))
+        if problem is not None:
+            written = key.key or str(key)
+            raise corefile.CorefileError(block.filename, block.line,
+                                         f"key {written!r}: cannot serve {zone} - {problem}",
+                                         written)
+        self._blocks[zone] = block
+        self._first.setdefault(zone.unbound(), zone)
+
+    def _where(self, zone: _ZoneAddr, block: corefile.ServerBlock) -> str:
+        first = self._blocks[zone]
+        return "" if first is block else f" at {first.filename}:{first.line}"
+
+    def _overlapping(self, zone: _ZoneAddr) -> _ZoneAddr | None:
+        first = self._first.get(zone.unbound())
+        if first is None:
+            return None
+        if not zone.address:
+            return first  # unbound, while the zone is bound somewhere already
+        return zone.unbound() if zone.unbound() in self._blocks else None
 
 
 def all_warnings(plans: Iterable[PortPlan]) -> list[str]:
@@ -140,10 +291,13 @@ def clusters_of(plans: list[PortPlan]) -> list[Any]:
 
 def process_services_of(plans: list[PortPlan]) -> dict[Any, Any]:
     """The process's services by key, the first block naming a key winning (CoreDNS starts
-    one listener per address however many blocks name it)."""
+    one listener per address however many blocks name it); it absorbs the later ones (a
+    `ready` of two blocks watches both blocks' plugins)."""
     found: dict[Any, Any] = {}
     for plan in plans:
         for block in plan.blocks:
             for service in block.builder.process_services:
-                found.setdefault(service.key, service)
+                first = found.setdefault(service.key, service)
+                if first is not service and hasattr(first, "absorb"):
+                    first.absorb(service)
     return found

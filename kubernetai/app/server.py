@@ -1,9 +1,11 @@
 """A Corefile compiled into a running server: listeners, server blocks and stanzas.
 
 `compile_corefile` turns parsed server blocks into `PortPlan`s: every block whose keys use a
-port joins that port's server, which routes each query to the block of the longest matching
-zone (REFUSED when none matches); within a block, the directives' contributions form one
-pipeline (`kubernetai.core.pipeline`) with the answer cache in front of its resolvers.
+port joins that port, and within it the listen group of each address it binds (every
+address without `bind`); each group is one server, as in CoreDNS, which routes each query
+that arrives on its address to the block of the longest matching zone (REFUSED when none
+matches); within a block, the directives' contributions form one pipeline
+(`kubernetai.core.pipeline`) with the answer cache in front of its resolvers.
 `KubernetaiService` runs it:
 it starts every stanza's informers, waits for them to sync (all in parallel, each up to its
 own `startup_timeout`, as CoreDNS waits before serving), then listens on UDP and TCP.
@@ -11,14 +13,18 @@ own `startup_timeout`, as CoreDNS waits before serving), then listens on UDP and
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
 from kubernetai.app.load import (  # noqa: F401 - compile_corefile, connect_all: used via here
+    WILDCARDS,
+    ListenGroup,
     PortPlan,
     all_warnings,
     clusters_of,
@@ -36,13 +42,28 @@ from kubernetai.core.wirecache import WireCache
 log = Logger()
 
 
-def build_factory(plan: PortPlan, reactor: Any = None,
+def build_factory(plan: PortPlan | ListenGroup, reactor: Any = None,
                   cache: WireCache | None = None,
                   tcp: TCPConnections | None = None) -> KubernetaiServerFactory:
-    """The server of one port; with `cache`, answers are kept in it; `tcp` is the TCP
-    connection caps it shares with the process's other ports."""
-    zones = {zone: block.pipeline(cache) for block in plan.blocks for zone in block.zones}
+    """The server of one listen group (or of a whole port's blocks); with `cache`, answers
+    are kept in it; `tcp` is the TCP connection caps it shares with the process's other
+    listeners. A zone of two blocks goes to the first one."""
+    zones: dict[str | bytes, Any] = {}
+    for block in plan.blocks:
+        for zone in block.zones:
+            zones.setdefault(zone, block.pipeline(cache))
     return KubernetaiServerFactory(zones, reactor=reactor, tcp_connections=tcp)
+
+
+class _Listener:
+    """A listen group being served: its factory and its sockets (none until they open)."""
+
+    __slots__ = ("group", "factory", "ports")
+
+    def __init__(self, group: ListenGroup, factory: KubernetaiServerFactory) -> None:
+        self.group = group
+        self.factory = factory
+        self.ports: list[IListeningPort] = []
 
 
 class KubernetaiService(service.MultiService):
@@ -57,7 +78,11 @@ class KubernetaiService(service.MultiService):
         self.plans = plans
         self.cache = WireCache()
         self.tcp = TCPConnections()
-        self.factories = [build_factory(plan, reactor, self.cache, self.tcp) for plan in plans]
+        self._serving = self._listeners_for(plans)
+        self.ports: list[IListeningPort] = []
+        self._opened = False  # the sockets are open (start-up listens once every stanza waited)
+        self.listening: defer.Deferred[list[IListeningPort]] = defer.Deferred()
+        self._starting: defer.Deferred[Any] | None = None
         self.clusters = clusters_of(plans)
         if own_clusters:  # else the caller runs them (the supervisor keeps them across reloads)
             for cluster in self.clusters:
@@ -66,10 +91,23 @@ class KubernetaiService(service.MultiService):
         self.extras: dict[Any, Any] = process_services_of(plans)
         for extra in self.extras.values():
             extra.setServiceParent(self)
-        self.ports: list[IListeningPort] = []
-        self._listeners: dict[int, list[IListeningPort]] = {}  # by the plan's port
-        self.listening: defer.Deferred[list[IListeningPort]] = defer.Deferred()
-        self._starting: defer.Deferred[Any] | None = None
+        self._tell_extras()
+
+    @property
+    def factories(self) -> list[KubernetaiServerFactory]:
+        """One server per listen group (address and port), in Corefile order."""
+        return [listener.factory for listener in self._serving.values()]
+
+    def servers(self) -> list[tuple[ListenGroup, KubernetaiServerFactory]]:
+        """Each listen group with its server (``str(group)`` is CoreDNS's name of it, such
+        as ``dns://127.0.0.1:53``), in Corefile order; after a reload, the new groups with
+        the servers kept on their sockets."""
+        return [(listener.group, listener.factory) for listener in self._serving.values()]
+
+    def _listeners_for(self, plans: list[PortPlan]) -> dict[tuple[int, str, bool], _Listener]:
+        return {group.key: _Listener(group, build_factory(group, self.reactor, self.cache,
+                                                          self.tcp))
+                for plan in plans for group in plan.groups}
 
     def startService(self) -> None:
         for note in all_warnings(self.plans):
@@ -79,26 +117,57 @@ class KubernetaiService(service.MultiService):
         self._starting = defer.gatherResults(waits).addCallback(lambda _: self._listen())
         self._starting.addErrback(self._failed)
 
-    def retarget(self, plans: list[PortPlan]) -> None:
+    def retarget(self, plans: list[PortPlan]) -> defer.Deferred[bool]:
         """Serve a new configuration, switching the sockets already open in one step.
 
-        A port whose addresses did not change keeps its sockets: its factory takes the new
-        routing and logging, and queries in flight finish with the resolvers they started
-        with. New ports are opened first, so a port that cannot be bound fails the reload
-        before anything changed. A port whose `bind` addresses changed is closed and opened
-        again (a short gap on that port only); ports no longer named are closed.
+        Sockets are kept per listen address and port: where they did not change, the
+        server on them takes the new routing and logging, and queries in flight finish
+        with the resolvers they started with. New addresses are opened first, so one that
+        cannot be bound fails the reload before anything changed (raised here). Addresses
+        no longer named are closed. An address that cannot be opened while an old socket
+        of its port is open (every address and a bound one where the old sockets were not
+        opened to share, see `listen_group`) is opened once that socket has closed, on the
+        next turn of the reactor: a short gap on that address only; the Deferred returned
+        fires with True once the old sockets are closed and every address of the new
+        configuration listens (False, and an error logged, if one could not be opened then).
         """
-        current = {plan.port: (plan, factory) for plan, factory in zip(self.plans, self.factories)}
-        fresh = [build_factory(plan, self.reactor, self.cache, self.tcp) for plan in plans]
-        rebound = [(plan, factory) for plan, factory in zip(plans, fresh)
-                   if plan.port in current
-                   and current[plan.port][0].addresses() != plan.addresses()]
-        added = [(plan, factory) for plan, factory in zip(plans, fresh) if plan.port not in current]
+        fresh = self._listeners_for(plans)
+        if not self._opened:  # still waiting for the stanzas: `_listen` opens what is current
+            self._switch_extras(plans)
+            self._serving = fresh
+            self._adopt(plans)
+            return defer.succeed(True)
+        removed = [old for key, old in self._serving.items() if key not in fresh]
+        added = [new for key, new in fresh.items() if key not in self._serving]
+        later = [new for new in added
+                 if any(_conflict(new.group, old.group) for old in removed)]
+        opened: list[_Listener] = []
+        try:
+            for listener in added:
+                if listener not in later:
+                    self._open(listener)
+                    opened.append(listener)
+            self._switch_extras(plans)
+        except Exception:
+            for listener in opened:
+                self._close(listener)
+            raise
+        for key, listener in self._serving.items():
+            if key in fresh:
+                listener.factory.adopt(fresh[key].factory)
+                listener.group = fresh[key].group
+                fresh[key] = listener
+        closing = [self._close(listener) for listener in removed]
+        self._serving = fresh
+        self._adopt(plans)
+        return self._open_later(later, closing)
+
+    def _switch_extras(self, plans: list[PortPlan]) -> None:
+        """Start the new configuration's process services (or raise, having started none)
+        and let the running ones adopt their new configuration."""
         extras = process_services_of(plans)
         started = [extra for key, extra in extras.items() if key not in self.extras]
         try:
-            for plan, factory in added:
-                self._listen_plan(plan, factory)
             for extra in list(started):
                 try:
                     extra.setServiceParent(self)
@@ -107,8 +176,6 @@ class KubernetaiService(service.MultiService):
                     extra.disownServiceParent()
                     raise
         except Exception:
-            for plan, _ in added:
-                self._close_port(plan.port)
             for extra in started:
                 extra.disownServiceParent()
             raise
@@ -119,26 +186,50 @@ class KubernetaiService(service.MultiService):
             else:
                 extra.disownServiceParent()
         self.extras = extras
-        for plan, factory in rebound:
-            self._close_port(plan.port)
-            self._listen_plan(plan, factory)
-        factories = []
-        for plan, factory in zip(plans, fresh):
-            if plan.port in current and (plan, factory) not in rebound:
-                kept = current[plan.port][1]
-                kept.adopt(factory)
-                factory = kept
-            factories.append(factory)
-        named = {plan.port for plan in plans}
-        for port in [p for p in current if p not in named]:
-            self._close_port(port)
-        self.plans, self.factories, self.clusters = plans, factories, clusters_of(plans)
-        self.cache.clear()  # a new configuration may answer differently
 
-    def _close_port(self, plan_port: int) -> None:
-        for port in self._listeners.pop(plan_port, []):
+    def _adopt(self, plans: list[PortPlan]) -> None:
+        self.plans, self.clusters = plans, clusters_of(plans)
+        self.cache.clear()  # a new configuration may answer differently
+        self._tell_extras()
+
+    def _open_later(self, later: list[_Listener],
+                    closing: list[defer.Deferred[Any]]) -> defer.Deferred[bool]:
+        """Open ``later`` once the sockets being closed are; True if all of them opened."""
+        def reopen(_: Any) -> bool:
+            done = True
+            for listener in later:
+                if not self._opened or self._serving.get(listener.group.key) is not listener:
+                    continue  # stopped, or reloaded again meanwhile
+                try:
+                    self._open(listener)
+                except Exception as error:  # noqa: BLE001 - reported, the rest still opens
+                    done = False
+                    log.error("kubernetai: cannot listen on {server} after the reload: "
+                              "{error}", server=str(listener.group), error=error)
+            return done
+        return defer.DeferredList(closing, consumeErrors=True).addCallback(reopen)
+
+    def _tell_extras(self) -> None:
+        """Process services that look at the server (``serving(service)``) are told what
+        it serves now: at start and after each reload."""
+        for extra in self.extras.values():
+            serving = getattr(extra, "serving", None)
+            if serving is not None:
+                serving(self)
+
+    def _open(self, listener: _Listener) -> None:
+        listener.ports = listen_group(listener.group, listener.factory, self.reactor)
+        self.ports += listener.ports
+        for port in listener.ports:
+            host = port.getHost()
+            log.info("kubernetai: listening on {type} {host}:{port}",
+                     type=host.type, host=host.host, port=host.port)
+
+    def _close(self, listener: _Listener) -> defer.Deferred[Any]:
+        ports, listener.ports = listener.ports, []
+        for port in ports:
             self.ports.remove(port)
-            port.stopListening()
+        return defer.gatherResults([defer.maybeDeferred(port.stopListening) for port in ports])
 
     def lameduck(self) -> float:
         """Seconds to keep serving after a stop is asked (the largest `lameduck`)."""
@@ -164,44 +255,48 @@ class KubernetaiService(service.MultiService):
     def _listen(self) -> list[IListeningPort]:
         if not self.running:
             return []
-        for plan, factory in zip(self.plans, self.factories):
-            self._listen_plan(plan, factory)
-        for port in self.ports:
-            host = port.getHost()
-            log.info("kubernetai: listening on {type} {host}:{port}",
-                     type=host.type, host=host.host, port=host.port)
+        self._opened = True
+        for listener in self._serving.values():
+            self._open(listener)
         self.listening.callback(self.ports)
         return self.ports
 
-    def _listen_plan(self, plan: PortPlan,
-                     factory: KubernetaiServerFactory) -> list[IListeningPort]:
-        opened: list[IListeningPort] = []
-        try:
-            for address in plan.addresses():
-                opened += listen_any(factory, address, plan.port, self.reactor)
-        except Exception:
-            for port in opened:
-                port.stopListening()
-            raise
-        self._listeners.setdefault(plan.port, []).extend(opened)
-        self.ports += opened
-        return opened
-
     def _failed(self, failure: Any) -> None:
         log.error("kubernetai: cannot start serving: {error}", error=failure.getErrorMessage())
-        for port in self.ports:  # those opened before the one that failed
-            port.stopListening()
-        self.ports = []
-        self._listeners.clear()
+        self._opened = False
+        for listener in self._serving.values():  # those opened before the one that failed
+            self._close(listener)
         if not self.listening.called:
             self.listening.errback(failure)
 
     def stopService(self) -> defer.Deferred[Any]:
-        ports, self.ports = self.ports, []
-        self._listeners.clear()
-        stopping = [defer.maybeDeferred(port.stopListening) for port in ports]
+        self._opened = False
+        stopping = [self._close(listener) for listener in self._serving.values()]
         stopping.append(defer.maybeDeferred(super().stopService))
         return defer.gatherResults(stopping)
+
+
+def _conflict(new: ListenGroup, old: ListenGroup) -> bool:
+    """Whether ``new`` cannot be bound while ``old`` is: one port, overlapping addresses,
+    not both opened to share it (port 0 is a fresh port for each)."""
+    if new.port != old.port or new.port == 0 or (new.shared and old.shared):
+        return False
+    return new.address == old.address or WILDCARDS & {new.address, old.address} != set()
+
+
+def listen_group(group: ListenGroup, factory: KubernetaiServerFactory,
+                 reactor: Any) -> list[IListeningPort]:
+    """Open a listen group's UDP and TCP sockets.
+
+    A group whose port also has overlapping addresses (a block without `bind`, so every
+    address, and a block bound to some address) listens with SO_REUSEPORT, as CoreDNS
+    always does on Linux: then the kernel gives each query to the most specific socket
+    (the bound address's), and the rest to the socket of every address. Other groups listen
+    as plain Twisted ports, so a port another process holds is an error at once.
+    """
+    if group.shared and group.port != 0:
+        return listen_shared(factory, group.address, group.port, reactor)
+    return listen_any(factory, group.address, group.port, reactor)
 
 
 def listen_any(factory: KubernetaiServerFactory, address: str, port: int,
@@ -213,6 +308,62 @@ def listen_any(factory: KubernetaiServerFactory, address: str, port: int,
         return listen(factory, "::", port, reactor)
     except Exception:  # noqa: BLE001 - no IPv6 here: every IPv4 address then
         return listen(factory, "0.0.0.0", port, reactor)
+
+
+def listen_shared(factory: KubernetaiServerFactory, address: str, port: int,
+                  reactor: Any) -> list[IListeningPort]:
+    """As `listen_any`, on sockets opened with SO_REUSEPORT (Linux lets sockets of one user
+    share a port that way, each address going to the most specific one)."""
+    if address:
+        return _listen_reusing(factory, address, port, reactor)
+    try:
+        return _listen_reusing(factory, "::", port, reactor)
+    except Exception:  # noqa: BLE001 - no IPv6 here: every IPv4 address then
+        return _listen_reusing(factory, "0.0.0.0", port, reactor)
+
+
+def _listen_reusing(factory: KubernetaiServerFactory, address: str, port: int,
+                    reactor: Any) -> list[IListeningPort]:
+    udp_socket = _reusing_socket(socket.SOCK_DGRAM, address, port)
+    try:
+        tcp_socket = _reusing_socket(socket.SOCK_STREAM, address, port)
+    except Exception:
+        udp_socket.close()
+        raise
+    try:  # the reactor takes copies of the descriptors
+        udp = reactor.adoptDatagramPort(udp_socket.fileno(), udp_socket.family,
+                                        factory.buildDatagramProtocol(), factory.maxPacketSize)
+        try:
+            tcp = reactor.adoptStreamPort(tcp_socket.fileno(), tcp_socket.family, factory)
+        except Exception:
+            udp.stopListening()
+            raise
+    finally:
+        udp_socket.close()
+        tcp_socket.close()
+    return [udp, tcp]
+
+
+def _reusing_socket(kind: int, address: str, port: int) -> socket.socket:
+    """A bound (and for TCP listening) non-blocking socket with SO_REUSEPORT."""
+    try:
+        family, _, _, _, where = socket.getaddrinfo(
+            address, port, type=kind, flags=socket.AI_NUMERICHOST | socket.AI_PASSIVE)[0]
+    except socket.gaierror as error:
+        raise CannotListenError(address, port, error) from None
+    sock = socket.socket(family, kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(where)
+        if kind == socket.SOCK_STREAM:
+            sock.listen(1024)
+        sock.setblocking(False)
+    except OSError as error:
+        sock.close()
+        raise CannotListenError(address, port, error) from None
+    return sock
 
 
 def load_service(path: str, *, port_override: int | None = None, reactor: Any = None,

@@ -14,10 +14,18 @@ warm cache and running informers, and start only the new ones:
   `read_timeout` seconds on a thread of its own and is abandoned after that; a stanza it
   starts that has not synced within its `startup_timeout` (a wrong token, CA or endpoint)
   makes the whole new configuration be discarded. Either way the running configuration
-  keeps serving, the failure is logged, counted (`reload_failures`) and shown in STATUS
-  until a reload succeeds, and the next SIGUSR1 tries again.
-* **stop** (SIGTERM): stop reading queries, give those in flight `grace` seconds, close the
-  sockets, stop the informer threads; bounded, and twistd then exits 0.
+  keeps serving, the failure is logged and shown in STATUS until a reload succeeds, and
+  the next SIGUSR1 tries again. A reload that fails once the new Corefile parsed is counted
+  (`reload_failures`, `coredns_reload_failed_total`); one that does not parse is only
+  logged, as CoreDNS's *reload* plugin counts.
+* **the `reload` directive** (a process service of the configuration): the supervisor hands
+  itself to it as its reloader (`attach`), with the SHA512 digest of the running
+  configuration; the check reads the digest off the reactor thread (`read_digest`) and
+  calls `reload("reload")` when it changed.
+* **stop** (SIGTERM): process services are told (`stopping()`: `/ready` answers 503 from
+  then on) and no reload starts; health's lameduck keeps everything serving that long;
+  then stop reading queries, give those in flight `grace` seconds, close the sockets, stop
+  the informer threads; bounded, and twistd then exits 0.
 * **systemd** (`Type=notify`): READY=1 once every stanza has synced or passed its
   `startup_timeout`, STATUS= saying which clusters are synced, RELOADING=1 / READY=1 around a
   reload, STOPPING=1, and WATCHDOG=1 pings when `WatchdogSec=` is set.
@@ -25,20 +33,25 @@ warm cache and running informers, and start only the new ones:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import signal
 import threading
 import time
-from typing import Any, Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterable
 
 from twisted.application import service
 from twisted.internet import defer, task
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 import kubernetai.corefile as corefile
-from kubernetai.app.load import PortPlan, clusters_of, load_plans
+from kubernetai.app.load import PortPlan, clusters_of, plans_of
 from kubernetai.app.sdnotify import Notifier
 from kubernetai.app.server import KubernetaiService
+from kubernetai.core.metrics import PROCESS
 from kubernetai.plugins.kubernetai.controller import Cluster
 from kubernetai.plugins.kubernetai.informer import excerpt
 
@@ -69,6 +82,19 @@ MAX_ABANDONED = 3
 RELOAD_SYNC_LIMIT = 60.0
 
 
+#: CoreDNS's reload plugin's counter; here every kind of reload counts in it (SIGUSR1 too).
+RELOAD_FAILED = PROCESS.counter("coredns_reload_failed_total",
+                                "Counter of the number of failed reload attempts.")
+RELOAD_FAILED.inc((), 0)  # shown as 0 from the start, as CoreDNS's
+
+
+class Unparsable(Exception):
+    """The Corefile (or a file it imports) does not parse: the reload changed nothing and,
+    as in CoreDNS, is not counted as a failed reload."""
+
+    unparsable = True
+
+
 class ReloadAbandoned(Exception):
     """Reading the configuration for a reload did not finish within its deadline."""
 
@@ -90,14 +116,51 @@ def _exit(code: int) -> None:
     os._exit(code)
 
 
-def read_plans(path: str, port_override: int | None) -> list[PortPlan]:
-    """Parse and compile a Corefile and build its API clients.
+@dataclass(slots=True)
+class Configuration:
+    """One reading of the Corefile: what runs, and the digest that tells it apart."""
 
-    Blocking file reads (Corefile, imports, kubeconfigs, certificates): a reload runs this
-    off the reactor thread. Clients built for stanzas that then reuse a running cluster
-    are simply dropped.
+    plans: list[PortPlan]
+    digest: str
+
+
+def config_digest(blocks: Iterable[corefile.ServerBlock]) -> str:
+    """SHA512 (hex) of a parsed Corefile, imports spliced in and ``{$ENV}`` substituted.
+
+    As CoreDNS's reload plugin, which hashes its parsed server blocks (each token with its
+    file and line): what changes it is what the configuration says and where it says it,
+    not a comment edited within a line. Every block, key and directive line (with its
+    file, line and nested lines) goes in, as canonical JSON.
     """
-    return load_plans(path, port_override=port_override)
+    text = json.dumps([asdict(block) for block in blocks], separators=(",", ":"))
+    return hashlib.sha512(text.encode("utf-8")).hexdigest()
+
+
+def parse_corefile(path: str) -> tuple[tuple[corefile.ServerBlock, ...], str]:
+    """The Corefile's server blocks and their digest (blocking: files are read)."""
+    blocks = corefile.parse_file(path)
+    return blocks, config_digest(blocks)
+
+
+def read_configuration(path: str, port_override: int | None) -> Configuration:
+    """Parse and compile a Corefile and build its API clients; CorefileError if wrong.
+
+    Blocking file reads (Corefile, imports, kubeconfigs, certificates): a reload reads
+    off the reactor thread (in two steps, see `Supervisor._read`). Clients built for
+    stanzas that then reuse a running cluster are simply dropped.
+    """
+    blocks, digest = parse_corefile(path)
+    if not blocks:
+        raise corefile.CorefileError(str(path), 1, "no server blocks in the Corefile")
+    return Configuration(plans_of(blocks, port_override=port_override), digest)
+
+
+def parse_for_reload(path: str) -> tuple[tuple[corefile.ServerBlock, ...], str]:
+    """:func:`parse_corefile`, a Corefile that does not parse raised as Unparsable."""
+    try:
+        return parse_corefile(path)
+    except corefile.CorefileError as error:
+        raise Unparsable(str(error)) from None
 
 
 def read_in_thread(reactor: Any, timeout: float, read: Callable[[], Any]
@@ -187,21 +250,28 @@ class Supervisor(service.MultiService):
         self.read_timeout = read_timeout
         #: Reloads that switched to a new configuration.
         self.reloads = 0
-        #: Reloads that failed (the previous configuration kept serving): a counter for a
-        #: reload-failed metric.
+        #: Reloads that failed (the previous configuration kept serving) once the new
+        #: Corefile parsed: what `coredns_reload_failed_total` counts for this supervisor.
         self.reload_failures = 0
         #: Why the last reload failed, until a reload succeeds (also shown in `status()`).
         self.last_reload_error: str | None = None
         self.exit_code = 0
         self._reloading: defer.Deferred[Any] | None = None
         self._abandoned: list[threading.Thread] = []  # reads given up on, maybe still blocked
-        plans = read_plans(path, port_override)
+        self._stopping = False
+        configuration = read_configuration(path, port_override)
+        plans = configuration.plans
+        #: SHA512 of the configuration running (see `config_digest`).
+        self.digest = configuration.digest
+        #: The digest of the last configuration a reload read, whatever came of it.
+        self.tried_digest: str | None = None
         self.clusters = service.MultiService()
         self.clusters.setServiceParent(self)
         for cluster in clusters_of(plans):
             cluster.setServiceParent(self.clusters)
         self.server = KubernetaiService(plans, reactor=reactor, own_clusters=False)
         self.server.setServiceParent(self)
+        self._attach_extras()
         self._status = task.LoopingCall(self._report)
         self._status.clock = reactor
         self._status_interval = status_interval
@@ -210,7 +280,14 @@ class Supervisor(service.MultiService):
 
     def startService(self) -> None:
         self.notifier.start_watchdog()
-        super().startService()
+        try:
+            super().startService()
+        except CannotListenError as error:
+            # A process service's port (health, ready, prometheus) is taken: one line and
+            # exit 1, as CoreDNS, not a traceback.
+            log.error("kubernetai: cannot start serving: {error}", error=error)
+            self.reactor.callWhenRunning(self._cannot_serve, Failure(error))
+            return
         self.server.listening.addCallbacks(self._ready, self._cannot_serve)
         _set_sigusr1(self._on_sigusr1)
 
@@ -249,7 +326,9 @@ class Supervisor(service.MultiService):
         return line
 
     def stopService(self) -> defer.Deferred[Any]:
+        self._stopping = True  # no reload starts from now on
         self.notifier.stopping()
+        self._tell_extras("stopping")
         self.notifier.stop_watchdog()
         if self._status.running:
             self._status.stop()
@@ -280,9 +359,16 @@ class Supervisor(service.MultiService):
 
     # -- reload ----------------------------------------------------------------------
 
-    def reload(self) -> defer.Deferred[bool]:
+    def reload_possible(self) -> bool:
+        """Whether `reload` would start now: serving, not stopping, no reload under way."""
+        return (self._reloading is None and bool(self.running) and not self._stopping
+                and self.server.listening.called)
+
+    def reload(self, origin: str = "SIGUSR1") -> defer.Deferred[bool]:
         """Re-read the Corefile and switch to it; fires True if the switch happened.
 
+        ``origin`` says what asked (``"SIGUSR1"``, or ``"reload"``: the directive's check,
+        whose failures are logged in CoreDNS's words).
         Never fails and always ends: RELOADING=1 is followed by READY=1 within
         `read_timeout` plus the largest `startup_timeout` of the stanzas it starts,
         at most `RELOAD_SYNC_LIMIT` (plus stopping the stanzas of a discarded one).
@@ -290,24 +376,49 @@ class Supervisor(service.MultiService):
         if self._reloading is not None:
             log.info("kubernetai: a reload is already in progress")
             return defer.succeed(False)
-        if not self.running or not self.server.listening.called:
+        if not self.running or self._stopping or not self.server.listening.called:
             log.info("kubernetai: not serving yet (or stopping): reload ignored")
             return defer.succeed(False)
         self.notifier.reloading()
         log.info("kubernetai: reloading {path}", path=self.path)
         self._reloading = self._read().addCallback(self._switch)
-        self._reloading.addErrback(self._reload_failed)
+        self._reloading.addErrback(self._reload_failed, origin)
         return self._reloading.addBoth(self._reload_done)
 
-    def _read(self) -> defer.Deferred[list[PortPlan]]:
-        """The new configuration's plans, read off the reactor thread within the deadline."""
+    def read_digest(self) -> defer.Deferred[str]:
+        """The digest of the Corefile on disk now (`config_digest`), read off the reactor
+        thread within `read_timeout`; fails with Unparsable if it does not parse."""
+        return self._in_thread(lambda: parse_for_reload(self.path)[1])
+
+    def _read(self) -> defer.Deferred[Configuration]:
+        """The new configuration, read off the reactor thread within the deadline: parsed
+        (its digest is then `tried_digest`, whatever comes of the rest), then set up."""
+        deadline = self.reactor.seconds() + self.read_timeout
+
+        def set_up(parsed: tuple[tuple[corefile.ServerBlock, ...], str]
+                   ) -> defer.Deferred[Configuration]:
+            blocks, digest = parsed
+            self.tried_digest = digest
+
+            def build() -> Configuration:
+                if not blocks:
+                    raise corefile.CorefileError(self.path, 1, "no server blocks in the Corefile")
+                return Configuration(plans_of(blocks, port_override=self.port_override), digest)
+            return self._in_thread(build, max(deadline - self.reactor.seconds(), 0.001))
+        return self._in_thread(lambda: parse_for_reload(self.path)).addCallback(set_up)
+
+    def _in_thread(self, read: Callable[[], Any],
+                   timeout: float | None = None) -> defer.Deferred[Any]:
+        """`read_in_thread` with the deadline (`read_timeout` unless given), counting the
+        reads given up on (and refusing to start one more while MAX_ABANDONED are still
+        blocked)."""
         self._abandoned = [thread for thread in self._abandoned if thread.is_alive()]
         if len(self._abandoned) >= MAX_ABANDONED:
             return defer.fail(ReloadRefused(
                 f"{len(self._abandoned)} earlier reloads are still blocked reading the "
                 "configuration; not starting another until one of them ends"))
-        reading, thread = read_in_thread(self.reactor, self.read_timeout,
-                                         lambda: read_plans(self.path, self.port_override))
+        reading, thread = read_in_thread(self.reactor, self.read_timeout if timeout is None
+                                         else timeout, read)
 
         def abandoned(failure: Failure) -> Failure:
             if failure.check(ReloadAbandoned):
@@ -315,8 +426,22 @@ class Supervisor(service.MultiService):
             return failure
         return reading.addErrback(abandoned)
 
+    def _attach_extras(self) -> None:
+        """Process services that reload the server (the `reload` directive's check) get
+        this supervisor, and so the running configuration's digest."""
+        for extra in self.server.extras.values():
+            attach = getattr(extra, "attach", None)
+            if attach is not None:
+                attach(self)
+
+    def _tell_extras(self, hook: str) -> None:
+        for extra in self.server.extras.values():
+            told = getattr(extra, hook, None)
+            if told is not None:
+                told()
+
     @defer.inlineCallbacks
-    def _switch(self, plans: list[PortPlan]) -> Any:
+    def _switch(self, configuration: Configuration) -> Any:
         """Start the new stanzas, wait for them to sync, then switch; or change nothing.
 
         All-or-nothing: if any stanza the new configuration starts (changed or new) has not
@@ -327,6 +452,7 @@ class Supervisor(service.MultiService):
         after it). Unlike at start-up, where there is nothing better to serve, a reload
         has something better: what is running.
         """
+        plans = configuration.plans
         running = [c for c in self.clusters if isinstance(c, Cluster)]
         kept = reuse_clusters(plans, running)
         fresh = [c for c in clusters_of(plans) if c not in kept]
@@ -347,7 +473,7 @@ class Supervisor(service.MultiService):
                      for i in slow])
                 for i, ok in zip(slow, late):
                     synced[i] = ok
-            if not self.running:
+            if not self.running or self._stopping:
                 raise RuntimeError("the server is stopping")
             unsynced = [c for c, ok in zip(fresh, synced) if not ok]
             if unsynced:
@@ -358,6 +484,8 @@ class Supervisor(service.MultiService):
             for cluster in fresh:  # the running configuration stays as it was
                 yield defer.maybeDeferred(cluster.disownServiceParent)
             raise
+        self.digest = configuration.digest
+        self._attach_extras()  # on the turn of the switch: a `reload` it started waits for it
         retired = [c for c in running if c not in kept]
         for cluster in retired:
             yield defer.maybeDeferred(cluster.disownServiceParent)
@@ -367,18 +495,28 @@ class Supervisor(service.MultiService):
                  old=len(retired))
         return True
 
-    def _reload_failed(self, failure: Failure) -> bool:
+    def _reload_failed(self, failure: Failure, origin: str) -> bool:
         error = failure.value
-        if isinstance(error, (corefile.CorefileError, ReloadAbandoned, ReloadRefused,
-                              ReloadNotSynced)):
+        if isinstance(error, (corefile.CorefileError, Unparsable, ReloadAbandoned,
+                              ReloadRefused, ReloadNotSynced)):
             message = str(error)
         else:
             message = f"{type(error).__name__}: {error}"
             log.failure("kubernetai: reload failed", failure)
-        self.reload_failures += 1
+        parsed = not isinstance(error, Unparsable)
+        if parsed and not self._stopping:  # CoreDNS counts a reload that fails once the
+            # Corefile parsed (and one given up because the process stops is no failure)
+            self.reload_failures += 1
+            RELOAD_FAILED.inc()
         self.last_reload_error = message
-        log.error("kubernetai: reload failed, still serving the previous configuration: "
-                  "{message}", message=message)
+        if origin != "reload":
+            log.error("kubernetai: reload failed, still serving the previous configuration: "
+                      "{message}", message=message)
+        elif parsed:
+            log.error("plugin/reload: Corefile changed but reload failed: {message}",
+                      message=message)
+        else:
+            log.warn("plugin/reload: Corefile parse failed: {message}", message=message)
         self.notifier.ready(f"reload failed, serving the previous configuration: {message}")
         return False
 

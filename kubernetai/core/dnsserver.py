@@ -14,7 +14,12 @@ writes the reply. It owns what no plugin does:
   write (5 s) timeouts; connections capped in total and per client address, the longest
   idle one closed to make room (:mod:`kubernetai.core.tcp`); reading stops while answers
   pile up unread;
-* malformed requests get a rate-limited one-line log, never a traceback.
+* malformed requests get a rate-limited one-line log, never a traceback;
+* the queries no server block takes (REFUSED outside every zone or for another class, a
+  question-less SERVFAIL, a plugin's exception) are counted in CoreDNS's per-query metrics
+  under the zone "dropped", and exceptions in ``coredns_panics_total``, as CoreDNS's
+  server does whether or not a block has `prometheus`. Each listening socket knows its
+  ``server`` label (``dns://:53``, ``dns://127.0.0.1:53``): ``metrics`` on the protocol.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from kubernetai.core.codec import (
     render,
     type_name,
 )
+from kubernetai.core.metrics import DNS_REQUESTS, DROPPED, PROCESS, Source
 from kubernetai.core.pipeline import BlockPipeline, Stage
 from kubernetai.core.plugin import position
 from kubernetai.core.request import Reply, Request
@@ -61,6 +67,64 @@ __all__ = [
 _log = Logger(namespace="kubernetai.core.dnsserver")
 _U16 = struct.Struct("!H")
 _perf_counter = time.perf_counter
+
+PANICS = PROCESS.counter("coredns_panics_total",
+                         "Exceptions raised while answering a query (each answered SERVFAIL).")
+
+
+def server_label(host: str, port: int) -> str:
+    """CoreDNS's ``server`` label of a listener: ``dns://:53`` for every address (no
+    `bind`), ``dns://127.0.0.1:53``, ``dns://[::1]:53``."""
+    if host in ("", "::", "0.0.0.0"):
+        host = ""
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"dns://{host}:{port}"
+
+
+def listening_source(host: str, port: int, udp: bool) -> Source:
+    """The metrics' source of a socket listening on ``host``:``port``; the family 0 for
+    one of every IPv6 address (dual-stack: each client's is read)."""
+    return (server_label(host, port), udp, 0 if host in ("", "::") else address_family(host))
+
+
+def address_family(host: str) -> int:
+    """The `family` label: 1 for IPv4 (an IPv4 client of a dual-stack socket included),
+    2 for IPv6."""
+    return 2 if ":" in host and not host.startswith("::ffff:") else 1
+
+
+def _family_of(addr: Any) -> int:
+    """The family of a UDP client address (4-tuples come from an IPv6 socket)."""
+    if addr is not None and len(addr) == 4 and not addr[0].startswith("::ffff:"):
+        return 2
+    return 1
+
+
+def metrics_source(proto: Any, addr: Any) -> Source | None:
+    """Where a query came in, for the per-query metrics: ``proto.metrics`` (server label,
+    UDP, family), the family read from the client's address when the socket serves both
+    (family 0 there); None for a protocol that is not one of the server's sockets."""
+    source: Source | None = getattr(proto, "metrics", None)
+    if source is None or source[2]:
+        return source
+    return client_source(source, addr)
+
+
+def client_source(source: Source, addr: Any) -> Source:
+    """``source`` of a dual-stack socket (family 0) with the family of the client at
+    ``addr``."""
+    return (source[0], source[1], _family_of(addr))
+
+
+class _EveryClass(frozenset):  # type: ignore[type-arg]
+    """Admits every class: re-parses a request REFUSED for its class, to count it."""
+
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+_EVERY_CLASS = _EveryClass()
 
 
 def block_of(value: Any, cache: WireCache | None = None) -> Any:
@@ -97,6 +161,11 @@ class _StockProtocolAdapter:
     def __init__(self, proto: Any, udp: bool):
         self.proto = proto
         self.udp = udp
+
+    @property
+    def metrics(self) -> Source:
+        """No server label; the family from each client (see :func:`metrics_source`)."""
+        return ("", self.udp, 0)
 
     def sendWire(self, wire: bytes, addr: Any) -> None:
         if self.udp:
@@ -220,12 +289,20 @@ class KubernetaiServerFactory(DNSServerFactory):
             return False
         if isinstance(req, bytes):
             proto.sendWire(req, addr)
+            if req[3] & 0xF in (SERVFAIL, REFUSED):  # no question, or not class IN
+                self._dropped_wire(data, req, proto, addr, udp)
             return True
         entry = self.router.entry(req.lname, req.qtype)
         if entry is None:
-            proto.sendWire(render(req, REFUSED), addr)
+            refused = render(req, REFUSED)
+            proto.sendWire(refused, addr)
+            self._dropped(req, proto, addr, refused)
             return True
         block = entry[1]
+        # What a first step answering early may count by: the zone and who asked.
+        req.zone = entry[0]
+        req.proto = proto
+        req.addr = addr
         early = block.early
         if early is not None:
             try:
@@ -236,10 +313,7 @@ class KubernetaiServerFactory(DNSServerFactory):
             if wire is not None:
                 proto.sendWire(wire, addr)
                 return True
-        req.zone = entry[0]
         req.block = block
-        req.proto = proto
-        req.addr = addr
         req.server = self.router
         req.started = _perf_counter()
         req.depth = 0
@@ -278,13 +352,44 @@ class KubernetaiServerFactory(DNSServerFactory):
         self._send(req, wire)
 
     def _unexpected(self, failure: Failure, req: Request) -> None:
-        """SERVFAIL for a plugin or rendering bug; the failure goes to the log."""
+        """SERVFAIL for a plugin or rendering bug; the failure goes to the log, and is
+        counted as CoreDNS counts a panic (``coredns_panics_total``, zone "dropped")."""
+        PANICS.inc()
         try:
             _log.failure("{qname} {qtype}: resolver failed", failure,
                          qname=req.fqdn(), qtype=type_name(req.qtype))
-            self._send(req, render(req, SERVFAIL))
+            wire = render(req, SERVFAIL)
+            self._send(req, wire)
+            self._dropped(req, req.proto, req.addr, wire)
         except Exception:
             self._internalLog(_log.failure, "could not answer SERVFAIL")
+
+    # -- what no block counts -----------------------------------------------------------
+
+    @staticmethod
+    def _dropped(req: Request, proto: Any, addr: Any, wire: bytes) -> None:
+        """A query answered outside every block's plugins, counted as CoreDNS's
+        ``errorAndMetricsFunc`` does (zone "dropped", no plugin)."""
+        source = metrics_source(proto, addr)
+        if source is not None:
+            DNS_REQUESTS.report(source, DROPPED, req.qtype, req.do, wire[3] & 0xF, "",
+                                req.size, len(wire), 0.0)
+
+    def _dropped_wire(self, data: bytes, wire: bytes, proto: Any, addr: Any,
+                      udp: bool) -> None:
+        """:meth:`_dropped` for an answer the parser gave as bytes: a header with no
+        question (SERVFAIL, type 0), or a class other than IN (REFUSED)."""
+        try:
+            req = parse_request(data, udp, self.bufsize, _EVERY_CLASS, self.echoedOptions)
+        except Exception:
+            return
+        if isinstance(req, Request):
+            self._dropped(req, proto, addr, wire)
+            return
+        source = metrics_source(proto, addr)
+        if source is not None:
+            DNS_REQUESTS.report(source, DROPPED, 0, False, wire[3] & 0xF, "", len(data),
+                                len(wire), 0.0)
 
     def _send(self, req: Request, wire: bytes) -> None:
         req.proto.sendWire(wire, req.addr)
@@ -343,6 +448,9 @@ class DNSDatagramServerProtocol(protocol.DatagramProtocol):
     """UDP: one datagram, one request; replies go straight to ``socket.sendto``."""
 
     transport: Any
+    #: Where its queries come in, for the metrics (:func:`metrics_source`): set when it
+    #: starts listening; the family 0 on a dual-stack socket (each client's is read).
+    metrics: Source = ("", True, 0)
 
     def __init__(self, factory: KubernetaiServerFactory):
         self.factory = factory
@@ -350,6 +458,11 @@ class DNSDatagramServerProtocol(protocol.DatagramProtocol):
         self._sendLog = RateLimitedLog()
 
     def startProtocol(self) -> None:
+        try:
+            bound = self.transport.getHost()
+            self.metrics = listening_source(bound.host, bound.port, True)
+        except Exception:  # a transport without an address (a test's)
+            pass
         sock = getattr(self.transport, "socket", None)
         # Twisted's Port.write re-validates the address string on every datagram;
         # the socket's own sendto is several times cheaper.
@@ -405,6 +518,9 @@ class DNSStreamServerProtocol(protocol.Protocol):
     transport: Any
 
     host = "?"
+    #: Where its queries come in, for the metrics (:func:`metrics_source`): set when it
+    #: connects.
+    metrics: Source = ("", False, 0)
 
     def __init__(self, factory: KubernetaiServerFactory):
         self.factory = factory
@@ -424,6 +540,18 @@ class DNSStreamServerProtocol(protocol.Protocol):
 
     def connectionMade(self) -> None:
         self.factory.connectionMade(self)
+        try:
+            # The listening port's address (a Twisted TCP connection's ``server``), not
+            # the connection's own: a socket of every address is ``dns://:53``.
+            listening: Any = getattr(self.transport, "server", None)
+            if hasattr(listening, "getHost"):
+                bound = listening.getHost()
+                label = server_label(bound.host, bound.port)
+            else:
+                label = server_label("", self.transport.getHost().port)
+            self.metrics = (label, False, address_family(self.transport.getPeer().host))
+        except Exception:  # a transport without addresses (a test's)
+            pass
         try:
             self.transport.registerProducer(self, True)
             self._producer = True

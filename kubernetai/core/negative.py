@@ -19,6 +19,12 @@ A resolver's ``query()`` Deferred either fires with ``(answers, authority, addit
 =========================  ==========================================================
 
 NODATA is not an error: it is the result ``([], [soa], [])`` with ``soa.auth`` true.
+
+Why a resolver fell through or failed is its exception's class where it already decides:
+``OutsideZones``, ``NameErrorFallThrough`` and ``OtherClass`` are ``FallThrough``s,
+``NotSynced`` a ``ServerFailure``. Each has a ``reason`` (one of the ``REASON_*`` codes; the
+base classes' is ``""``) for ``explain`` to say why; nothing on the query path reads it,
+and raising a subclass costs what raising its base does.
 """
 
 from __future__ import annotations
@@ -28,7 +34,18 @@ from typing import Iterable
 from twisted.names.dns import RRHeader
 from twisted.names.error import AuthoritativeDomainError, DomainError
 
-__all__ = ["AuthoritativeNameError", "ServerFailure", "Refused", "FallThrough"]
+__all__ = ["AuthoritativeNameError", "ServerFailure", "Refused", "FallThrough",
+           "OutsideZones", "NameErrorFallThrough", "OtherClass", "NotSynced",
+           "REASON_OUTSIDE_ZONES", "REASON_NAME_ERROR", "REASON_NOT_SYNCED", "REASON_CLASS"]
+
+#: The name is in none of the resolver's zones.
+REASON_OUTSIDE_ZONES = "outside-zones"
+#: The name does not exist there, and ``fallthrough`` covers it.
+REASON_NAME_ERROR = "name-error-fallthrough"
+#: A name error while the resolver's data has not synced (SERVFAIL, or passed on).
+REASON_NOT_SYNCED = "not-synced"
+#: A class other than IN.
+REASON_CLASS = "class"
 
 
 class AuthoritativeNameError(AuthoritativeDomainError):
@@ -48,10 +65,18 @@ class ServerFailure(Exception):
     CoreDNS's ``BackendError`` returns a nil error).
     """
 
+    reason = ""
+
     def __init__(self, message: str | None = None, authority: Iterable[RRHeader] = ()):
         super().__init__(message or "SERVFAIL")
         self.message = message
         self.authority: tuple[RRHeader, ...] = tuple(authority)
+
+
+class NotSynced(ServerFailure):
+    """SERVFAIL for a name error before the resolver's data first synced."""
+
+    reason = REASON_NOT_SYNCED
 
 
 class Refused(Exception):
@@ -61,6 +86,26 @@ class Refused(Exception):
 class FallThrough(DomainError):
     """The stanza passes the query on to the next one (``fallthrough``)."""
 
+    reason = ""
+
     def __init__(self, message: str = "plugin/kubernetai: no next plugin found"):
         super().__init__(message)
         self.message = message
+
+
+class OutsideZones(FallThrough):
+    """Passed on: the name is in none of the resolver's zones."""
+
+    reason = REASON_OUTSIDE_ZONES
+
+
+class NameErrorFallThrough(FallThrough):
+    """Passed on: the name does not exist there, and ``fallthrough`` covers it."""
+
+    reason = REASON_NAME_ERROR
+
+
+class OtherClass(FallThrough):
+    """Passed on: the query's class is not IN."""
+
+    reason = REASON_CLASS

@@ -234,8 +234,14 @@ class BlockPipeline:
     server.
     """
 
-    def __init__(self, stages: Sequence[Stage], *, default_name: str = "kubernetai") -> None:
+    def __init__(self, stages: Sequence[Stage], *, default_name: str = "kubernetai",
+                 wrap: Callable[[Handler], Handler] | None = None) -> None:
+        """``wrap``, if given, replaces every handler (the chain's step included) by what
+        it returns before they are bound: ``explain`` builds a traced copy of a block this
+        way, so the pipeline the server runs carries no tracing at all."""
         ordered = sorted(stages, key=lambda s: (s.position, s.index))
+        # What the pipeline was built from, in order (a traced copy is built from them).
+        self.stages: tuple[Stage, ...] = tuple(ordered)
         resolvers = [s for s in ordered if s.resolver is not None]
         handlers: list[Handler] = []
         self.chain: BlockChain | None = None
@@ -249,6 +255,8 @@ class BlockPipeline:
         if self.chain is not None:
             handlers.append(ChainHandler(self.chain, resolvers[-1].name, followed=bool(after)))
         handlers += after
+        if wrap is not None:
+            handlers = [wrap(handler) for handler in handlers]
         self.handlers: tuple[Handler, ...] = tuple(handlers)
         named = [s.name for s in ordered if not s.implicit]
         last = named[-1] if named else default_name

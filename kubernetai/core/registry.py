@@ -48,6 +48,10 @@ class BlockBuilder:
     # key, and a reload keeps it running (``adopt`` takes the new options).
     process_services: list[Any] = field(default_factory=list)
     bind_addresses: list[str] = field(default_factory=list)
+    # Plugins that can be not ready (CoreDNS's ``Readiness``): (name, is_ready) pairs, the
+    # name as `/ready` reports it. ``ready`` reads this list when it is asked, so a plugin
+    # set up after it (kubernetai) is seen.
+    readiness: list[tuple[str, Callable[[], bool]]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     # Run once every directive is set up; each returns start-up warnings about the block.
     checks: list[Callable[["BlockBuilder"], list[str]]] = field(default_factory=list)
@@ -70,8 +74,15 @@ class BlockBuilder:
 
     def add_process_service(self, service: Any) -> None:
         """``service`` (an ``IService`` with ``key`` and ``adopt``) runs once per process
-        per key, whichever blocks name it, and outlives reloads that keep naming it."""
+        per key, whichever blocks name it, and outlives reloads that keep naming it. When
+        several blocks name one key, the first block's service runs and is given each
+        later one through its ``absorb(other)``, if it has that method."""
         self.process_services.append(service)
+
+    def add_ready(self, name: str, is_ready: Callable[[], bool]) -> None:
+        """This plugin can be not ready: `/ready` answers 503 naming ``name`` while
+        ``is_ready()`` is false."""
+        self.readiness.append((name, is_ready))
 
     def add_check(self, check: Callable[["BlockBuilder"], list[str]]) -> None:
         self.checks.append(check)

@@ -158,6 +158,10 @@ class WireCacheHandler:
         self.cache = cache
         # Blocks share the process's cache and may answer one name differently.
         self.scope = next(_scopes)
+        # The request :meth:`early` last found nothing for: when a step in front of the
+        # cache answers early by asking it (`prometheus`), the request then comes to
+        # :meth:`serve`, which need not look again.
+        self._missed: Request | None = None
 
     def early(self, request: Request) -> bytes | None:
         """A hit, patched for ``request``; None on a miss or if it does not fit."""
@@ -167,6 +171,7 @@ class WireCacheHandler:
         key = (request.qname, request.qtype, request.qclass, self.scope)
         entry = cache.entries.get(key)
         if entry is None:
+            self._missed = request
             return None
         # WireCache.get, inlined for a fresh entry: this is every cached answer's path.
         stored, expires, deps, _ = entry
@@ -186,6 +191,9 @@ class WireCacheHandler:
         if not request.simple:
             return next(request)
         key = (request.qname, request.qtype, request.qclass, self.scope)
+        if request is self._missed:  # early has just looked (the same reactor turn)
+            self._missed = None
+            return self._fill(request, next, key)
         stored = self.cache.get(key)
         if stored is not None:
             wire = patch_cached(stored, request)
@@ -195,6 +203,7 @@ class WireCacheHandler:
 
     def serve_after_early(self, request: Request, next: Next) -> Result:
         """``serve`` when :meth:`early` has just missed: no second lookup."""
+        self._missed = None
         if not request.simple:
             return next(request)
         return self._fill(request, next, (request.qname, request.qtype, request.qclass,

@@ -22,6 +22,11 @@ DEMO_CLUSTERS = (("cluster.local", 16441), ("assemblage.local", 16442),
                  ("conglomeration.local", 16443))
 DEFAULT_API_PORTS = tuple(port for _, port in DEMO_CLUSTERS)
 API_PORTS_SYNTAX = ",".join("P" + str(n) for n in range(1, len(DEMO_CLUSTERS) + 1))
+# The HTTP endpoints Corefile.example turns on, on CoreDNS's default ports (loopback only).
+DEMO_ENDPOINTS = (("health", 8080, "/health"), ("ready", 8181, "/ready"),
+                  ("prometheus", 9153, "/metrics"))
+DEFAULT_HTTP_PORTS = tuple(port for _, port, _ in DEMO_ENDPOINTS)
+HTTP_PORTS_SYNTAX = "H,R,M"
 
 DIG_LINES = (
     "Try:\n"
@@ -41,6 +46,14 @@ DIG_LINES = (
     "# PTR, answered by the second cluster\n"
     "  dig @127.0.0.1 -p {port} nope.shared.svc.conglomeration.local    "
     "# NXDOMAIN with the zone SOA\n"
+    "  curl http://127.0.0.1:{health}/health                            "
+    "# OK while the process runs\n"
+    "  curl http://127.0.0.1:{ready}/ready                             "
+    "# OK once every cluster has synced\n"
+    "  curl http://127.0.0.1:{metrics}/metrics                          "
+    "# Prometheus metrics\n"
+    "  kubernetai explain --server http://127.0.0.1:{health} reports.shared.svc.cluster.local"
+    "\n"
 )
 
 
@@ -73,16 +86,31 @@ def add_commands(subparsers: Any) -> None:
                            f"cluster in this order: {names}; 0 picks a free port "
                            f"(default {','.join(map(str, DEFAULT_API_PORTS))}; "
                            f"e.g. --api-ports 0,0,0)")
+    demo.add_argument("--http-ports", type=http_ports, default=DEFAULT_HTTP_PORTS,
+                      metavar=HTTP_PORTS_SYNTAX,
+                      help="the ports of /health, /ready and /metrics on 127.0.0.1 (default "
+                           f"{','.join(map(str, DEFAULT_HTTP_PORTS))}; 0 picks a free port)")
     demo.set_defaults(run=run_demo)
 
 
 def api_ports(text: str) -> tuple[int, ...]:
     """An argparse type for --api-ports: one TCP port per demo cluster, 0 for a free one."""
+    return _ports(text, API_PORTS_SYNTAX, "demo cluster", "cluster")
+
+
+def http_ports(text: str) -> tuple[int, ...]:
+    """An argparse type for --http-ports: health, ready, metrics; 0 for a free one."""
+    return _ports(text, HTTP_PORTS_SYNTAX, "HTTP endpoint (health, ready, metrics)",
+                  "endpoint")
+
+
+def _ports(text: str, syntax: str, each: str, what: str) -> tuple[int, ...]:
+    count = len(syntax.split(","))
     parts = text.split(",")
-    if len(parts) != len(DEMO_CLUSTERS):
+    if len(parts) != count:
         raise argparse.ArgumentTypeError(
-            f"expected {len(DEMO_CLUSTERS)} comma-separated ports ({API_PORTS_SYNTAX}), one per "
-            f"demo cluster, 0 for a free one; got {len(parts)}: {text!r}")
+            f"expected {count} comma-separated ports ({syntax}), one per "
+            f"{each}, 0 for a free one; got {len(parts)}: {text!r}")
     ports = []
     for part in parts:
         part = part.strip()
@@ -94,18 +122,19 @@ def api_ports(text: str) -> tuple[int, ...]:
     twice = sorted({port for port in fixed if fixed.count(port) > 1})
     if twice:
         raise argparse.ArgumentTypeError(
-            f"port {twice[0]} is given to more than one cluster: {text!r}")
+            f"port {twice[0]} is given to more than one {what}: {text!r}")
     return tuple(ports)
 
 
 def _endpoint_pattern(ports: Sequence[int]) -> re.Pattern[str]:
-    """Loopback endpoint URLs on one of `ports` (the demo clusters listen on 127.0.0.1)."""
+    """Loopback addresses on one of `ports`: endpoint URLs (the demo clusters listen on
+    127.0.0.1) and the HTTP endpoints' addresses (`health 127.0.0.1:8080`)."""
     alternatives = "|".join(str(port) for port in ports)
-    return re.compile(rf"(//(?:127\.0\.0\.1|localhost):)({alternatives})(?![0-9])")
+    return re.compile(rf"((?://|\s)(?:127\.0\.0\.1|localhost):)({alternatives})(?![0-9])")
 
 
 def corefile_with_ports(text: str, moved: dict[int, int]) -> str:
-    """`text` with every loopback endpoint URL on a key port of `moved` put on its value.
+    """`text` with every loopback address on a key port of `moved` put on its value.
 
     All ports are replaced in one pass, so swapping two clusters' ports works.
     """
@@ -138,13 +167,16 @@ def _start_api_servers(examples: Path, ports: Sequence[int]) -> list[Any] | None
     return sandboxes
 
 
-def _corefile_for(corefile: Path, bound: Sequence[int], directory: Path) -> Path:
-    """The Corefile to serve: `corefile` itself when the API servers got the default
-    ports, else a copy in `directory` whose endpoints name the ports they got.
+def _corefile_for(corefile: Path, bound: Sequence[int], directory: Path,
+                  http: Sequence[int] = DEFAULT_HTTP_PORTS) -> Path:
+    """The Corefile to serve: `corefile` itself when the API servers and HTTP endpoints got
+    the default ports, else a copy in `directory` naming the ports they got.
 
     The copy's relative `import`s resolve from `directory`; Corefile.example has none.
     """
     moved = {default: port for default, port in zip(DEFAULT_API_PORTS, bound) if default != port}
+    moved.update({default: port for default, port in zip(DEFAULT_HTTP_PORTS, http)
+                  if default != port})
     if not moved:
         return corefile
     from kubernetai.corefile import CorefileError, read_regular_file
@@ -161,8 +193,7 @@ def _corefile_for(corefile: Path, bound: Sequence[int], directory: Path) -> Path
                   f"{moved[default]})", file=sys.stderr)
     written = directory / corefile.name
     written.write_text(corefile_with_ports(text, moved))
-    print(f"wrote {written}: {corefile} with its endpoints on the API server ports in use",
-          flush=True)
+    print(f"wrote {written}: {corefile} with its endpoints on the ports in use", flush=True)
     return written
 
 
@@ -173,6 +204,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     from kubernetai.app.server import load_service
     from kubernetai.corefile import CorefileError
+    from kubernetai.sandbox.ports import free_port
 
     corefile = Path(args.corefile) if args.corefile else _find("Corefile.example")
     examples = Path(args.examples) if args.examples else _find("examples")
@@ -181,24 +213,28 @@ def run_demo(args: argparse.Namespace) -> int:
     sandboxes = _start_api_servers(examples, args.api_ports)
     if sandboxes is None:
         return 1
+    http = tuple(port or free_port() for port in args.http_ports)
     with tempfile.TemporaryDirectory(prefix="kubernetai-demo-") as directory:
         try:
-            used = _corefile_for(corefile, [s.port for s in sandboxes], Path(directory))
+            used = _corefile_for(corefile, [s.port for s in sandboxes], Path(directory), http)
             server = load_service(str(used), port_override=args.dns_port)
         except CorefileError as error:
             print(error, file=sys.stderr)
             return 1
-        return _serve(reactor, server, used, args.dns_port)
+        return _serve(reactor, server, used, args.dns_port, http)
 
 
-def _serve(reactor: Any, server: Any, corefile: Path, dns_port: int | None) -> int:
+def _serve(reactor: Any, server: Any, corefile: Path, dns_port: int | None,
+           http: Sequence[int] = DEFAULT_HTTP_PORTS) -> int:
     """Run the reactor with `server`; 1 if the DNS server could not listen."""
     failures = []
 
     def listening(ports: list[Any]) -> None:
         port = ports[0].getHost().port if ports else dns_port
         print(f"DNS server on 127.0.0.1 port {port} (Corefile: {corefile})", flush=True)
-        print(DIG_LINES.format(port=port), flush=True)
+        health, ready, metrics = http
+        print(DIG_LINES.format(port=port, health=health, ready=ready, metrics=metrics),
+              flush=True)
 
     def failed(failure: Any) -> None:
         failures.append(failure)

@@ -1,11 +1,13 @@
-"""`bind ADDRESS...`: the addresses a server block listens on (default: all)."""
+"""`bind ADDRESS|IFACE... [{ except ADDRESS|IFACE... }]`: where a server block listens."""
 
 from __future__ import annotations
 
 import ipaddress
+from typing import Sequence
 
 from kubernetai.core.registry import BlockBuilder
 from kubernetai.corefile import CorefileError, Directive
+from kubernetai.plugins.bind.interfaces import addresses_of, interface_names
 
 
 class BindDirective:
@@ -17,16 +19,41 @@ class BindDirective:
             raise CorefileError(directive.filename, directive.line,
                                 "Wrong argument count or unexpected line ending after 'bind'",
                                 directive.name)
-        if directive.block:
-            first = directive.block[0]
-            raise CorefileError(first.filename, first.line,
-                                f"bind: '{first.name}' blocks are not supported", first.name)
-        for arg, line in zip(directive.args, directive.arg_lines):
-            try:
-                address = ipaddress.ip_address(arg.split("%")[0])
-            except ValueError:
-                raise CorefileError(directive.filename, line,
-                                    f"bind: not a valid IP address: '{arg}' (interface names "
-                                    "are not supported)", arg) from None
-            if str(address) not in builder.bind_addresses:
-                builder.bind_addresses.append(str(address))
+        names = interface_names()
+        addresses = _addresses(directive, directive.args, directive.arg_lines, names)
+        excluded: list[str] = []
+        for option in directive.block:
+            if option.name != "except":
+                raise CorefileError(option.filename, option.line,
+                                    f"bind: invalid option '{option.name}'", option.name)
+            if not option.args:
+                raise CorefileError(option.filename, option.line,
+                                    "bind: at least one address or interface must be given "
+                                    "to except subdirective", option.name)
+            if option.block:
+                first = option.block[0]
+                raise CorefileError(first.filename, first.line,
+                                    "bind: unexpected block after 'except'", first.name)
+            # As CoreDNS: a later except line replaces an earlier one of the same bind.
+            excluded = _addresses(option, option.args, option.arg_lines, names)
+        for address in addresses:
+            if address not in excluded and address not in builder.bind_addresses:
+                builder.bind_addresses.append(address)
+
+
+def _addresses(line: Directive, args: Sequence[str], lines: Sequence[int],
+               names: set[str]) -> list[str]:
+    """The addresses ``args`` name: an interface's addresses (read now), or an IP address
+    in its canonical form. An interface name wins over an address, as in CoreDNS."""
+    found: list[str] = []
+    for arg, number in zip(args, lines):
+        if arg in names:
+            found += addresses_of(arg)
+            continue
+        try:
+            found.append(str(ipaddress.ip_address(arg)))
+        except ValueError:
+            raise CorefileError(line.filename, number,
+                                f"bind: not a valid IP address or interface name: '{arg}'",
+                                arg) from None
+    return found

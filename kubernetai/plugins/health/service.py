@@ -3,7 +3,8 @@
 It answers ``200 OK`` while the process runs, as CoreDNS's health plugin does, so a
 Deployment's liveness probe sees the process, not the clusters (readiness is `ready`'s).
 Its ``lameduck`` is how long the process keeps serving, DNS and `/health` alike, after it
-is asked to stop; the supervisor waits that long before it closes anything.
+is asked to stop; the supervisor waits that long before it closes anything. While it
+listens it asks itself once a second (:mod:`.selfcheck`), for CoreDNS's two metrics.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
-from twisted.web import resource, server
+from twisted.web import resource
+
+from kubernetai.core.http import listen_http, split_address
+from kubernetai.plugins.health.selfcheck import SelfCheck
 
 log = Logger()
 
@@ -24,33 +27,8 @@ class _Health(resource.Resource):
     isLeaf = True
 
     def render_GET(self, request: Any) -> bytes:
-        if request.path != b"/health":
-            request.setResponseCode(404)
-            return b"404 page not found\n"
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         return b"OK"
-
-
-class _QuietSite(server.Site):
-    """No access log line per probe: a kubelet probes every few seconds."""
-
-    def log(self, request: Any) -> None:
-        pass
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``:8080``, ``127.0.0.1:8080``, ``[::1]:8080``) as (host, port);
-    ValueError as Go's net.SplitHostPort words it when there is no port."""
-    host, sep, port = address.rpartition(":")
-    if not sep:
-        raise ValueError(f"address {address}: missing port in address")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"address {address}: too many colons in address")
-    if not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"address {address}: invalid port")
-    return host, int(port)
 
 
 class HealthService(service.Service):
@@ -62,6 +40,7 @@ class HealthService(service.Service):
         self.lameduck = lameduck
         self.reactor = reactor
         self.listening: list[IListeningPort] = []
+        self.selfcheck: SelfCheck | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -75,25 +54,18 @@ class HealthService(service.Service):
         if self.reactor is None:
             from twisted.internet import reactor
             self.reactor = reactor
-        site = _QuietSite(_Health())
-        site.noisy = False
-        hosts = [self.host] if self.host else ["::", "0.0.0.0"]
-        last: Exception | None = None
-        for host in hosts:  # no host: every address, IPv6 and IPv4 where possible
-            try:
-                self.listening = [self.reactor.listenTCP(self.port, site, interface=host)]
-                break
-            except CannotListenError as error:
-                last = error
-        else:
-            assert last is not None
-            raise last
+        self.listening = [listen_http(self.reactor, self.address, {b"/health": _Health()})]
         super().startService()
         bound = self.listening[0].getHost()
         log.info("plugin/health: serving /health on {host}:{port}", host=bound.host,
                  port=bound.port)
+        self.selfcheck = SelfCheck(self.reactor, self.host, bound.port)
+        self.selfcheck.start()
 
     def stopService(self) -> defer.Deferred[Any]:
         super().stopService()
+        if self.selfcheck is not None:
+            self.selfcheck.stop()
+            self.selfcheck = None
         ports, self.listening = self.listening, []
         return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])

@@ -141,3 +141,79 @@ def test_directive_errors(body: str, line: int, token: str, message: str) -> Non
 def test_defaults_to_port_8080_without_lameduck() -> None:
     (health,) = _set_up("example.org {\n    health\n}\n").process_services
     assert (health.host, health.port, health.lameduck) == ("", 8080, 0.0)
+
+
+# -- the self-check and its two metrics ----------------------------------------------------
+
+
+def _checks() -> tuple[int, float]:
+    """Checks timed so far (the histogram's count) and failures counted."""
+    from kubernetai.plugins.health.selfcheck import DURATION, FAILURES
+    series = DURATION.values.get(())
+    return (sum(series.counts) if series else 0), FAILURES.values.get((), 0)
+
+
+def test_the_self_check_times_health_once_a_second() -> None:
+    """coredns_health_request_duration_seconds gets one observation per second, in CoreDNS's
+    SlimTimeBuckets; nothing fails."""
+    from kubernetai.pkg.reactor_thread import ensure_running, in_reactor
+    from kubernetai.plugins.health.selfcheck import BUCKETS, DURATION, FAILURES
+    from kubernetai.plugins.health.service import HealthService
+    assert BUCKETS == (0.00025, 0.0025, 0.025, 0.25, 2.5)
+    assert (DURATION.name, DURATION.labelnames, FAILURES.name) == (
+        "coredns_health_request_duration_seconds", (), "coredns_health_request_failures_total")
+    ensure_running()
+    health = HealthService("127.0.0.1:0", 0.0)
+    in_reactor(health.startService)
+    try:
+        timed, failed = _checks()
+        time.sleep(3.5)
+        now_timed, now_failed = _checks()
+        assert 2 <= now_timed - timed <= 4
+        assert now_failed == failed
+    finally:
+        in_reactor(health.stopService)
+    stopped = _checks()
+    time.sleep(1.5)
+    assert _checks() == stopped  # no checks once stopped
+
+
+def test_a_failed_self_check_is_counted_and_logged(free_port: Callable[[], int]) -> None:
+    from twisted.logger import globalLogPublisher
+
+    from kubernetai.pkg.reactor_thread import ensure_running, in_reactor
+    from kubernetai.plugins.health.selfcheck import SelfCheck
+    ensure_running()
+    seen: list[dict] = []
+    globalLogPublisher.addObserver(seen.append)
+    from twisted.internet import reactor
+    check = SelfCheck(reactor, "127.0.0.1", free_port())  # nothing listens there
+    try:
+        timed, failed = _checks()
+        in_reactor(check.start)
+        deadline = time.monotonic() + 10
+        while _checks()[1] == failed:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert _checks()[0] > timed  # a failure is timed too
+    finally:
+        in_reactor(check.stop)
+        globalLogPublisher.removeObserver(seen.append)
+    from twisted.logger import formatEvent
+    lines = [formatEvent(event) for event in seen]
+    assert any(line.startswith('plugin/health: Local health request to "http://127.0.0.1:')
+               and "/health\" failed: " in line for line in lines), lines
+
+
+@pytest.mark.parametrize("host, url", [
+    ("", "http://localhost:8080/health"), ("0.0.0.0", "http://localhost:8080/health"),
+    ("::1", "http://[::1]:8080/health"), ("127.0.0.2", "http://127.0.0.2:8080/health"),
+])
+def test_where_the_self_check_asks(host: str, url: str) -> None:
+    from kubernetai.plugins.health.selfcheck import SelfCheck
+    assert SelfCheck(None, host, 8080).url == url
+
+
+def test_go_seconds() -> None:
+    from kubernetai.plugins.health.selfcheck import go_seconds
+    assert (go_seconds(1.5), go_seconds(2.000123), go_seconds(3.0)) == ("1.5s", "2.000123s", "3s")

@@ -166,6 +166,17 @@ class ClusterCache:
         """Pods whose ``status.podIP`` is ``ip`` (CoreDNS ``PodIndex``)."""
         return self._pod_by_ip.get(ip)
 
+    def sizes(self) -> dict[str, int]:
+        """Objects held per resource (for the metrics)."""
+        return {
+            "services": len(self.services),
+            "endpointslices": len(self.endpointslices),
+            "pods": len(self.pods),
+            "namespaces": len(self.namespaces),
+            "serviceimports": len(self.service_imports),
+            "mcendpointslices": len(self.mcendpointslices),
+        }
+
     def has_synced(self, required: Iterable[str]) -> bool:
         """True when every resource in ``required`` has had its first full list."""
         synced = self.synced

@@ -5,7 +5,10 @@ options and starts one informer thread per resource the options need (CoreDNS's 
 services and namespaces always, EndpointSlices unless `noendpoints`, pods only for
 `pods verified`, ServiceImports and multicluster EndpointSlices for `multicluster`).
 Informer threads hand batches over with `callFromThread`; the cache is only ever touched on
-the reactor thread, so the query path reads it with no lock.
+the reactor thread, so the query path reads it with no lock. The stanza's metrics
+(`kubernetai.plugins.kubernetai.metrics`) are counted there too: re-lists and DNS
+programming latencies from the batches, requests and watch restarts from what the informers
+report the same way.
 
 `Cluster.probe` tries the API server once without starting anything (`kubernetai check
 --connect`), and `describe_api_error` says in one line, naming the URL, why a request failed.
@@ -17,6 +20,7 @@ import copy
 import functools
 import json
 import ssl
+import time
 from typing import Any, Callable
 
 import urllib3
@@ -24,9 +28,9 @@ from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
-from kubernetai.plugins.kubernetai import objects
+from kubernetai.plugins.kubernetai import metrics, objects
 from kubernetai.plugins.kubernetai.apiclient import kube_client_config, plain_http_credentials
-from kubernetai.plugins.kubernetai.cache import ClusterCache
+from kubernetai.plugins.kubernetai.cache import DELETED, ClusterCache
 from kubernetai.plugins.kubernetai.config import StanzaConfig
 from kubernetai.plugins.kubernetai.informer import (
     Changes,
@@ -92,6 +96,9 @@ class Cluster(service.Service):
         # (credentials over plain HTTP): printed by `check`, logged at start.
         self.warnings: list[str] = []
         self._informers: list[Informer] = []
+        self._informer_of: dict[str, Informer] = {}  # by cache resource name
+        # The stanza's counters while it runs (metrics.attach).
+        self._counters: metrics.StanzaCounters | None = None
         self._waiters: list[defer.Deferred[bool]] = []
         # Called on the reactor thread after a change that can change answers (the
         # server's wire cache is emptied this way).
@@ -99,10 +106,20 @@ class Cluster(service.Service):
         # Not `name`: a service name must be unique in its parent, and a reload briefly
         # runs an old and a new cluster for the same stanza side by side.
         self.label = f"{config.filename}:{config.line} {' '.join(config.zones)}"
+        self.started_at: float | None = None  # reactor.seconds() at startService
 
     @property
     def synced(self) -> bool:
         return self.cache.has_synced(self.required)
+
+    def ready(self) -> bool:
+        """Ready for `/ready`: synced, or its ``startup_timeout`` ran out since it started
+        (as the server then serves what it has)."""
+        if self.synced:
+            return True
+        started = self.started_at
+        return started is not None and \
+            self.reactor.seconds() - started >= self.config.startup_timeout
 
     def connect(self) -> Any:
         """Build the API client from the options; a CorefileError names what is wrong.
@@ -126,10 +143,13 @@ class Cluster(service.Service):
 
     def startService(self) -> None:
         super().startService()
+        self.started_at = self.reactor.seconds()
         client = self.connect()
         for note in self.warnings:
             self.log.warn("{note}", note=note)
         limiter = self.config.request_limiter()
+        self._counters = counters = metrics.attach(self)
+        host = metrics.api_host(self.url)
         for resource, watched in self.watched.items():
             convert = CONVERTERS[resource]
             if resource == "endpointslices" and self.config.zonal:
@@ -138,16 +158,21 @@ class Cluster(service.Service):
                                 deliver=lambda batch, r=resource: self._deliver(r, batch),
                                 reactor=self.reactor, read_timeout=self.read_timeout,
                                 limiter=limiter,
+                                observer=metrics.InformerMetrics(host, resource, counters),
                                 # The URL, so that a failure (a TLS error names no host)
                                 # says which API server it is about.
                                 name=f"{self.config.primary_zone}{resource} {self.url}")
             informer.start()
             self._informers.append(informer)
+            self._informer_of[resource] = informer
 
     def stopService(self) -> defer.Deferred[None]:
         """Stop the informer threads; joining them happens off the reactor thread."""
         super().stopService()
+        metrics.detach(self)
+        self._counters = None
         informers, self._informers = self._informers, []
+        self._informer_of = {}
         for waiter in self._waiters:
             if not waiter.called:
                 waiter.callback(self.synced)
@@ -162,10 +187,24 @@ class Cluster(service.Service):
                 informer.stop()
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), stop_all)
 
+    def heard(self) -> dict[str, float]:
+        """Per resource, the time.monotonic() its informer last heard from the API server
+        (or started, if nothing came yet); only resources whose informer runs."""
+        heard = {}
+        for resource, informer in list(self._informer_of.items()):
+            when = informer.last_heard or informer.started_at
+            if when is not None:
+                heard[resource] = when
+        return heard
+
     def _deliver(self, resource: str, batch: Replace | Changes) -> None:
         """Runs on the reactor thread (callFromThread from an informer)."""
         generation, synced = self.cache.generation, self.synced
+        if resource == "endpointslices":
+            self._programmed(batch)
         if isinstance(batch, Replace):
+            if self._counters is not None and self.cache.synced.get(resource):
+                self._counters.relisted(resource)
             self.cache.replace(resource, batch.items.values())
             self.cache.mark_synced(resource)
         else:
@@ -177,6 +216,43 @@ class Cluster(service.Service):
             waiters, self._waiters = self._waiters, []
             for waiter in waiters:
                 waiter.callback(True)
+
+    def _programmed(self, batch: Replace | Changes) -> None:
+        """Observe the DNS programming latency of the EndpointSlice changes in ``batch``,
+        before it is applied (the cached slices are the previous versions).
+
+        As CoreDNS: for a slice with a last-change-trigger-time annotation whose Service
+        is known (exactly one), as ``now - trigger``, ``headless_with_selector`` when the
+        Service is headless, else ``cluster_ip``. Unlike CoreDNS, only when the annotation
+        differs from the cached version's (a change the EndpointSlice controller made, not
+        a label edit or a re-list of an unchanged slice), never for the first list
+        (starting up is no programming delay), and not for deletions (a deleted slice's
+        annotation is its last update's, not the deletion's).
+        """
+        if isinstance(batch, Replace):
+            if not self.cache.synced.get("endpointslices"):
+                return
+            changes: Any = (("ADDED", key, es) for key, es in batch.items.items())
+        else:
+            changes = batch.events
+        stored, services = self.cache.endpointslices, self.cache.services
+        previous: dict[str, float | None] = {}
+        now = time.time()
+        for kind, key, es in changes:
+            if kind == DELETED or es is None:
+                previous[key] = None
+                continue
+            trigger = es.trigger_time
+            if trigger is None:
+                continue
+            before = previous[key] if key in previous else \
+                getattr(stored.get(key), "trigger_time", None)
+            previous[key] = trigger
+            if trigger == before:
+                continue
+            service = services.get(es.service_key)
+            if service is not None:
+                metrics.observe_programming(service.headless, trigger, now)
 
     def wait_synced(self, timeout: float) -> defer.Deferred[bool]:
         """Fires True once every watched resource has been listed, or False at the timeout."""

@@ -4,9 +4,10 @@ The answer itself comes from `records.answer` over the stanza's cache; this modu
 onto Twisted's exception contract the way CoreDNS's handler does:
 
 * a name outside the stanza's zones, or a name error that `fallthrough` covers, raises
-  `FallThrough` (a `DomainError`), so the `ResolverChain` asks the next stanza;
-* a name error otherwise is SERVFAIL while the cache has not synced, else an
-  authoritative NXDOMAIN carrying the zone SOA;
+  a `FallThrough` (a `DomainError`: `OutsideZones`, `NameErrorFallThrough`), so the
+  `ResolverChain` asks the next stanza; the class says why, for `explain`;
+* a name error otherwise is SERVFAIL while the cache has not synced (`NotSynced`), else
+  an authoritative NXDOMAIN carrying the zone SOA;
 * an ExternalName pointing outside the stanza's zones is chased through the server (the
   query's `upstream`), as CoreDNS's `upstream.Lookup` re-enters the server, at most
   `MAX_CHASE` deep (the depth travels with the query: no process-wide state).
@@ -27,7 +28,15 @@ from twisted.names.error import AuthoritativeDomainError, DomainError
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from kubernetai.core.negative import AuthoritativeNameError, FallThrough, Refused, ServerFailure
+from kubernetai.core.negative import (
+    AuthoritativeNameError,
+    NameErrorFallThrough,
+    NotSynced,
+    OtherClass,
+    OutsideZones,
+    Refused,
+    ServerFailure,
+)
 from kubernetai.core.request import context_query
 from kubernetai.pkg.dnsname import in_zone
 from kubernetai.plugins.kubernetai import records
@@ -78,6 +87,20 @@ class StanzaResolver(ResolverBase):
         """
         return self._answer(query, query.name.name, dns.IN, query.type)
 
+    def describe(self) -> dict[str, Any]:
+        """Which stanza this is, for ``explain`` (never called on the query path): where
+        it is written, its zones, its API server, whether its cache has synced, and the
+        zones ``fallthrough`` covers (``["."]`` for every name)."""
+        cluster = self.cluster
+        config = cluster.config
+        try:
+            url = cluster.url
+        except Exception:  # noqa: BLE001 - a test's stand-in client: no URL to show
+            url = ""
+        return {"stanza": f"{config.filename}:{config.line}", "zones": list(self.options.zones),
+                "api_server": url, "synced": cluster.synced,
+                "fallthrough": list(self.fall.zones)}
+
     def use_cluster(self, cluster: Cluster) -> None:
         """Answer from ``cluster`` (an equal one already running: a reload)."""
         self.cluster = cluster
@@ -97,10 +120,10 @@ class StanzaResolver(ResolverBase):
         text = name.decode("latin-1")
         lname = text.lower().rstrip(".") + "."
         if cls != dns.IN:
-            return defer.fail(FallThrough())
+            return defer.fail(OtherClass())
         zone = self._zone_of(lname)
         if zone is None:
-            return defer.fail(FallThrough())
+            return defer.fail(OutsideZones())
         request = getattr(query, "request", None)
         if request is not None:
             request.depend(self.cluster.cache)
@@ -112,9 +135,9 @@ class StanzaResolver(ResolverBase):
             return defer.fail(Refused())
         if found.name_error:
             if self.fall.through(lname):
-                return defer.fail(FallThrough())
+                return defer.fail(NameErrorFallThrough())
             if not self.cluster.synced:
-                return defer.fail(ServerFailure(authority=found.authority))
+                return defer.fail(NotSynced(authority=found.authority))
             return defer.fail(AuthoritativeNameError(found.authority))
         result: Result = (list(found.answers), list(found.authority), list(found.additional))
         if found.chase and type in _CHASED:

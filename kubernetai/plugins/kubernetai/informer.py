@@ -22,7 +22,9 @@ reflector does for CoreDNS, but built for a Python process:
   retry behind its back (see `_RETRIES`).
 * What it learns reaches the reactor only through ``reactor.callFromThread``: a `Replace`
   after each full list and `Changes` batches for watch events, coalesced so that a burst
-  of events costs a few reactor calls rather than one each.
+  of events costs a few reactor calls rather than one each. An ``observer`` (the metrics)
+  is told the same way of each request and each watch restart: one call per request,
+  never per event.
 * Every list is a consistent read (no ``resourceVersion``): the answer is the server's
   current state, never an older cache, so a re-list after the server's history moved can
   never bring back what the old history had. A re-list's `Replace` drops every object the
@@ -83,15 +85,17 @@ import ssl
 import threading
 import time
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 from twisted.logger import Logger
 
-__all__ = ["Watched", "Replace", "Changes", "Informer", "InformerStats", "RESOURCES"]
+__all__ = ["Watched", "Replace", "Changes", "Informer", "InformerObserver", "InformerStats",
+           "RESOURCES"]
 
 log = Logger(namespace="kubernetai.plugins.kubernetai.informer")
 
@@ -179,8 +183,30 @@ class InformerStats:
     skipped: int = 0        # objects `convert` returned None for (or raised on)
     resets: int = 0         # times the server's history moved (too-large or backwards RV)
     stalls: int = 0         # watches silent for `stall_timeout` (also counted in errors)
+    restarts: int = 0       # watches that ended and were opened again (any reason)
     probes: int = 0         # answered one-item lists checking the server's resourceVersion
     last_error: str = ""
+
+
+class InformerObserver(Protocol):
+    """Told what an informer does, on the reactor thread (the metrics)."""
+
+    def request(self, code: str, seconds: float | None, waited: float | None) -> None:
+        """One API request ended: its HTTP status (``<error>`` when no response came), the
+        seconds it took for a list (None for a watch, which streams), the seconds it
+        waited for the rate limiter (None without a limiter)."""
+
+    def watch_restarted(self, reason: str) -> None:
+        """A watch ended and another is opened; ``reason`` is ``ended`` (the server
+        closed it), ``stalled``, ``expired`` (a re-list comes first) or ``error``."""
+
+
+@dataclass(slots=True)
+class _Call:
+    """What is known of one request, for the observer."""
+
+    code: str = "<error>"
+    waited: float | None = None
 
 
 class _Gone(Exception):
@@ -353,7 +379,8 @@ class Informer:
                  backoff: tuple[float, float] = (0.2, 30.0), batch_interval: float = 0.05,
                  name: str = "", watch_timeout: int = 300,
                  connect_timeout: float = 10.0, limiter: Any = None,
-                 stall_timeout: float = STALL_TIMEOUT) -> None:
+                 stall_timeout: float = STALL_TIMEOUT,
+                 observer: InformerObserver | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
         if read_timeout <= 0 or page_size <= 0 or watch_timeout <= 0 or stall_timeout <= 0:
@@ -363,6 +390,7 @@ class Informer:
             raise ValueError(f"bad backoff {backoff!r}: need 0 < initial <= maximum")
         self.watched = watched
         self.limiter = limiter  # a limiter.RequestLimiter shared by the stanza's informers
+        self.observer = observer
         self.name = name or watched.resource
         self._stopping = threading.Event()
         self._connections = _Connections(self._stopping)
@@ -384,6 +412,10 @@ class Informer:
         self.stats = InformerStats()
         self.synced_once = False
         self.resource_version: str | None = None  # the latest one seen (thread-written)
+        # time.monotonic() of start(), and of the last watch event, bookmark or list: the
+        # thread writes them, anyone may read them (a float assignment is atomic).
+        self.started_at: float | None = None
+        self.last_heard: float | None = None
         self._failures = 0
         self._progressed = False  # anything received since the last list
         # The last watch broke or went silent: check the server's resourceVersion before
@@ -399,6 +431,7 @@ class Informer:
             raise RuntimeError(f"informer {self.name} already started")
         self._thread = threading.Thread(target=self._run, name=f"informer-{self.name}",
                                         daemon=True)
+        self.started_at = time.monotonic()
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -454,6 +487,22 @@ class Informer:
         if not self._stopping.is_set():
             self._reactor.callFromThread(self._deliver_now, batch)
 
+    def _tell(self, method: Callable[..., None], *args: Any) -> None:
+        """Call an observer's method on the reactor thread (not once stopping)."""
+        if not self._stopping.is_set():
+            self._reactor.callFromThread(self._tell_now, method, *args)
+
+    def _tell_now(self, method: Callable[..., None], *args: Any) -> None:
+        try:
+            method(*args)
+        except Exception:  # noqa: BLE001 - a metrics bug must not reach the reactor
+            log.failure("informer {name}: the observer failed", name=self.name)
+
+    def _restarted(self, reason: str) -> None:
+        self.stats.restarts += 1
+        if self.observer is not None:
+            self._tell(self.observer.watch_restarted, reason)
+
     def _deliver_now(self, batch: Replace | Changes) -> None:
         # Runs on the reactor thread.
         if self._stopping.is_set():
@@ -482,16 +531,21 @@ class Informer:
         reason = "initial list"
         need_list = True
         while not self._stopping.is_set():
+            watching = False
             try:
                 if need_list:
                     self._list(reason)
                     need_list = False
                 elif self._suspect:
                     self._check_history()
+                watching = True
                 self._watch()
+                if self._stopping.is_set():
+                    return
                 # A normal end (timeoutSeconds): watch again from the last RV, no list.
                 log.debug("informer {name}: watch ended normally; re-watching from rv {rv}",
                           name=self.name, rv=self.resource_version)
+                self._restarted("ended")
                 continue
             except _Stopping:
                 return
@@ -499,6 +553,8 @@ class Informer:
                 if self._stopping.is_set():
                     return
                 failure = error
+            if watching:
+                self._restarted(_restart_reason(failure))
             self.stats.errors += 1
             self.stats.last_error = _describe(failure)
             if _may_hide_a_restart(failure):
@@ -567,8 +623,25 @@ class Informer:
         self._failures = 0
         self._progressed = True
 
-    def _request(self, *, read_timeout: float | None = None, **params: Any) -> Any:
-        """One list or watch request; returns the urllib3 response (status 2xx)."""
+    @contextmanager
+    def _accounted(self, timed: bool) -> Iterator[_Call]:
+        """Tell the observer about the request made inside the block (as client-go counts
+        every request, and times those that are not watches, from before the rate limiter
+        to the end of the answer). A request cut short by stop() is not told."""
+        call = _Call()
+        started = time.monotonic()
+        try:
+            yield call
+        finally:
+            observer = self.observer
+            if observer is not None and not self._stopping.is_set():
+                self._tell(observer.request, call.code,
+                           time.monotonic() - started if timed else None, call.waited)
+
+    def _request(self, call: _Call, *, read_timeout: float | None = None,
+                 **params: Any) -> Any:
+        """One list or watch request; returns the urllib3 response (status 2xx). ``call``
+        gets its status code and rate limiter wait."""
         watched = self.watched
         if watched.label_selector:
             params["label_selector"] = watched.label_selector
@@ -577,21 +650,34 @@ class Informer:
         if self._stopping.is_set():
             raise _Stopping()
         timeout = (self.connect_timeout, read_timeout or self.read_timeout)
-        if self.limiter is None:
-            return self._list_fn(_preload_content=False, _request_timeout=timeout, **params)
-        # apiserver_qps/_burst/_max_inflight: the slot is held until the headers arrive,
-        # as client-go's limits apply to starting requests, not to reading watch streams.
-        with self.limiter.request():
-            return self._list_fn(_preload_content=False, _request_timeout=timeout, **params)
+        try:
+            if self.limiter is None:
+                response = self._list_fn(_preload_content=False, _request_timeout=timeout,
+                                         **params)
+            else:
+                # apiserver_qps/_burst/_max_inflight: the slot is held until the headers
+                # arrive, as client-go's limits apply to starting requests, not to reading
+                # watch streams.
+                with self.limiter.request() as waited:
+                    call.waited = waited
+                    response = self._list_fn(_preload_content=False,
+                                             _request_timeout=timeout, **params)
+        except ApiException as error:
+            if error.status:  # 0: the client's own failure (TLS), no response
+                call.code = str(error.status)
+            raise
+        call.code = str(getattr(response, "status", "") or "<error>")
+        return response
 
     def _fetch(self, **params: Any) -> dict[str, Any]:
         """One list request (a page), read whole and decoded."""
-        response = self._request(**params)
-        body = None
-        try:
-            body = response.read()
-        finally:
-            self._release(response, reuse=body is not None)
+        with self._accounted(timed=True) as call:
+            response = self._request(call, **params)
+            body = None
+            try:
+                body = response.read()
+            finally:
+                self._release(response, reuse=body is not None)
         if self._stopping.is_set():
             raise _Stopping()
         document = json.loads(body)
@@ -644,6 +730,7 @@ class Informer:
         if not first:
             self.stats.relists += 1
         self._post(Replace(items))
+        self.last_heard = time.monotonic()
         self.synced_once = True
         log.info("informer {name}: {what} {count} {resource} at rv {rv} in {pages} page(s), "
                  "{seconds:.2f}s ({reason})", name=self.name,
@@ -735,9 +822,11 @@ class Informer:
         started = time.monotonic()
         self.stats.watches += 1
         try:
-            response = self._request(watch=True, resource_version=self.resource_version,
-                                     allow_watch_bookmarks=True, timeout_seconds=timeout,
-                                     read_timeout=self.stall_timeout)
+            with self._accounted(timed=False) as call:
+                response = self._request(call, watch=True,
+                                         resource_version=self.resource_version,
+                                         allow_watch_bookmarks=True, timeout_seconds=timeout,
+                                         read_timeout=self.stall_timeout)
         except urllib3.exceptions.HTTPError as error:
             if _is_read_timeout(error) and not self._stopping.is_set():
                 raise _Stalled(self.stall_timeout, 0) from error
@@ -835,6 +924,7 @@ class Informer:
             return
         if resource_version:
             self.resource_version = str(resource_version)
+        self.last_heard = time.monotonic()
         self._progress()
 
     def _flush(self, pending: list[tuple[str, str, Any]]) -> None:
@@ -942,6 +1032,15 @@ def _describe(error: BaseException) -> str:
 
 def _is_gone(error: BaseException) -> bool:
     return isinstance(error, _Gone) or (isinstance(error, ApiException) and error.status == 410)
+
+
+def _restart_reason(error: BaseException) -> str:
+    """Why a failed watch is opened again (see `InformerObserver.watch_restarted`)."""
+    if isinstance(error, _Stalled):
+        return "stalled"
+    if _is_gone(error) or _history_moved(error):
+        return "expired"
+    return "error"
 
 
 def _may_hide_a_restart(error: BaseException) -> bool:

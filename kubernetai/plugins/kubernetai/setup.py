@@ -7,6 +7,8 @@ Corefile order, which is the order `fallthrough` passes names along.
 
 from __future__ import annotations
 
+from typing import Any
+
 from kubernetai.core.registry import BlockBuilder
 from kubernetai.corefile import Directive
 from kubernetai.pkg.dnsname import in_zone
@@ -14,6 +16,7 @@ from kubernetai.pkg.localaddrs import server_addresses
 from kubernetai.plugins.kubernetai.config import parse_stanza
 from kubernetai.plugins.kubernetai.controller import Cluster
 from kubernetai.plugins.kubernetai.handler import StanzaResolver
+from kubernetai.plugins.kubernetai.metrics import stanza_name
 
 
 class KubernetaiDirective:
@@ -27,9 +30,18 @@ class KubernetaiDirective:
                                   ns_addresses=server_addresses(builder.bind_addresses))
         builder.add_resolver(resolver)
         builder.add_source(cluster, resolver.use_cluster)
+        # Each stanza is ready on its own, so `/ready` names the cluster that is not.
+        builder.add_ready(ready_name(config),
+                          lambda: resolver.cluster.ready())  # the running one after a reload
         builder.warnings.extend(config.warnings)
         if not any(check is chain_warnings for check in builder.checks):
             builder.add_check(chain_warnings)
+
+
+def ready_name(config: Any) -> str:
+    """How `/ready` names a stanza: the plugin, then where the stanza is written and its
+    zones (several stanzas often share a zone)."""
+    return f"kubernetai({stanza_name(config)})"
 
 
 def chain_warnings(builder: BlockBuilder) -> list[str]:

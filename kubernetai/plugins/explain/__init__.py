@@ -1,0 +1,1 @@
+"""The `explain` plugin: see README.md in this folder."""

@@ -1,0 +1,1 @@
+"""The `prometheus` plugin: see README.md in this folder."""

@@ -1,0 +1,1 @@
+"""The `ready` plugin: see README.md in this folder."""

@@ -1,0 +1,1 @@
+"""The `reload` plugin: see README.md in this folder."""
