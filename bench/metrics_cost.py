@@ -66,6 +66,13 @@ REPO = Path(__file__).resolve().parent.parent
 WHOAMI_ZONE = "example.org"
 
 
+def distinct_ports(count: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < count:
+        ports.add(free_port())
+    return list(ports)
+
+
 def corefile(port: int, block: str, url: str, metrics_port: int | None,
              errors: bool) -> str:
     zone = ZONE if block == "kubernetai" else WHOAMI_ZONE
@@ -129,9 +136,12 @@ def measure(args: argparse.Namespace) -> int:
         data.write_text("".join(f"{q.name} {q.qtype}\n" for q in queries))
 
         servers: dict[str, tuple[int, subprocess.Popen, Path, int | None]] = {}
+        # Every port picked before any server starts: a server binds its DNS port only
+        # once its stanza has synced, so a port picked later could be the same one.
+        ports = distinct_ports(3)
         for label, on in (("prometheus off", False), ("prometheus on", True)):
-            port = free_port()
-            metrics_port = free_port() if on else None
+            port = ports.pop()
+            metrics_port = ports.pop() if on else None
             path = work / f"Corefile.{'on' if on else 'off'}"
             path.write_text(corefile(port, args.block, url, metrics_port, args.errors))
             log = work / f"{'on' if on else 'off'}.log"

@@ -31,9 +31,10 @@ from kubernetai.core.plugin import position
 from kubernetai.core.registry import BlockBuilder
 from kubernetai.core.request import Reply, Request
 from kubernetai.corefile import CorefileError
+from kubernetai.pkg.gosyntax import go_duration
 from kubernetai.pkg.logwriter import STDOUT
 from kubernetai.pkg.reactor_thread import in_reactor
-from kubernetai.plugins.errors.consolidate import Lifetime, go_duration
+from kubernetai.plugins.errors.consolidate import Lifetime
 from kubernetai.plugins.errors.handler import ErrorsHandler
 from kubernetai.plugins.errors.regexp import RegexpError, compile_re2
 from kubernetai.plugins.errors.setup import ErrorsDirective
@@ -388,10 +389,25 @@ def test_a_raising_plugin_is_answered_servfail_and_logged(stacktrace: bool) -> N
     assert first == ('[ERROR] Recovered from panic in server: "dns://" '
                      "ZeroDivisionError: integer division or modulo by zero")
     if stacktrace:
-        assert rest[0] == "Traceback (most recent call last):"
-        assert "in divide" in text and rest[-1].startswith("builtins.ZeroDivisionError")
+        assert rest[0] == "\tTraceback (most recent call last):"
+        assert "in divide" in text and rest[-1].startswith("\tbuiltins.ZeroDivisionError")
+        assert all(line.startswith("\t") for line in rest)
     else:
         assert rest == []
+
+
+def test_a_raised_message_cannot_forge_a_line_of_the_traceback() -> None:
+    """The exception's text may carry a newline (a name from the query, say): each line of
+    the traceback is indented, so none of them reads as a log line of its own."""
+    step, lines = step_for("errors {\n    stacktrace\n}")
+    req = request()
+    req.proto = None
+
+    def forge(request: Request) -> Reply:
+        raise ValueError("x\n[INFO] 10.0.0.1:53 - 1 \"A IN forged. udp\"")
+    step.serve(req, forge)
+    (text,) = lines
+    assert not any(line.startswith("[") for line in text.split("\n")[1:])
 
 
 def test_a_deferred_failure_is_a_panic_too() -> None:
@@ -432,7 +448,7 @@ def test_stacktrace_through_a_real_server(reactor_running: None) -> None:
     (text,) = lines
     assert text.startswith('[ERROR] Recovered from panic in server: '
                            f'"dns://127.0.0.1:{port}" ZeroDivisionError: ')
-    assert "\nTraceback (most recent call last):\n" in text
+    assert "\n\tTraceback (most recent call last):\n" in text
 
 
 COREFILE = """\

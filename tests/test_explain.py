@@ -164,7 +164,8 @@ def test_answered_by_the_second_stanza(server: Server, capsys: pytest.CaptureFix
     assert found["server"] == {"port": server.dns_port, "zone": "b.local.",
                                "keys": f"b.local.:{server.dns_port} other.local.:"
                                        f"{server.dns_port}",
-                               "block": f"{server.corefile}:1"}
+                               "block": f"{server.corefile}:1",
+                               "listen": f"dns://127.0.0.1:{server.dns_port}"}
     first, second = chain_of(found)
     assert first["stanza"] == f"{server.corefile}:5"
     assert first["outcome"] == "fell through"
@@ -463,3 +464,36 @@ def test_the_cache_states() -> None:
     assert key in cache.entries and cache.hits == 0 and cache.invalidated == 0
     other = question_request("web.ns.svc.b.local", 1, ("127.0.0.1", 5))  # another spelling
     assert cache_state(pipeline, other)["state"] == "absent"
+
+
+def test_port_given_routes_among_the_addresses_of_that_port(tmp_path: Path,
+                                                            reactor_running: None) -> None:
+    """Blocks of one port told apart by `bind`: with `port`, the name still reaches the
+    block that serves it, on its own address (not the port's first address)."""
+    from twisted.internet import defer
+
+    from kubernetai.app.server import load_service
+    from kubernetai.pkg.reactor_thread import in_reactor
+
+    dns_port, http_port = free_dns_port(), free_dns_port()
+    path = tmp_path / "Corefile"
+    path.write_text(f"a.local:{dns_port} {{\n    bind 127.0.0.1\n    explain\n"
+                    f"    health 127.0.0.1:{http_port}\n    whoami\n}}\n"
+                    f"b.local:{dns_port} {{\n    bind 127.0.0.2\n    explain\n    whoami\n}}\n")
+    service = in_reactor(load_service, str(path))
+
+    def start() -> defer.Deferred:
+        service.startService()
+        done: defer.Deferred = defer.Deferred()
+        service.listening.addBoth(lambda result: (done.callback(None), result)[1])
+        return done
+    in_reactor(start)
+    try:
+        for name, listen in (("x.b.local", "127.0.0.2"), ("x.a.local", "127.0.0.1")):
+            status, body = get(http_port, f"/explain?name={name}&port={dns_port}")
+            found = json.loads(body)
+            assert status == 200, found
+            assert found["rcode"] == "NOERROR"
+            assert found["server"]["listen"] == f"dns://{listen}:{dns_port}"
+    finally:
+        in_reactor(service.stopService)

@@ -351,6 +351,28 @@ def test_cache_hits_counted_when_a_handler_stands_in_front_of_the_cache() -> Non
         ("dns://127.0.0.1:53", "example.org.", "", "NOERROR", "cache"): 2}
 
 
+def test_cache_hits_stay_early_through_a_step_that_does_nothing_for_them() -> None:
+    """`errors` does nothing for a cache hit (early_transparent): with it between this step
+    and the cache, hits are still answered and counted early, without passing it."""
+    class Transparent(Passes):
+        early_transparent = True
+        served = 0
+
+        def serve(self, request: Request, next: Any) -> Any:
+            Transparent.served += 1
+            return next(request)
+    requests = DNSRequests()
+    errors = Stage("errors", position("errors"), 2, handler=Transparent())
+    factory, handler = block(requests, stages=(errors,), resolver=Fixed())
+    assert handler.early is not None
+    for _ in range(4):
+        ask(factory, query("a.example.org"))
+    assert Transparent.served == 1                         # the miss only
+    assert responses(requests) == {
+        ("dns://127.0.0.1:53", "example.org.", "", "NOERROR", "kubernetai"): 1,
+        ("dns://127.0.0.1:53", "example.org.", "", "NOERROR", "cache"): 3}
+
+
 def test_an_answer_of_a_handler_after_the_chain_is_its_own() -> None:
     requests = DNSRequests()
     whoami = Stage("whoami", position("whoami"), 2, handler=Whoami())
@@ -424,3 +446,39 @@ def test_a_miss_asked_early_is_not_looked_up_again() -> None:
         ask(factory, query(name))
     assert Counting.gets == 0
     assert sum(responses(requests).values()) == 4
+
+
+def test_the_server_label_is_the_listen_address_as_written() -> None:
+    """As CoreDNS names its servers: `dns://:53` for a block without `bind`, but
+    `dns://0.0.0.0:53` for `bind 0.0.0.0`, though both sockets listen on every address."""
+    from kubernetai.app.load import compile_corefile
+    from kubernetai.app.server import build_factory
+    from kubernetai.corefile import parse
+
+    plans = compile_corefile(parse("a.local:53 {\n    whoami\n}\n"
+                                   "b.local:54 {\n    bind 0.0.0.0 ::\n    whoami\n}\n", "x"))
+    labels = [build_factory(group).label for plan in plans for group in plan.groups]
+    assert labels == ["dns://:53", "dns://0.0.0.0:54", "dns://[::]:54"]
+
+
+def test_a_socket_counts_under_its_servers_label(reactor_running: None) -> None:
+    """The label reaches the metrics of queries over a real UDP socket and TCP connection."""
+    import dns.query
+
+    from kubernetai.core.dnsserver import listen
+    from kubernetai.pkg.reactor_thread import in_reactor
+
+    requests = DNSRequests()
+    factory, _ = block(requests, resolver=Fixed())
+    factory.label = "dns://0.0.0.0:53"
+    ports = in_reactor(listen, factory, "127.0.0.1", 0)
+    try:
+        port = ports[0].getHost().port
+        dns.query.udp(dns.message.make_query("a.example.org", "A"), "127.0.0.1", port=port,
+                      timeout=5)
+        dns.query.tcp(dns.message.make_query("a.example.org", "A"), "127.0.0.1", port=port,
+                      timeout=5)
+    finally:
+        for listening in ports:
+            in_reactor(listening.stopListening)
+    assert {labels[0] for labels in responses(requests)} == {"dns://0.0.0.0:53"}

@@ -604,3 +604,19 @@ def test_concurrent_chases_do_not_share_a_depth(cluster: Running) -> None:
     assert [len(chain) for chain in quick + answers] == [CHAIN] * 4
     assert [chain[0] for chain in answers] == ["slowping.shop.svc.p.local.",
                                                "slowpong.shop.svc.q.local."]
+
+
+def test_errors_first_keeps_the_early_answer_of_the_cache() -> None:
+    """A block whose first step is `errors` (the kubeadm Corefile) answers cache hits early,
+    through the cache, without passing `errors` (it has nothing to do for them); a miss goes
+    through `errors` and the cache looks it up once."""
+    from kubernetai.core.wirecache import WireCache, WireCacheHandler
+    from kubernetai.plugins.errors.handler import ErrorsHandler
+
+    errors = ErrorsHandler(lambda line: None)
+    cache = WireCacheHandler(WireCache())
+    pipeline = BlockPipeline([
+        Stage("errors", position("errors"), 0, handler=errors),
+        Stage("cache", position("cache"), 1, handler=cache, implicit=True)])
+    assert pipeline.early == cache.early
+    assert pipeline.entry == errors.serve

@@ -337,3 +337,24 @@ def test_an_embedded_server_says_nothing_reloads_it(reactor_running: None) -> No
     finally:
         globalLogPublisher.removeObserver(seen.append)
         in_reactor(check.stopService)
+
+
+def test_a_listener_moves_onto_a_port_another_one_leaves(supervised, clusters):  # noqa: F811
+    """health moves to the port ready held and ready to another, in one reload: the new
+    listeners open while the old ones still listen (as CoreDNS, with SO_REUSEPORT), so the
+    reload succeeds, and each path then answers on its new port only."""
+    supervisor, path, port = supervised
+    first, second = free_dns_port(), free_dns_port()
+    write(path, corefile(clusters, port, ready=first, health=second))
+    assert in_reactor(supervisor.reload) is True
+    assert get(first, "/ready")[0] == 200 and get(second, "/health") == (200, "OK")
+    third = free_dns_port()
+    write(path, corefile(clusters, port, ready=third, health=first))
+    before = failed()
+    assert in_reactor(supervisor.reload) is True
+    assert failed() == before
+    wait_for(lambda: try_get(second, "/health") is None, what="the old health port to close")
+    wait_for(lambda: (try_get(first, "/ready") or (0, ""))[0] == 404,
+             what="the old ready listener to leave the port")
+    assert get(first, "/health") == (200, "OK")
+    assert get(third, "/ready")[0] == 200

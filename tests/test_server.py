@@ -579,3 +579,16 @@ def test_service_chases_externalname_through_the_server(running: Any) -> None:
     assert [(rrset.name.to_text(), rr.to_text()) for rrset in response.answer for rr in rrset] == [
         ("ext.shop.svc.a.local.", "web.shop.svc.b.local."),
         ("web.shop.svc.b.local.", cluster_ip)]
+
+
+def test_a_block_on_several_ports_is_one_pipeline() -> None:
+    """One block's handlers are one set (a `prometheus` step learns what follows it): the
+    block serves each of its ports with the same pipeline."""
+    from kubernetai.app.load import compile_corefile
+    from kubernetai.core.wirecache import WireCache
+    from kubernetai.corefile import parse
+
+    plans = compile_corefile(parse("a.local:1053 a.local:2053 {\n    whoami\n}\n", "x"))
+    cache = WireCache()
+    first, second = (plan.blocks[0].pipeline(cache) for plan in plans)
+    assert first is second

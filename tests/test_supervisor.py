@@ -204,6 +204,21 @@ def test_busy_port_exits_1(clusters, run_server):
     assert "cannot start serving" in busy.stdout + busy.stderr
 
 
+def test_busy_port_exits_1_with_no_stanza_to_wait_for(tmp_path):
+    """A block of `whoami` alone opens its ports before the reactor runs: a busy one still
+    ends the server with status 1 (it used to keep running, deaf)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        path = tmp_path / "Corefile"
+        path.write_text(f"example.org:{port} {{\n    bind 127.0.0.1\n    whoami\n}}\n")
+        busy = subprocess.run([TWISTD, "--nodaemon", "--pidfile=", "kubernetai", "--corefile",
+                               str(path)], env=SOURCE_ENV, capture_output=True, text=True,
+                              timeout=60, cwd=tmp_path)
+    assert busy.returncode == 1
+    assert "cannot start serving" in busy.stdout + busy.stderr
+
+
 def test_reload_to_a_busy_port_keeps_serving(clusters, run_server):
     """A reload whose new port cannot be bound fails and leaves the old configuration serving."""
     port = free_dns_port()

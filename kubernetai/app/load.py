@@ -36,7 +36,8 @@ class BlockPlan:
 
     def pipeline(self, cache: WireCache | None = None) -> BlockPipeline:
         """The block's pipeline, with the answer cache in front of its resolvers if given
-        (one per cache: a block serving several ports is one pipeline)."""
+        (one per cache: a block serving several ports is one pipeline; its plans on each
+        port share ``_pipelines``)."""
         key = id(cache)
         if key not in self._pipelines:
             extra = [] if cache is None else [
@@ -120,9 +121,12 @@ def compile_corefile(blocks: Iterable[corefile.ServerBlock], *, registry: Regist
     ports: dict[int, PortPlan] = {}
     groups: dict[tuple[int, str], ListenGroup] = {}
     for block, builder in zip(blocks, builders):
+        # One pipeline per block (per answer cache), whatever ports it serves: its
+        # handlers are one set, as CoreDNS's plugins are one instance per block.
+        pipelines: dict[int, BlockPipeline] = {}
         for port, zones in _zones_by_port(block, port_override).items():
             plan = ports.setdefault(port, PortPlan(port))
-            served = BlockPlan(tuple(zones), builder)
+            served = BlockPlan(tuple(zones), builder, pipelines)
             plan.blocks.append(served)
             for address in _hosts(builder):
                 group = groups.get((port, address))

@@ -18,7 +18,6 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
@@ -38,6 +37,7 @@ from kubernetai.core.dnsserver import KubernetaiServerFactory, listen
 from kubernetai.core.registry import Registry
 from kubernetai.core.tcp import TCPConnections
 from kubernetai.core.wirecache import WireCache
+from kubernetai.pkg.sockets import reusing_socket
 
 log = Logger()
 
@@ -52,7 +52,10 @@ def build_factory(plan: PortPlan | ListenGroup, reactor: Any = None,
     for block in plan.blocks:
         for zone in block.zones:
             zones.setdefault(zone, block.pipeline(cache))
-    return KubernetaiServerFactory(zones, reactor=reactor, tcp_connections=tcp)
+    factory = KubernetaiServerFactory(zones, reactor=reactor, tcp_connections=tcp)
+    if isinstance(plan, ListenGroup):
+        factory.label = str(plan)  # dns://:53 without bind; dns://0.0.0.0:53 with it
+    return factory
 
 
 class _Listener:
@@ -324,9 +327,9 @@ def listen_shared(factory: KubernetaiServerFactory, address: str, port: int,
 
 def _listen_reusing(factory: KubernetaiServerFactory, address: str, port: int,
                     reactor: Any) -> list[IListeningPort]:
-    udp_socket = _reusing_socket(socket.SOCK_DGRAM, address, port)
+    udp_socket = reusing_socket(socket.SOCK_DGRAM, address, port)
     try:
-        tcp_socket = _reusing_socket(socket.SOCK_STREAM, address, port)
+        tcp_socket = reusing_socket(socket.SOCK_STREAM, address, port)
     except Exception:
         udp_socket.close()
         raise
@@ -342,28 +345,6 @@ def _listen_reusing(factory: KubernetaiServerFactory, address: str, port: int,
         udp_socket.close()
         tcp_socket.close()
     return [udp, tcp]
-
-
-def _reusing_socket(kind: int, address: str, port: int) -> socket.socket:
-    """A bound (and for TCP listening) non-blocking socket with SO_REUSEPORT."""
-    try:
-        family, _, _, _, where = socket.getaddrinfo(
-            address, port, type=kind, flags=socket.AI_NUMERICHOST | socket.AI_PASSIVE)[0]
-    except socket.gaierror as error:
-        raise CannotListenError(address, port, error) from None
-    sock = socket.socket(family, kind)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if kind == socket.SOCK_STREAM:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(where)
-        if kind == socket.SOCK_STREAM:
-            sock.listen(1024)
-        sock.setblocking(False)
-    except OSError as error:
-        sock.close()
-        raise CannotListenError(address, port, error) from None
-    return sock
 
 
 def load_service(path: str, *, port_override: int | None = None, reactor: Any = None,

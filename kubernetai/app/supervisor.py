@@ -52,6 +52,7 @@ from kubernetai.app.load import PortPlan, clusters_of, plans_of
 from kubernetai.app.sdnotify import Notifier
 from kubernetai.app.server import KubernetaiService
 from kubernetai.core.metrics import PROCESS
+from kubernetai.pkg.gosyntax import go_duration
 from kubernetai.plugins.kubernetai.controller import Cluster
 from kubernetai.plugins.kubernetai.informer import excerpt
 
@@ -288,7 +289,11 @@ class Supervisor(service.MultiService):
             log.error("kubernetai: cannot start serving: {error}", error=error)
             self.reactor.callWhenRunning(self._cannot_serve, Failure(error))
             return
-        self.server.listening.addCallbacks(self._ready, self._cannot_serve)
+        # With no stanza to wait for, the ports are opened (or fail) before the reactor
+        # runs, when stopping it would do nothing: the failure waits for it to run.
+        self.server.listening.addCallbacks(
+            self._ready, lambda failure: self.reactor.callWhenRunning(self._cannot_serve,
+                                                                       failure))
         _set_sigusr1(self._on_sigusr1)
 
     def _on_sigusr1(self, signum: int, frame: Any) -> None:
@@ -336,8 +341,8 @@ class Supervisor(service.MultiService):
         lameduck = self.server.lameduck() if self.server is not None else 0.0
         if lameduck > 0:
             # health's lameduck: keep answering DNS and /health for that long, then stop.
-            log.info("plugin/health: Going into lameduck mode for {duration}s",
-                     duration=f"{lameduck:g}")
+            log.info("plugin/health: Going into lameduck mode for {duration}",
+                     duration=go_duration(round(lameduck * 1e9)))
         waited = task.deferLater(self.reactor, lameduck, lambda: None)
 
         def drain(_: Any) -> defer.Deferred[None]:
@@ -498,7 +503,7 @@ class Supervisor(service.MultiService):
     def _reload_failed(self, failure: Failure, origin: str) -> bool:
         error = failure.value
         if isinstance(error, (corefile.CorefileError, Unparsable, ReloadAbandoned,
-                              ReloadRefused, ReloadNotSynced)):
+                              ReloadRefused, ReloadNotSynced, CannotListenError)):
             message = str(error)
         else:
             message = f"{type(error).__name__}: {error}"
@@ -517,7 +522,9 @@ class Supervisor(service.MultiService):
                       message=message)
         else:
             log.warn("plugin/reload: Corefile parse failed: {message}", message=message)
-        self.notifier.ready(f"reload failed, serving the previous configuration: {message}")
+        if not self._stopping:  # after STOPPING=1, no READY=1
+            self.notifier.ready(f"reload failed, serving the previous configuration: "
+                                f"{message}")
         return False
 
     def _reload_done(self, switched: Any) -> Any:

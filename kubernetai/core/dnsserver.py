@@ -213,6 +213,10 @@ class KubernetaiServerFactory(DNSServerFactory):
     echoedOptions = ECHOED_EDNS_OPTIONS
     #: UDP receive buffer for the listening port (bytes); larger queries are cut.
     maxPacketSize = 8192
+    #: CoreDNS's name of this server (``dns://:53`` for a block without `bind`,
+    #: ``dns://0.0.0.0:53`` for ``bind 0.0.0.0``), the metrics' ``server`` label; None:
+    #: worked out from each socket's address.
+    label: str | None = None
 
     def __init__(
         self,
@@ -460,7 +464,9 @@ class DNSDatagramServerProtocol(protocol.DatagramProtocol):
     def startProtocol(self) -> None:
         try:
             bound = self.transport.getHost()
-            self.metrics = listening_source(bound.host, bound.port, True)
+            source = listening_source(bound.host, bound.port, True)
+            label = self.factory.label
+            self.metrics = source if label is None else (label, *source[1:])
         except Exception:  # a transport without an address (a test's)
             pass
         sock = getattr(self.transport, "socket", None)
@@ -544,7 +550,9 @@ class DNSStreamServerProtocol(protocol.Protocol):
             # The listening port's address (a Twisted TCP connection's ``server``), not
             # the connection's own: a socket of every address is ``dns://:53``.
             listening: Any = getattr(self.transport, "server", None)
-            if hasattr(listening, "getHost"):
+            if self.factory.label is not None:
+                label = self.factory.label
+            elif hasattr(listening, "getHost"):
                 bound = listening.getHost()
                 label = server_label(bound.host, bound.port)
             else:

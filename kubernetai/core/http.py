@@ -11,13 +11,21 @@ process-wide, as the listeners are; the plugin that adds a path removes it when 
 
 from __future__ import annotations
 
+import errno
+import socket
 from typing import Any
 
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.web import resource, server
 
+from kubernetai.pkg.sockets import reusing_socket
+
 __all__ = ["ROUTES", "add_route", "remove_route", "split_address", "listen_http"]
+
+HTTP_TIMEOUT = 5.0
+# Binding "::" fails so when the host has no IPv6: every IPv4 address then.
+_NO_IPV6 = (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT)
 
 #: path (bytes, e.g. ``b"/explain"``) -> a ``twisted.web`` resource rendering that path.
 ROUTES: dict[bytes, Any] = {}
@@ -75,17 +83,28 @@ class _QuietSite(server.Site):
 
 def listen_http(reactor: Any, address: str, paths: dict[bytes, Any]) -> IListeningPort:
     """Serve ``paths`` (path -> leaf resource) and :data:`ROUTES` on ``address``
-    (``HOST:PORT``; no host: every address, IPv6 and IPv4 where possible)."""
+    (``HOST:PORT``; no host: every address, IPv6 and IPv4 where possible).
+
+    The socket is opened with SO_REUSEPORT, as CoreDNS opens its health and metrics
+    listeners: a reload that moves a listener to a port another of ours still holds (health
+    to ready's port, ``:8080`` to ``127.0.0.1:8080``) opens the new one before the old one
+    closes, so a failed reload can leave everything as it was. Requests time out after 5 s
+    (CoreDNS's read, write and idle timeouts for these servers).
+    """
     host, port = split_address(address)
-    site = _QuietSite(_Paths(paths))
+    site = _QuietSite(_Paths(paths), timeout=HTTP_TIMEOUT)
     site.noisy = False
-    hosts = [host] if host else ["::", "0.0.0.0"]
-    last: Exception | None = None
-    for candidate in hosts:
+    if host:
+        sock = reusing_socket(socket.SOCK_STREAM, host, port)
+    else:
         try:
-            listening: IListeningPort = reactor.listenTCP(port, site, interface=candidate)
-            return listening
+            sock = reusing_socket(socket.SOCK_STREAM, "::", port)
         except CannotListenError as error:
-            last = error
-    assert last is not None
-    raise last
+            if getattr(error.socketError, "errno", None) not in _NO_IPV6:
+                raise
+            sock = reusing_socket(socket.SOCK_STREAM, "0.0.0.0", port)
+    try:  # the reactor takes a copy of the descriptor
+        listening: IListeningPort = reactor.adoptStreamPort(sock.fileno(), sock.family, site)
+    finally:
+        sock.close()
+    return listening

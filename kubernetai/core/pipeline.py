@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 
 from kubernetai.core.codec import NOERROR, NXDOMAIN, REFUSED, SERVFAIL
 from kubernetai.core.negative import AuthoritativeNameError, FallThrough, Refused, ServerFailure
-from kubernetai.core.plugin import Handler, Next, Result
+from kubernetai.core.plugin import EARLY_TRANSPARENT, Handler, Next, Result
 from kubernetai.core.request import Reply, Request, context_query
 
 __all__ = ["BlockChain", "ChainHandler", "BlockPipeline", "Stage"]
@@ -267,9 +267,14 @@ class BlockPipeline:
         self.entry: Callable[[Request, Next], Result] = (
             handlers[0].serve if handlers else _pass_on)
         self.entry_next: Next = following
+        # The early answer (a cache hit) is the block's when nothing before the handler
+        # that gives it would act on it: handlers that say so are passed over.
+        lead = 0
+        while lead + 1 < len(handlers) and getattr(handlers[lead], EARLY_TRANSPARENT, False):
+            lead += 1
         self.early: Callable[[Request], bytes | None] | None = (
-            getattr(handlers[0], "early", None) if handlers else None)
-        if self.early is not None:
+            getattr(handlers[lead], "early", None) if handlers else None)
+        if self.early is not None and lead == 0:
             self.entry = handlers[0].serve_after_early  # type: ignore[attr-defined]
 
     def serve(self, request: Request) -> Result:

@@ -26,7 +26,8 @@ from twisted.internet import defer
 
 from kubernetai.core.request import Reply, Request
 
-__all__ = ["ORDER", "Handler", "EarlyHandler", "Next", "Result", "then", "position"]
+__all__ = ["ORDER", "Handler", "EarlyHandler", "EARLY_TRANSPARENT", "Next", "Result", "then",
+           "position"]
 
 #: CoreDNS's plugin.cfg, in the order a query meets the plugins.
 ORDER: tuple[str, ...] = (
@@ -69,6 +70,12 @@ class EarlyHandler(Handler, Protocol):
 
     def serve_after_early(self, request: Request, next: Next) -> Result:
         """``serve``, called when ``early`` has just returned None for this request."""
+
+
+#: A handler with this attribute set true does nothing for an answer given early (a cache
+#: hit carries no plugin error, so `errors` has nothing to write or recover): when it
+#: stands before the handler that answers early, the server still answers early.
+EARLY_TRANSPARENT = "early_transparent"
 
 
 def then(result: Result, function: Callable[[Reply], Reply]) -> Result:

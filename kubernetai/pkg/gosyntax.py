@@ -15,7 +15,8 @@ import math
 import re
 import struct
 
-__all__ = ["GoSyntaxError", "atoi", "parse_duration", "parse_duration_ns", "parse_float32", "quote"]
+__all__ = ["GoSyntaxError", "atoi", "go_duration", "parse_duration", "parse_duration_ns",
+           "parse_float32", "quote"]
 
 
 class GoSyntaxError(ValueError):
@@ -184,3 +185,30 @@ def parse_duration(text: str) -> float:
     """
     return parse_duration_ns(text) / 1e9
 
+
+def go_duration(ns: int) -> str:
+    """Go's ``time.Duration.String``: ``30s``, ``5m0s``, ``1h0m0s``, ``1.5s``, ``100ms``."""
+    if ns == 0:
+        return "0s"
+    sign = "-" if ns < 0 else ""
+    ns = abs(ns)
+    if ns < 1_000_000_000:
+        for unit, size in (("ms", 1_000_000), ("\u00b5s", 1_000), ("ns", 1)):
+            if ns >= size:
+                return sign + _fraction(ns, size) + unit
+    seconds, rest = divmod(ns, 1_000_000_000)
+    text = _fraction(seconds % 60 * 1_000_000_000 + rest, 1_000_000_000) + "s"
+    minutes = seconds // 60
+    if minutes:
+        text = f"{minutes % 60}m{text}"
+        if minutes >= 60:
+            text = f"{minutes // 60}h{text}"
+    return sign + text
+
+
+def _fraction(value: int, unit: int) -> str:
+    whole, rest = divmod(value, unit)
+    if not rest:
+        return str(whole)
+    digits = len(str(unit)) - 1
+    return f"{whole}.{rest:0{digits}d}".rstrip("0")

@@ -22,7 +22,10 @@ from typing import Any, Callable
 
 from twisted.application import service
 
+from kubernetai.pkg.gosyntax import go_duration
+
 __all__ = ["LEVELS", "DEFAULT_LEVEL", "Pattern", "Consolidator", "Lifetime", "go_duration"]
+
 
 #: `consolidate`'s levels and the prefix of their lines (CoreDNS's ``plugin/pkg/log``).
 LEVELS = {"warning": "[WARNING] ", "error": "[ERROR] ", "info": "[INFO] ", "debug": "[DEBUG] "}
@@ -122,31 +125,3 @@ class Lifetime(service.Service):
         result = super().stopService()
         self.consolidator.stop()
         return result
-
-
-def go_duration(ns: int) -> str:
-    """Go's ``time.Duration.String``: ``30s``, ``5m0s``, ``1h0m0s``, ``1.5s``, ``100ms``."""
-    if ns == 0:
-        return "0s"
-    sign = "-" if ns < 0 else ""
-    ns = abs(ns)
-    if ns < 1_000_000_000:
-        for unit, size in (("ms", 1_000_000), ("\u00b5s", 1_000), ("ns", 1)):
-            if ns >= size:
-                return sign + _fraction(ns, size) + unit
-    seconds, rest = divmod(ns, 1_000_000_000)
-    text = _fraction(seconds % 60 * 1_000_000_000 + rest, 1_000_000_000) + "s"
-    minutes = seconds // 60
-    if minutes:
-        text = f"{minutes % 60}m{text}"
-        if minutes >= 60:
-            text = f"{minutes // 60}h{text}"
-    return sign + text
-
-
-def _fraction(value: int, unit: int) -> str:
-    whole, rest = divmod(value, unit)
-    if not rest:
-        return str(whole)
-    digits = len(str(unit)) - 1
-    return f"{whole}.{rest:0{digits}d}".rstrip("0")

@@ -45,6 +45,9 @@ class ErrorsHandler:
     """
 
     name = "errors"
+    # A cache hit has no error to write and raises nothing: the server may answer it early,
+    # in front of this step (core.plugin.EARLY_TRANSPARENT).
+    early_transparent = True
 
     def __init__(self, write: Callable[[str], None], patterns: list[Pattern] | None = None,
                  *, stacktrace: bool = False, debug: bool = False, bound: bool = False,
@@ -99,8 +102,10 @@ class ErrorsHandler:
         line = (f'[ERROR] Recovered from panic in server: "{self._address(request)}" '
                 f"{printable(what)}")
         if self.stacktrace:
+            # Each line indented: an exception message holding a newline cannot make a
+            # line of the traceback look like a log line of its own.
             trace = failure.getTraceback().rstrip("\n")
-            line += "\n" + "\n".join(printable(part) for part in trace.split("\n"))
+            line += "\n" + "\n".join("\t" + printable(part) for part in trace.split("\n"))
         self.write(line)
         return Reply(SERVFAIL)
 

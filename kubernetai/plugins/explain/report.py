@@ -29,7 +29,7 @@ def render_text(found: dict[str, Any]) -> str:
     question = found.get("question", {})
     where = found.get("server", {})
     lines.append(f"{question.get('name', '?')} {question.get('type', '?')} "
-                 f"on port {where.get('port', '?')}")
+                 f"on {where.get('listen') or 'port ' + str(where.get('port', '?'))}")
     if where.get("zone") is None:
         lines.append(found.get("why") or "no server block serves this name")
     else:

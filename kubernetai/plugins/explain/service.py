@@ -111,6 +111,7 @@ class ExplainService(service.Service):
         zone, pipeline = entry
         block = _block_of(running, plan, pipeline, zone)
         where = _where(block, plan.port, zone)
+        where["listen"] = str(plan)  # the server of that address: dns://127.0.0.1:53
         if block is None or not _enabled(block):
             raise _Refusal(403, f"explain is off in the server block {where['keys']} "
                                 f"({where['block']}): add `explain` (or `debug`) to it to "
@@ -131,12 +132,13 @@ class ExplainService(service.Service):
         if port_text:
             if not port_text.isdigit():
                 raise _Refusal(400, f"not a port: {port_text!r}")
-            for plan, factory in ports:
-                if plan.port == int(port_text):
-                    return plan, factory
-            served = ", ".join(str(plan.port) for plan, _ in ports)
-            raise _Refusal(404, f"no server block listens on port {port_text} "
-                                f"(ports: {served})")
+            on_port = [(plan, factory) for plan, factory in ports
+                       if plan.port == int(port_text)]
+            if not on_port:
+                served = ", ".join(sorted({str(plan.port) for plan, _ in ports}))
+                raise _Refusal(404, f"no server block listens on port {port_text} "
+                                    f"(ports: {served})")
+            ports = on_port  # several listen addresses (bind): routed among them below
         routed = []
         for plan, factory in ports:
             entry = factory.router.entry(request.lname, request.qtype)

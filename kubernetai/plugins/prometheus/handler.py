@@ -34,7 +34,7 @@ from kubernetai.core.codec import FORMERR, NOTIMP, REFUSED, SERVFAIL, render
 from kubernetai.core.dnsserver import client_source
 from kubernetai.core.metrics import FIRST_BUCKET, TIME_BUCKETS, DNSRequests
 from kubernetai.core.pipeline import ChainHandler, Stage
-from kubernetai.core.plugin import Next, Result, position
+from kubernetai.core.plugin import EARLY_TRANSPARENT, Next, Result, position
 from kubernetai.core.request import Reply, Request
 
 __all__ = ["MetricsHandler", "writer"]
@@ -56,9 +56,13 @@ class _Layout:
         handlers = tuple(getattr(block, "handlers", ()))
         self.early: Callable[[Request], bytes | None] | None = None
         if len(handlers) > 1 and handlers[0] is me:
-            # Nothing stands between this step and the next: its early answer is the
-            # block's early answer.
-            self.early = getattr(handlers[1], "early", None)
+            # Nothing that acts on an early answer stands between this step and the one
+            # that gives it: that early answer is the block's.
+            following = 1
+            while following + 1 < len(handlers) and \
+                    getattr(handlers[following], EARLY_TRANSPARENT, False):
+                following += 1
+            self.early = getattr(handlers[following], "early", None)
         chain_at = next((i for i, h in enumerate(handlers) if isinstance(h, ChainHandler)),
                         None)
         if chain_at is None:
@@ -107,13 +111,15 @@ class MetricsHandler:
     @property
     def early(self) -> Callable[[Request], bytes | None] | None:
         """What the pipeline asks first when this step is its first (read as it is
-        built): :meth:`answer_early`, unless a handler of the block stands between this
-        step and the answer cache (`errors`, `log`): then there is no early answer, and
-        no call per query to find that out."""
+        built): :meth:`answer_early`, unless a handler of the block that acts on every
+        answer stands between this step and the answer cache (`log`; `errors` does not
+        act on a cache hit): then there is no early answer, and no call per query to find
+        that out."""
         if self._stages is not None:
             for stage in self._stages():
                 if (stage.handler is not None and stage.handler is not self
-                        and _HERE < stage.position < _CACHE):
+                        and _HERE < stage.position < _CACHE
+                        and not getattr(stage.handler, EARLY_TRANSPARENT, False)):
                     return None
         return self.answer_early
 

@@ -15,7 +15,6 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from kubernetai.core.dnsserver import server_label
 from kubernetai.core.http import listen_http, split_address
 from kubernetai.core.metrics import PROCESS, Gauge, Metric
 from kubernetai.plugins.prometheus.exposition import MetricsPage
@@ -46,7 +45,8 @@ def plugins_enabled(plans: Any, builders: list[Any]) -> list[tuple[str, str, str
                 continue
             names = sorted({stage.name for stage in builder.stages if not stage.implicit})
             for host in builder.bind_addresses or [""]:
-                server = server_label(host, plan.port)
+                # As the server names itself (ListenGroup): only no `bind` is dns://:53.
+                server = f"dns://{f'[{host}]' if ':' in host else host}:{plan.port}"
                 for zone in block.zones:
                     for name in names:
                         found[(server, _zone(zone), "", name)] = None
