@@ -358,3 +358,27 @@ def test_a_listener_moves_onto_a_port_another_one_leaves(supervised, clusters): 
              what="the old ready listener to leave the port")
     assert get(first, "/health") == (200, "OK")
     assert get(third, "/ready")[0] == 200
+
+
+def test_a_kept_stanza_is_named_where_it_is_written_now(supervised, clusters):  # noqa: F811
+    """A line added above the stanzas keeps them running (same options), and they are
+    named by their new lines from the switch on: metrics' `stanza` label as `/ready`'s."""
+    supervisor, path, port = supervised
+
+    def synced_names() -> set[str]:
+        def read() -> set[str]:
+            found = [m for m in PROCESS if m.name == "kubernetai_synced"]
+            return {labels[0] for metric in found for labels in metric.values}
+        return in_reactor(read)
+    before = synced_names()
+    assert before and all(name.startswith("Corefile:") for name in before)
+    write(path, corefile(clusters, port, extra="    whoami\n"))  # one line more
+    running = set(supervisor.clusters)
+    assert in_reactor(supervisor.reload) is True
+    assert set(supervisor.clusters) == running          # kept warm, not restarted
+    after = synced_names()
+    moved = {f"Corefile:{int(name.split()[0].split(':')[1]) + 1} {name.split(' ', 1)[1]}"
+             for name in before}
+    assert after == moved
+    assert {f"{c.config.line}" for c in supervisor.clusters} == \
+        {name.split()[0].split(":")[1] for name in after}

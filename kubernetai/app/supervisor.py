@@ -210,23 +210,29 @@ def read_in_thread(reactor: Any, timeout: float, read: Callable[[], Any]
     return result, thread
 
 
-def reuse_clusters(plans: list[PortPlan], running: list[Cluster]) -> list[Cluster]:
+def reuse_clusters(plans: list[PortPlan], running: list[Cluster],
+                   written: dict[Cluster, Any] | None = None) -> list[Cluster]:
     """Point new stanzas at running clusters with the same options; return the ones kept.
 
     Equal fingerprints mean the same API connection and the same answers, so the running
     cluster (warm cache, informers already watching) serves the new stanza unchanged.
+    ``written`` gets, for each kept cluster, the new stanza's configuration (where it is
+    written now), for :meth:`Cluster.relocate` once the switch is made.
     """
     available = {cluster.config.fingerprint(): cluster for cluster in running}
     kept: list[Cluster] = []
     for plan in plans:
         for block in plan.blocks:
             for entry in block.builder.sources:
-                old = available.pop(entry.source.config.fingerprint(), None)
+                new = entry.source
+                old = available.pop(new.config.fingerprint(), None)
                 if old is None:
                     continue
                 entry.rebind(old)
                 entry.source = old
                 kept.append(old)
+                if written is not None:
+                    written[old] = new.config
     return kept
 
 
@@ -459,7 +465,8 @@ class Supervisor(service.MultiService):
         """
         plans = configuration.plans
         running = [c for c in self.clusters if isinstance(c, Cluster)]
-        kept = reuse_clusters(plans, running)
+        written: dict[Cluster, Any] = {}
+        kept = reuse_clusters(plans, running, written)
         fresh = [c for c in clusters_of(plans) if c not in kept]
         for cluster in fresh:
             cluster.setServiceParent(self.clusters)
@@ -489,6 +496,8 @@ class Supervisor(service.MultiService):
             for cluster in fresh:  # the running configuration stays as it was
                 yield defer.maybeDeferred(cluster.disownServiceParent)
             raise
+        for cluster, config in written.items():  # named where the stanza is written now
+            cluster.relocate(config)
         self.digest = configuration.digest
         self._attach_extras()  # on the turn of the switch: a `reload` it started waits for it
         retired = [c for c in running if c not in kept]

@@ -112,6 +112,18 @@ class Cluster(service.Service):
     def synced(self) -> bool:
         return self.cache.has_synced(self.required)
 
+    def relocate(self, config: StanzaConfig) -> None:
+        """A reload kept this cluster for a stanza with the same options written elsewhere
+        (a line added above it): it is named where it is written now, in logs, `/ready`,
+        metrics and explain. Everything the fingerprint covers is the same, so nothing
+        it serves changes."""
+        if config is self.config:
+            return
+        old_name = metrics.stanza_name(self.config)
+        self.config = config
+        self.label = f"{config.filename}:{config.line} {' '.join(config.zones)}"
+        metrics.renamed(self, old_name)
+
     def ready(self) -> bool:
         """Ready for `/ready`: synced, or its ``startup_timeout`` ran out since it started
         (as the server then serves what it has)."""

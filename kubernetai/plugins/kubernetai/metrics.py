@@ -145,6 +145,21 @@ def attach(cluster: Any) -> StanzaCounters:
     return counters
 
 
+def renamed(cluster: Any, old_name: str) -> None:
+    """A running cluster now serves a stanza written elsewhere (a reload added a line above
+    it): its series and counters follow it to its new name. Its informers keep counting
+    into the same record, so only a record it has to itself is renamed (a second cluster
+    of the old name, a moment of a reload, keeps it)."""
+    counters = _STANZAS.get(old_name)
+    name = stanza_name(cluster.config)
+    if name == old_name or counters is None or counters.clusters != [cluster] \
+            or name in _STANZAS:
+        return
+    del _STANZAS[old_name]
+    counters.name = name
+    _STANZAS[name] = counters
+
+
 def detach(cluster: Any) -> None:
     """A cluster stops: when it was the last of its stanza name, the stanza's series go."""
     name = stanza_name(cluster.config)
