@@ -46,11 +46,11 @@ DIG_LINES = (
     "# PTR, answered by the second cluster\n"
     "  dig @127.0.0.1 -p {port} nope.shared.svc.conglomeration.local    "
     "# NXDOMAIN with the zone SOA\n"
-    "  curl http://127.0.0.1:{health}/health                            "
+    "  curl http://127.0.0.1:{health}/health                              "
     "# OK while the process runs\n"
-    "  curl http://127.0.0.1:{ready}/ready                             "
+    "  curl http://127.0.0.1:{ready}/ready                               "
     "# OK once every cluster has synced\n"
-    "  curl http://127.0.0.1:{metrics}/metrics                          "
+    "  curl http://127.0.0.1:{metrics}/metrics                             "
     "# Prometheus metrics\n"
     "  kubernetai explain --server http://127.0.0.1:{health} reports.shared.svc.cluster.local"
     "\n"
@@ -200,15 +200,19 @@ def _corefile_for(corefile: Path, bound: Sequence[int], directory: Path,
 def run_demo(args: argparse.Namespace) -> int:
     """Start the demo clusters and the DNS server; run until interrupted."""
     from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from twisted.logger import globalLogBeginner
 
+    from kubernetai.app.logs import CoreDNSObserver
     from kubernetai.app.server import load_service
     from kubernetai.corefile import CorefileError
+    from kubernetai.pkg.logwriter import LineWriter
     from kubernetai.sandbox.ports import free_port
 
     corefile = Path(args.corefile) if args.corefile else _find("Corefile.example")
     examples = Path(args.examples) if args.examples else _find("examples")
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)],
+    # The server's own lines in CoreDNS's shape ([INFO] ...), on stderr: stdout has the
+    # demo's lines and the `log` plugin's query lines.
+    globalLogBeginner.beginLoggingTo([CoreDNSObserver(LineWriter(sys.stderr))],
                                      redirectStandardIO=False)
     sandboxes = _start_api_servers(examples, args.api_ports)
     if sandboxes is None:
