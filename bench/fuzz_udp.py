@@ -82,6 +82,7 @@ COREFILE = """\
 cluster.local assemblage.local conglomeration.local in-addr.arpa ip6.arpa {{
     bind 127.0.0.1
     errors
+    prometheus 127.0.0.1:0
 {log}
     kubernetai cluster.local in-addr.arpa ip6.arpa {{
         endpoint {cluster}
@@ -100,6 +101,7 @@ cluster.local assemblage.local conglomeration.local in-addr.arpa ip6.arpa {{
 fall.test {{
     bind 127.0.0.1
     errors
+    prometheus 127.0.0.1:0
 {log}
     kubernetai fall.test {{
         endpoint {cluster}
@@ -629,11 +631,14 @@ def tcp_abuse(stack: Stack, args: argparse.Namespace, report: Report) -> None:
 # ---------------------------------------------------------------------------------------
 # The server's log
 
-LINE_SHAPES = [re.compile(rb"^\[INFO\] \S+:\d+ - \d+ \"[^\"]*\" [A-Z0-9]+ [a-z,]* \d+ [0-9.e-]+s$"),
-               re.compile(rb"^\[ERROR\] plugin/errors: \d+ \S+ \S+: .*$"),
+LINE_SHAPES = [re.compile(rb"^\[INFO\] \S+:\d+ - \d+ \"(?:[^\"\\]|\\.)*\" [A-Z0-9]+ [a-z,]* \d+ "
+                          rb"[0-9.e-]+s$"),
+               # the name escaped as CoreDNS writes it (\DDD, "\ " for a space)
+               re.compile(rb"^\[ERROR\] plugin/errors: \d+ (?:[^\s\\]|\\.)+ \S+: .*$"),
                re.compile(rb"^\[WARNING\] .*$"),
                # The server's own lines, and the start-up banner (as CoreDNS's).
-               re.compile(rb"^\[INFO\] (?:plugin/\S+|kubernetai|SIGTERM|SIGINT)"),
+               re.compile(rb"^\[INFO\] (?:plugin/\S+|kubernetai|informer|malformed DNS request|"
+                          rb"SIGTERM|SIGINT)"),
                re.compile(rb"^\S+:\d+(?: on \S+)?$"),
                re.compile(rb"^kubernetai-\S+$"),
                re.compile(rb"^\S+/\S+, python"),
