@@ -14,7 +14,13 @@ reading), ``lexer`` (tokens), ``environ`` (``{$NAME}`` substitution),
 and ``parser`` (blocks, directives and imports).
 """
 
-from kubernetai.corefile.errors import CorefileError, describe_char, excerpt, printable
+from kubernetai.corefile.errors import (
+    CorefileError,
+    arg_error,
+    describe_char,
+    excerpt,
+    printable,
+)
 from kubernetai.corefile.files import read_regular_file
 from kubernetai.corefile.keys import parse_key
 from kubernetai.corefile.limits import (
@@ -29,6 +35,7 @@ from kubernetai.corefile.model import Directive, ServerBlock, ZoneAddress
 from kubernetai.corefile.parser import parse, parse_file
 
 __all__ = [
+    "arg_error",
     "MAX_FILE_BYTES",
     "MAX_IMPORTED_FILES",
     "MAX_IMPORT_DEPTH",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import unicodedata
 
-__all__ = ["CorefileError", "describe_char", "excerpt", "printable"]
+__all__ = ["CorefileError", "arg_error", "describe_char", "excerpt", "printable"]
 
 # What an error message quotes of a token, at most; and of anything at all.
 _EXCERPT_CHARS = 40
@@ -108,3 +108,11 @@ class CorefileError(Exception):
 
     def __str__(self) -> str:
         return f"{printable(self.filename)}:{self.line}: {self.message}"
+
+
+def arg_error(filename: str, line: int, last: str, token: str | None,
+              prefix: str = "") -> CorefileError:
+    """caddy's ``ArgErr``, every directive's "too many or too few arguments": it names
+    ``last``, the last token read (``prefix`` is a plugin name some plugins put first)."""
+    return CorefileError(filename, line, f"{prefix}Wrong argument count or unexpected line "
+                         f"ending after '{last}'", token)

@@ -6,7 +6,7 @@ import ipaddress
 from typing import Sequence
 
 from kubernetai.core.registry import BlockBuilder
-from kubernetai.corefile import CorefileError, Directive
+from kubernetai.corefile import CorefileError, Directive, arg_error
 from kubernetai.plugins.bind.interfaces import addresses_of, interface_names
 
 
@@ -16,9 +16,7 @@ class BindDirective:
 
     def setup(self, directive: Directive, builder: BlockBuilder) -> None:
         if not directive.args:
-            raise CorefileError(directive.filename, directive.line,
-                                "Wrong argument count or unexpected line ending after 'bind'",
-                                directive.name)
+            raise arg_error(directive.filename, directive.line, "bind", directive.name)
         names = interface_names()
         addresses = _addresses(directive, directive.args, directive.arg_lines, names)
         excluded: list[str] = []

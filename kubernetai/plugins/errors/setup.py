@@ -10,7 +10,7 @@ pattern (:mod:`kubernetai.plugins.errors.regexp`), then an optional level (``war
 from __future__ import annotations
 
 from kubernetai.core.registry import BlockBuilder
-from kubernetai.corefile import CorefileError, Directive
+from kubernetai.corefile import CorefileError, Directive, arg_error
 from kubernetai.pkg.gosyntax import parse_duration_ns
 from kubernetai.pkg.logwriter import STDOUT
 from kubernetai.plugins.errors.consolidate import DEFAULT_LEVEL, LEVELS, Lifetime, Pattern
@@ -20,8 +20,7 @@ from kubernetai.plugins.errors.regexp import RegexpError, compile_re2
 
 def _arg_count(option: Directive, last: str, token: str, line: int) -> CorefileError:
     """caddy's ``ArgErr``, naming the last token read."""
-    return CorefileError(option.filename, line, "Wrong argument count or unexpected line "
-                         f"ending after '{last}'", token)
+    return arg_error(option.filename, line, last, token)
 
 
 class ErrorsDirective:

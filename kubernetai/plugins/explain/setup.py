@@ -9,15 +9,14 @@ it takes the place just after ``debug`` (it contributes no pipeline step either 
 from __future__ import annotations
 
 from kubernetai.core.registry import BlockBuilder
-from kubernetai.corefile import CorefileError, Directive
+from kubernetai.corefile import CorefileError, Directive, arg_error
 from kubernetai.plugins.explain.service import ExplainService
 
 
 def _no_arguments(directive: Directive) -> None:
     if directive.args:
-        raise CorefileError(directive.filename, directive.arg_lines[0],
-                            "Wrong argument count or unexpected line ending after "
-                            f"'{directive.args[0]}'", directive.args[0])
+        raise arg_error(directive.filename, directive.arg_lines[0], directive.args[0],
+                        directive.args[0])
     if directive.block:
         first = directive.block[0]
         raise CorefileError(first.filename, first.line,

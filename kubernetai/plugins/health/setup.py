@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kubernetai.core.registry import BlockBuilder
-from kubernetai.corefile import CorefileError, Directive
+from kubernetai.corefile import CorefileError, Directive, arg_error
 from kubernetai.pkg.gosyntax import parse_duration
 from kubernetai.plugins.health.service import HealthService
 
@@ -16,9 +16,8 @@ class HealthDirective:
 
     def setup(self, directive: Directive, builder: BlockBuilder) -> None:
         if len(directive.args) > 1:
-            raise CorefileError(directive.filename, directive.arg_lines[1],
-                                "Wrong argument count or unexpected line ending after "
-                                f"'{directive.args[0]}'", directive.args[1])
+            raise arg_error(directive.filename, directive.arg_lines[1], directive.args[0],
+                            directive.args[1])
         address = directive.args[0] if directive.args else DEFAULT_ADDRESS
         lameduck = 0.0
         for option in directive.block:
@@ -26,9 +25,7 @@ class HealthDirective:
                 raise CorefileError(option.filename, option.line,
                                     f"health: unknown property '{option.name}'", option.name)
             if len(option.args) != 1:
-                raise CorefileError(option.filename, option.line,
-                                    "Wrong argument count or unexpected line ending after "
-                                    "'lameduck'", option.name)
+                raise arg_error(option.filename, option.line, "lameduck", option.name)
             try:
                 lameduck = parse_duration(option.args[0])
             except ValueError as error:

@@ -10,7 +10,7 @@ its rules to the block's one log step, in Corefile order.
 from __future__ import annotations
 
 from kubernetai.core.registry import BlockBuilder
-from kubernetai.corefile import CorefileError, Directive
+from kubernetai.corefile import CorefileError, Directive, arg_error
 from kubernetai.pkg.logwriter import STDOUT
 from kubernetai.plugins.log.handler import CLASSES, COMBINED, COMMON, DEFAULT, LogHandler
 
@@ -54,9 +54,7 @@ class LogDirective:
                 raise CorefileError(option.filename, option.line,
                                     f"log: unknown property '{option.name}'", option.name)
             if not option.args:
-                raise CorefileError(option.filename, option.line,
-                                    "Wrong argument count or unexpected line ending after "
-                                    "'class'", option.name)
+                raise arg_error(option.filename, option.line, "class", option.name)
             for value, line in zip(option.args, option.arg_lines):
                 if value not in CLASSES:
                     raise CorefileError(option.filename, line,

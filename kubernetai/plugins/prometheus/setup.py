@@ -7,7 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from kubernetai.core.metrics import DNS_REQUESTS, PROCESS
 from kubernetai.core.registry import BlockBuilder
-from kubernetai.corefile import CorefileError, Directive
+from kubernetai.corefile import CorefileError, Directive, arg_error
 from kubernetai.plugins.prometheus.handler import MetricsHandler
 from kubernetai.plugins.prometheus.service import PrometheusService
 
@@ -23,9 +23,8 @@ RELOAD_FAILED = ("coredns_reload_failed_total",
 
 def _arg_error(directive: Directive, index: int) -> CorefileError:
     after = directive.args[index - 1] if index else directive.name
-    return CorefileError(directive.filename, directive.arg_lines[index] if index < len(
-        directive.arg_lines) else directive.line,
-        f"Wrong argument count or unexpected line ending after '{after}'",
+    return arg_error(directive.filename, directive.arg_lines[index] if index < len(
+        directive.arg_lines) else directive.line, after,
         directive.args[index] if index < len(directive.args) else directive.name)
 
 
@@ -47,9 +46,8 @@ class PrometheusDirective:
         for option in directive.block:
             if option.name == "runtime_metrics":
                 if option.args:
-                    raise CorefileError(option.filename, option.line,
-                                        "Wrong argument count or unexpected line ending "
-                                        "after 'runtime_metrics'", option.args[0])
+                    raise arg_error(option.filename, option.line, "runtime_metrics",
+                                    option.args[0])
                 builder.warnings.append(
                     f"{option.filename}:{option.line}: prometheus: runtime_metrics exports "
                     "Go's runtime metrics; there is no Go runtime here, so it does nothing "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kubernetai.core.registry import BlockBuilder
-from kubernetai.corefile import CorefileError, Directive
+from kubernetai.corefile import CorefileError, Directive, arg_error
 from kubernetai.plugins.ready.service import ReadyService
 
 DEFAULT_ADDRESS = ":8181"
@@ -12,10 +12,9 @@ MONITOR_TYPES = ("until-ready", "continuously")
 
 def _arg_error(line: Directive, index: int) -> CorefileError:
     """caddy's ArgErr: the last token read is the one named."""
-    return CorefileError(line.filename, line.arg_lines[index] if line.arg_lines else line.line,
-                         "Wrong argument count or unexpected line ending after "
-                         f"'{line.args[-1] if line.args else line.name}'",
-                         line.args[index] if line.args else line.name)
+    return arg_error(line.filename, line.arg_lines[index] if line.arg_lines else line.line,
+                     line.args[-1] if line.args else line.name,
+                     line.args[index] if line.args else line.name)
 
 
 class ReadyDirective:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from kubernetai.core.registry import BlockBuilder
-from kubernetai.corefile import CorefileError, Directive
+from kubernetai.corefile import CorefileError, Directive, arg_error
 from kubernetai.pkg.gosyntax import parse_duration_ns
 from kubernetai.plugins.reload.service import ReloadService
 
@@ -31,9 +31,8 @@ class ReloadDirective:
     def setup(self, directive: Directive, builder: BlockBuilder) -> None:
         args = directive.args
         if len(args) > 2:
-            raise CorefileError(directive.filename, directive.arg_lines[2],
-                                "reload: Wrong argument count or unexpected line ending after "
-                                f"'{args[-1]}'", args[2])
+            raise arg_error(directive.filename, directive.arg_lines[2], args[-1], args[2],
+                            prefix="reload: ")
         if directive.block:
             first = directive.block[0]
             raise CorefileError(first.filename, first.line,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kubernetai.core.registry import BlockBuilder
-from kubernetai.corefile import CorefileError, Directive
+from kubernetai.corefile import CorefileError, Directive, arg_error
 from kubernetai.plugins.whoami.handler import WhoamiHandler
 
 
@@ -13,9 +13,8 @@ class WhoamiDirective:
 
     def setup(self, directive: Directive, builder: BlockBuilder) -> None:
         if directive.args:
-            raise CorefileError(directive.filename, directive.arg_lines[0],
-                                "Wrong argument count or unexpected line ending after "
-                                f"'{directive.args[0]}'", directive.args[0])
+            raise arg_error(directive.filename, directive.arg_lines[0], directive.args[0],
+                            directive.args[0])
         if directive.block:
             first = directive.block[0]
             raise CorefileError(first.filename, first.line,
