@@ -87,7 +87,7 @@ def test_check_prints_warnings_and_still_passes(tmp_path: Path,
 
 
 @pytest.mark.parametrize("text, line, message", [
-    pytest.param(".:53 {\n    errors\n    cache 30\n}\n", 3, "unknown directive 'cache'",
+    pytest.param(".:53 {\n    errors\n    dnssec\n}\n", 3, "unknown directive 'dnssec'",
                  id="unknown-directive"),
     pytest.param(".:53 {\n    errors\n    errors\n}\n", 3,
                  "this plugin can only be used once per Server Block: 'errors'",
@@ -122,12 +122,20 @@ def test_check_kubeadm_corefile_names_first_unknown_plugin(
     assert check(path, capsys) == (1, "", f"{path}:7: unknown directive 'kubernetes'\n")
 
 
-def test_check_kubeadm_corefile_with_kubernetai_needs_only_issue_10(
-        capsys: pytest.CaptureFixture[str]) -> None:
-    """The kubeadm Corefile with `kubernetai` for `kubernetes`: errors, health, ready,
-    kubernetai and prometheus are set up; the first directive still missing is forward."""
+def test_check_kubeadm_corefile_with_kubernetai(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """The kubeadm Corefile with `kubernetai` for `kubernetes` checks out whole (forward,
+    cache, loop, reload, loadbalance included); off a cluster, only the stanza's in-cluster
+    credentials are missing, and with an `endpoint` nothing is."""
     path = COREFILES / "kubeadm-kubernetai.Corefile"
-    assert check(path, capsys) == (1, "", f"{path}:13: unknown directive 'forward'\n")
+    code, out, err = check(path, capsys)
+    assert (code, out) == (1, "")
+    assert err.startswith(f"{path}:7: kubernetai: unable to load in-cluster configuration")
+    located = tmp_path / "Corefile"
+    located.write_text(path.read_text().replace(
+        "pods insecure", "endpoint https://10.96.0.1:443\n       pods insecure"))
+    assert check(located, capsys) == (
+        0, f"{located}: OK: 1 server block(s), 1 kubernetai stanza(s), port(s) 53\n", "")
 
 
 def test_check_error_in_an_imported_file(tmp_path: Path,

@@ -237,10 +237,10 @@ def test_registry_loads_each_plugin_once() -> None:
 def test_unknown_directive_names_file_line_and_token() -> None:
     """A directive with no entry point is a CorefileError at its line, the name as token."""
     with pytest.raises(CorefileError) as info:
-        set_up(".:53 {\n    errors\n    cache 30\n}\n", filename="/etc/Corefile")
+        set_up(".:53 {\n    errors\n    dnssec\n}\n", filename="/etc/Corefile")
     error = info.value
-    assert (error.filename, error.line, error.token) == ("/etc/Corefile", 3, "cache")
-    assert str(error) == "/etc/Corefile:3: unknown directive 'cache'"
+    assert (error.filename, error.line, error.token) == ("/etc/Corefile", 3, "dnssec")
+    assert str(error) == "/etc/Corefile:3: unknown directive 'dnssec'"
 
 
 def test_unknown_directive_found_before_any_setup() -> None:

@@ -18,6 +18,8 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import dns.edns
+import dns.exception
 import dns.flags
 import dns.message
 import dns.name
@@ -36,7 +38,7 @@ from kubernetai.core.negative import FallThrough
 from kubernetai.core.pipeline import BlockPipeline, Stage
 from kubernetai.core.plugin import Next, Result, position, then
 from kubernetai.core.registry import GROUP, BlockBuilder, Registry
-from kubernetai.core.request import Reply, Request
+from kubernetai.core.request import AD, RA, Reply, Request
 from kubernetai.pkg.logwriter import STDOUT
 from kubernetai.pkg.reactor_thread import in_reactor
 from kubernetai.plugins.kubernetai.handler import MAX_CHASE
@@ -620,3 +622,122 @@ def test_errors_first_keeps_the_early_answer_of_the_cache() -> None:
         Stage("cache", position("cache"), 1, handler=cache, implicit=True)])
     assert pipeline.early == cache.early
     assert pipeline.entry == errors.serve
+
+
+# -- what relayed and dropped answers need (forward, acl) ---------------------------------
+
+
+class Fixed:
+    """Answers every query with ``reply()`` (a fresh Reply each time), counting them."""
+
+    def __init__(self, name: str, reply: Callable[[Request], Reply]) -> None:
+        self.name, self.reply, self.served = name, reply, 0
+
+    def serve(self, request: Request, next: Next) -> Result:
+        self.served += 1
+        return self.reply(request)
+
+
+def test_a_dropped_reply_sends_nothing_and_the_server_goes_on(reactor_running: None) -> None:
+    """``Reply.dropped()`` (acl's drop): the client hears nothing; the next query is answered."""
+    def reply(request: Request) -> Reply:
+        if request.lname.startswith(b"drop."):
+            return Reply.dropped()
+        return Reply(dns.rcode.NOERROR, True, [txt(request, "kept")])
+    with serve_zones({"example.org": pipeline(Fixed("template", reply))}) as (_, port):
+        with pytest.raises(dns.exception.Timeout):
+            dns.query.udp(dns.message.make_query("drop.example.org", "A"), "127.0.0.1",
+                          port=port, timeout=0.5)
+        assert texts(ask(port, "www.example.org")) == ['"kept"']
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (0, dns.flags.QR | dns.flags.RD),
+    (RA, dns.flags.QR | dns.flags.RD | dns.flags.RA),
+    (RA | AD, dns.flags.QR | dns.flags.RD | dns.flags.RA | dns.flags.AD),
+])
+def test_relayed_header_flags_are_sent(reactor_running: None, flags: int,
+                                       expected: int) -> None:
+    """RA and AD of an upstream's answer (``Reply.flags``) reach the client; the server's
+    own answers never say RA."""
+    handler = Fixed("template", lambda request: Reply(dns.rcode.NOERROR, flags=flags))
+    with serve_zones({"example.org": pipeline(handler)}) as (_, port):
+        for tcp in (False, True):
+            assert ask(port, "www.example.org", tcp=tcp).flags == expected
+
+
+class Stamp:
+    """Sets AD on every answer passing back through it, cache hits given early included
+    (``filter_early``); declines the early path (None) for TXT questions."""
+
+    name = "loadbalance"
+
+    def __init__(self) -> None:
+        self.served = 0
+
+    @staticmethod
+    def stamp(wire: bytes) -> bytes:
+        return wire[:3] + bytes([wire[3] | 0x20]) + wire[4:]
+
+    def serve(self, request: Request, next: Next) -> Result:
+        self.served += 1
+
+        def stamped(reply: Reply) -> Reply:
+            if reply.wire is not None:
+                reply.wire = self.stamp(reply.wire)
+            else:
+                reply.flags |= AD
+            return reply
+        return then(next(request), stamped)
+
+    def filter_early(self, request: Request, wire: bytes) -> bytes | None:
+        if request.qtype == tdns.TXT:
+            return None
+        return self.stamp(wire)
+
+
+def test_a_handler_before_the_cache_filters_its_early_answers(reactor_running: None) -> None:
+    """A step before the answer cache that changes every answer keeps the early path by
+    changing early answers too; one that declines sends the query the whole way."""
+    from kubernetai.core.wirecache import WireCache, WireCacheHandler
+
+    stamp = Stamp()
+    cache = WireCacheHandler(WireCache())
+    def kept(request: Request) -> Reply:
+        record = tdns.RRHeader(request.qname, request.qtype, tdns.IN, 60,
+                               tdns.Record_TXT(b"x") if request.qtype == tdns.TXT
+                               else tdns.Record_A("192.0.2.1"), auth=True)
+        return Reply(dns.rcode.NOERROR, True, [record], cache=())
+    answer = Fixed("whoami", kept)
+    block = BlockPipeline([
+        Stage("loadbalance", position("loadbalance"), 0, handler=stamp),
+        Stage("cache", position("cache"), 1, handler=cache, implicit=True),
+        Stage("whoami", position("whoami"), 2, handler=answer)])
+    assert block.early is not None
+    with serve_zones({"example.org": block}) as (_, port):
+        for _ in range(3):
+            response = ask(port, "www.example.org")
+            assert response.flags & dns.flags.AD and texts(response) == ["192.0.2.1"]
+        assert (stamp.served, answer.served) == (1, 1)      # two hits given early
+        for _ in range(2):
+            assert ask(port, "www.example.org", "TXT").flags & dns.flags.AD
+        assert (stamp.served, answer.served) == (3, 2)      # declined: through serve
+
+
+def test_a_copied_request_leaves_the_original_alone() -> None:
+    """``Request.copy()`` (rewrite's): changing the copy's question changes nothing of
+    the original, and the copy never claims its name maps back to the question bytes."""
+    from kubernetai.core.codec import parse_request
+
+    query = dns.message.make_query("Web.Example.org", "A", use_edns=0, options=[
+        dns.edns.GenericOption(65001, b"hi")])
+    request = parse_request(query.to_wire(), True)
+    assert isinstance(request, Request) and request.simple
+    assert request.bufsize == 1232 and request.options == b"\xfd\xe9\x00\x02hi"
+    twin = request.copy()
+    twin.qname, twin.lname, twin.qtype = b"other.test", b"other.test", tdns.AAAA
+    twin.labels.append(b"x")
+    assert (request.qname, request.qtype, request.labels) == (
+        b"Web.Example.org", tdns.A, [b"Web", b"Example", b"org"])
+    assert twin.question == request.question and not twin.simple
+    assert twin.options == request.options

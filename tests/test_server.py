@@ -386,6 +386,16 @@ def test_warning_for_uncovered_block_zones(keys: str, stanzas: str, uncovered: l
         assert note.endswith("reach no plugin and are answered SERVFAIL")
 
 
+@pytest.mark.parametrize("other", [
+    "hosts {\n        192.0.2.1 www.example.org\n    }",
+    "rewrite name suffix .example.org .cluster.local",
+])
+def test_no_uncovered_warning_when_another_plugin_may_take_the_names(other: str) -> None:
+    """hosts may serve the block's other names, and rewrite map them into the stanza's."""
+    notes = warnings_of(f"example.org {{\n    {other}\n    kubernetai cluster.local\n}}\n")
+    assert [n for n in notes if "reach no plugin" in n] == []
+
+
 def test_uncovered_warning_names_the_stanza_zones() -> None:
     """The uncovered-zone warning lists the zones the stanzas do serve."""
     (note,) = [n for n in warnings_of(".:53 {\n    kubernetai b.local a.local\n}\n")
@@ -448,7 +458,7 @@ def test_load_service_keeps_ports(tmp_path: Path) -> None:
 @pytest.mark.parametrize("text, line, message", [
     ("", 1, "no server blocks in the Corefile"),
     ("# only a comment\n", 1, "no server blocks in the Corefile"),
-    (".:53 {\n    cache 30\n}\n", 2, "unknown directive 'cache'"),
+    (".:53 {\n    dnssec\n}\n", 2, "unknown directive 'dnssec'"),
     (".:53 {\n    kubernetai {\n        pods maybe\n    }\n}\n", 3, None),
     (".:53 {\n    kubernetai {\n        endpoint http://127.0.0.1:1\n    }\n"
      "    kubernetai other.local {\n\n        kubeconfig /nonexistent/kubeconfig\n    }\n}\n",

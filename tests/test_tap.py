@@ -103,7 +103,7 @@ def test_make_service_with_port_override(corefile: Path) -> None:
 
 
 @pytest.mark.parametrize("text, line, message", [
-    (".:53 {\n    errors\n    cache 30\n}\n", 3, "unknown directive 'cache'"),
+    (".:53 {\n    errors\n    dnssec\n}\n", 3, "unknown directive 'dnssec'"),
     (".:53 {\n    errors\n    errors\n}\n",
      3, "this plugin can only be used once per Server Block: 'errors'"),
     (".:53 {\n    kubernetai {\n        ttl 4000\n    }\n}\n",

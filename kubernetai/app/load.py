@@ -24,8 +24,8 @@ from kubernetai.core.registry import BlockBuilder, Registry
 from kubernetai.core.wirecache import WireCache, WireCacheHandler
 
 __all__ = ["BlockPlan", "ListenGroup", "PortPlan", "WILDCARDS", "compile_corefile", "connect_all",
-           "load_plans", "plans_of", "process_services_of", "clusters_of", "warnings_for",
-           "all_warnings"]
+           "load_plans", "plans_of", "cache_stages", "process_services_of", "clusters_of",
+           "warnings_for", "all_warnings"]
 
 
 @dataclass(slots=True)
@@ -37,14 +37,35 @@ class BlockPlan:
     def pipeline(self, cache: WireCache | None = None) -> BlockPipeline:
         """The block's pipeline, with the answer cache in front of its resolvers if given
         (one per cache: a block serving several ports is one pipeline; its plans on each
-        port share ``_pipelines``)."""
+        port share ``_pipelines``).
+
+        One cache step, one store: a block with a `cache` directive has that plugin's step
+        (made here over ``cache``, or a store of its own without one) in place of the
+        implicit answer cache; it keeps the implicit one's answers too (see
+        `kubernetai.plugins.cache`)."""
         key = id(cache)
         if key not in self._pipelines:
-            extra = [] if cache is None else [
-                Stage("cache", position("cache"), 0, handler=WireCacheHandler(cache),
-                      implicit=True)]
-            self._pipelines[key] = self.builder.pipeline(extra)
+            self._pipelines[key] = BlockPipeline(cache_stages(self.builder.stages, cache))
         return self._pipelines[key]
+
+
+def cache_stages(stages: list[Stage], cache: WireCache | None) -> list[Stage]:
+    """``stages`` with the block's one cache step: a configured one (a stage whose handler
+    has ``for_store(store)``) bound to ``cache``, else the implicit answer cache if
+    ``cache`` is given."""
+    out: list[Stage] = []
+    configured = False
+    for stage in stages:
+        bind = getattr(stage.handler, "for_store", None)
+        if bind is not None:
+            stage = Stage(stage.name, stage.position, stage.index,
+                          handler=bind(cache if cache is not None else WireCache()))
+            configured = True
+        out.append(stage)
+    if not configured and cache is not None:
+        out.append(Stage("cache", position("cache"), 0, handler=WireCacheHandler(cache),
+                         implicit=True))
+    return out
 
 
 #: Addresses that stand for every address of the host: a socket there overlaps all others

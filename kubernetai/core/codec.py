@@ -32,7 +32,9 @@ from typing import Callable, Sequence
 
 from twisted.names import dns
 
-from kubernetai.core.request import Request
+from kubernetai.core.request import Reply, Request
+from kubernetai.core.wire import WireError, encode_name, read_name, skip_rr
+from kubernetai.pkg.dnscodes import type_name as type_name  # what the server's lines print
 
 # Response codes (RFC 1035, RFC 6891).
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
@@ -62,25 +64,6 @@ _U16X2 = struct.Struct("!HH")
 _RR_FIXED = struct.Struct("!HHIH")      # type, class, ttl, rdlength
 _OPT_FIXED = struct.Struct("!BHHIH")    # root name, type, class, ttl, rdlength
 
-# Query type names as miekg/dns prints them, for log lines ({type}).
-_TYPE_NAMES: dict[int, str] = {k: v for k, v in dns.QUERY_TYPES.items()}
-_TYPE_NAMES.update({k: v for k, v in dns.EXT_QUERIES.items()})
-_TYPE_NAMES.update({255: "ANY", 43: "DS", 46: "RRSIG", 47: "NSEC", 48: "DNSKEY",
-                    50: "NSEC3", 51: "NSEC3PARAM", 52: "TLSA", 59: "CDS", 60: "CDNSKEY",
-                    64: "SVCB", 65: "HTTPS", 257: "CAA"})
-_CLASS_NAMES = {1: "IN", 3: "CH", 4: "HS", 254: "NONE", 255: "ANY"}
-
-
-def type_name(qtype: int) -> str:
-    """The miekg/dns text form of a query type (``A``, ``HTTPS``, ``TYPE1234``)."""
-    return _TYPE_NAMES.get(qtype) or f"TYPE{qtype}"
-
-
-
-class _Malformed(Exception):
-    """The request body does not parse; answer FORMERR (with the question if it parsed)."""
-
-
 class _CompressionDict(dict[bytes, int]):
     """Twisted's name-compression dict, refusing offsets a pointer cannot hold.
 
@@ -95,64 +78,6 @@ class _CompressionDict(dict[bytes, int]):
         if offset < 0x4000:
             dict.__setitem__(self, key, offset)
 
-
-
-# ---------------------------------------------------------------------------------------
-# Request parsing helpers
-
-
-def _read_name(data: bytes, pos: int, n: int) -> tuple[list[bytes], int, bool]:
-    """Labels of the name at ``pos``, the offset after it, and whether a pointer was used."""
-    labels: list[bytes] = []
-    total = 1
-    end = -1
-    jumps = 0
-    while True:
-        if pos >= n:
-            raise _Malformed("name overflows the message")
-        length = data[pos]
-        if length == 0:
-            pos += 1
-            break
-        if length >= 0xC0:
-            if pos + 1 >= n:
-                raise _Malformed("truncated compression pointer")
-            target = ((length & 0x3F) << 8) | data[pos + 1]
-            if end < 0:
-                end = pos + 2
-            jumps += 1
-            if target >= pos or jumps > 64:
-                raise _Malformed("bad compression pointer")
-            pos = target
-            continue
-        if length > 63:
-            raise _Malformed("bad label type")
-        stop = pos + 1 + length
-        if stop > n:
-            raise _Malformed("label overflows the message")
-        total += length + 1
-        if total > 255:
-            raise _Malformed("name longer than 255 octets")
-        labels.append(data[pos + 1:stop])
-        pos = stop
-    return labels, (end if end >= 0 else pos), end >= 0
-
-
-def _encode_labels(labels: list[bytes]) -> bytes:
-    """A name in uncompressed wire form."""
-    return b"".join([bytes((len(label),)) + label for label in labels]) + b"\0"
-
-
-def _skip_rr(data: bytes, pos: int, n: int) -> int:
-    """Offset after the resource record at ``pos``."""
-    _, pos, _ = _read_name(data, pos, n)
-    if pos + 10 > n:
-        raise _Malformed("truncated resource record")
-    rdlen = _U16.unpack_from(data, pos + 8)[0]
-    pos += 10 + rdlen
-    if pos > n:
-        raise _Malformed("rdata overflows the message")
-    return pos
 
 
 def header(id_: int, b3: int, b4: int, qd: int = 0, an: int = 0, ns: int = 0,
@@ -185,33 +110,35 @@ def parse_request(data: bytes, udp: bool, bufsize: int | None = None,
         return header(id_, 0x80 | (b3 & 0x01), (b4 & 0x10) | SERVFAIL)
     question = b""
     try:
-        labels, pos, pointer = _read_name(data, 12, n)
+        labels, pos, pointer = read_name(data, 12, n)
         if pos + 4 > n:
-            raise _Malformed("truncated question")
+            raise WireError("truncated question")
         qtype, qclass = _U16X2.unpack_from(data, pos)
         pos += 4
         if pointer:
             # A pointer would point elsewhere in the reply (into its header, say):
             # write the name out again, as miekg's unpack and pack do.
-            question = _encode_labels(labels) + data[pos - 4:pos]
+            question = encode_name(labels) + data[pos - 4:pos]
         else:
             question = data[12:pos]
         # Answer and authority records of a query are skipped; the last OPT in
         # the additional section is the one that counts (miekg ``IsEdns0``).
         for _ in range(an + ns):
-            pos = _skip_rr(data, pos, n)
+            pos = skip_rr(data, pos, n)
         optrr = -1
         for _ in range(ar):
-            _, fixed, _ = _read_name(data, pos, n)
+            _, fixed, _ = read_name(data, pos, n)
             if fixed + 10 > n:
-                raise _Malformed("truncated resource record")
+                raise WireError("truncated resource record")
             rtype = _U16.unpack_from(data, fixed)[0]
             pos = fixed + 10 + _U16.unpack_from(data, fixed + 8)[0]
             if pos > n:
-                raise _Malformed("rdata overflows the message")
+                raise WireError("rdata overflows the message")
             if rtype == _TYPE_OPT:
                 optrr = fixed
         opt = b""
+        rdata = b""
+        advertised = 0
         edns = False
         do = False
         bad_version = False
@@ -220,6 +147,7 @@ def parse_request(data: bytes, udp: bool, bufsize: int | None = None,
             edns = True
             _, udpsize, ttl, rdlen = _RR_FIXED.unpack_from(data, optrr)
             bad_version = bool((ttl >> 16) & 0xFF)
+            advertised = udpsize
             rdata = data[optrr + 10:optrr + 10 + rdlen]
             options = echoed_options(rdata, echoed) if rdlen else b""
             if bufsize is not None and udpsize > bufsize:
@@ -229,7 +157,7 @@ def parse_request(data: bytes, udp: bool, bufsize: int | None = None,
             opt = _OPT_FIXED.pack(0, _TYPE_OPT, udpsize, ttl, len(options)) + options
             if udp:
                 limit = min(max(udpsize, MIN_UDP_SIZE), MAX_UDP_DATAGRAM)
-    except _Malformed as exc:
+    except WireError as exc:
         if on_malformed is not None:
             on_malformed(str(exc))
         if question:
@@ -239,6 +167,7 @@ def parse_request(data: bytes, udp: bool, bufsize: int | None = None,
     req.id = id_
     req.rd = b3 & 0x01
     req.cd = b4 & 0x10
+    req.ad = b4 & 0x20
     qname = b".".join(labels)
     inner_dot = bool(labels) and qname.count(b".") != len(labels) - 1
     if inner_dot:
@@ -260,6 +189,8 @@ def parse_request(data: bytes, udp: bool, bufsize: int | None = None,
     req.limit = limit
     req.udp = udp
     req.size = n
+    req.bufsize = advertised
+    req.options = rdata
     # "simple": no compression pointer and no dot inside a label, so the dotted name
     # maps back to the question bytes (compression priming, cache patching).
     req.simple = not pointer and not inner_dot
@@ -289,13 +220,13 @@ def echoed_options(rdata: bytes, echoed: frozenset[int] = ECHOED_EDNS_OPTIONS) -
     n = len(rdata)
     while pos < n:
         if pos + 4 > n:
-            raise _Malformed("truncated EDNS0 option")
+            raise WireError("truncated EDNS0 option")
         code, length = _U16X2.unpack_from(rdata, pos)
         stop = pos + 4 + length
         if stop > n:
-            raise _Malformed("EDNS0 option overflows the OPT record")
+            raise WireError("EDNS0 option overflows the OPT record")
         if code == _OPTION_COOKIE and not (length == 8 or 16 <= length <= 40):
-            raise _Malformed("malformed COOKIE option")
+            raise WireError("malformed COOKIE option")
         if code in echoed and code not in seen:
             seen.add(code)
             if code == _OPTION_COOKIE:
@@ -317,14 +248,16 @@ def badvers(id_: int, b3: int, b4: int, question: bytes) -> bytes:
 def render(req: Request, rcode: int, aa: bool = False,
            answers: Sequence[dns.RRHeader] = (),
            authority: Sequence[dns.RRHeader] = (),
-           additional: Sequence[dns.RRHeader] = ()) -> bytes:
+           additional: Sequence[dns.RRHeader] = (), flags: int = 0) -> bytes:
     """The response to ``req``: header, the question as sent, records, OPT.
+
+    ``flags`` are extra bits of the header's fourth byte (RA, AD of a relayed answer).
 
     Records that do not fit ``req.limit`` are dropped from the end (additional,
     then authority, then answers) and TC is set, as miekg's ``Msg.Truncate``.
     """
     b3 = 0x84 | req.rd if aa else 0x80 | req.rd
-    b4 = req.cd | rcode
+    b4 = req.cd | rcode | flags
     opt = req.opt
     nopt = 1 if opt else 0
     la = len(answers)
@@ -373,6 +306,15 @@ def render(req: Request, rcode: int, aa: bool = False,
         body = strio.getvalue()
         na, nns, nad = la, lns, total - la - lns
     return _HEADER.pack(req.id, b3, b4, 1, na, nns, nad + nopt) + body + opt
+
+
+def render_reply(req: Request, reply: Reply) -> bytes:
+    """``reply`` encoded for ``req`` (its bytes, if it has them already)."""
+    wire = reply.wire
+    if wire is None:
+        wire = render(req, reply.rcode, reply.aa, reply.answers, reply.authority,
+                      reply.additional, reply.flags)
+    return wire
 
 
 def strip_opt(wire: bytes, req: Request) -> bytes | None:

@@ -45,6 +45,7 @@ from kubernetai.core.codec import (
     SERVFAIL,
     parse_request,
     render,
+    render_reply,
     type_name,
 )
 from kubernetai.core.metrics import DNS_REQUESTS, DROPPED, PROCESS, Source
@@ -325,6 +326,7 @@ class KubernetaiServerFactory(DNSServerFactory):
         req.nocache = False
         req.renewable = True
         req.observers = None
+        req.answered = None
         try:
             reply = block.entry(req, block.entry_next)
         except Exception:
@@ -342,10 +344,7 @@ class KubernetaiServerFactory(DNSServerFactory):
 
     def _answer(self, reply: Reply, req: Request) -> None:
         try:
-            wire = reply.wire
-            if wire is None:
-                wire = render(req, reply.rcode, reply.aa, reply.answers, reply.authority,
-                              reply.additional)
+            wire = render_reply(req, reply)
         except Exception:
             self._unexpected(Failure(), req)
             return
@@ -353,7 +352,8 @@ class KubernetaiServerFactory(DNSServerFactory):
             # Logged before the reply goes out: whoever sees the reply sees the line.
             self.reportError(f"{reply.rcode} {req.fqdn()} {type_name(req.qtype)}: "
                              f"{reply.error}")
-        self._send(req, wire)
+        if wire:
+            self._send(req, wire)
 
     def _unexpected(self, failure: Failure, req: Request) -> None:
         """SERVFAIL for a plugin or rendering bug; the failure goes to the log, and is

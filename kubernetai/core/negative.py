@@ -48,6 +48,17 @@ REASON_NOT_SYNCED = "not-synced"
 REASON_CLASS = "class"
 
 
+class AuthoritativeEmpty(list):  # type: ignore[type-arg]
+    """An answer section with no record that is nonetheless authoritative.
+
+    A resolver's NODATA with no SOA to carry AA (``hosts``: NOERROR, AA, every section
+    empty) returns this as its answer section; the chain answers it with AA. Anything
+    that reads it as a list sees an empty list.
+    """
+
+    authoritative = True
+
+
 class AuthoritativeNameError(AuthoritativeDomainError):
     """NXDOMAIN with AA and the zone SOA in ``authority``; stops a ResolverChain."""
 

@@ -27,8 +27,14 @@ from twisted.names.resolve import ResolverChain
 from twisted.python.failure import Failure
 
 from kubernetai.core.codec import NOERROR, NXDOMAIN, REFUSED, SERVFAIL
-from kubernetai.core.negative import AuthoritativeNameError, FallThrough, Refused, ServerFailure
-from kubernetai.core.plugin import EARLY_TRANSPARENT, Handler, Next, Result
+from kubernetai.core.negative import (
+    AuthoritativeEmpty,
+    AuthoritativeNameError,
+    FallThrough,
+    Refused,
+    ServerFailure,
+)
+from kubernetai.core.plugin import Handler, Next, Result, early_answer
 from kubernetai.core.request import Reply, Request, context_query
 
 __all__ = ["BlockChain", "ChainHandler", "BlockPipeline", "Stage"]
@@ -56,8 +62,12 @@ class BlockChain(ResolverChain):
     ``DomainError`` (as a ``ResolverChain``); it also notes, on the query's request, when
     the one that answered did not promise a cacheable answer."""
 
-    def __init__(self, resolvers: Sequence[IResolver]) -> None:
+    def __init__(self, resolvers: Sequence[IResolver],
+                 names: Sequence[str] | None = None) -> None:
         super().__init__(list(resolvers))
+        # The directive of each resolver: the `plugin` label of what it answers.
+        self.names: list[str | None] = list(names) if names is not None else [
+            None] * len(self.resolvers)
 
     def query(self, query: dns.Query, timeout: Any = None) -> defer.Deferred[Any]:
         return self._ask(query, timeout, 0)
@@ -76,7 +86,7 @@ class BlockChain(ResolverChain):
                 asked = defer.fail()
             if not asked.called or asked.paused:
                 return asked.addCallbacks(self._answered, self._failed,
-                                          callbackArgs=(query, resolver),
+                                          callbackArgs=(query, index),
                                           errbackArgs=(query, timeout, index))
             result = asked.result
             if isinstance(result, Failure) and result.check(dnserror.DomainError):
@@ -85,12 +95,12 @@ class BlockChain(ResolverChain):
                 asked.addErrback(_consumed)
                 index += 1
                 continue
-            _produced(query, resolver)
+            _produced(query, resolver, self.names[index])
             return asked
         return defer.fail(dnserror.DomainError())
 
-    def _answered(self, result: Any, query: dns.Query, resolver: IResolver) -> Any:
-        _produced(query, resolver)
+    def _answered(self, result: Any, query: dns.Query, index: int) -> Any:
+        _produced(query, self.resolvers[index], self.names[index])
         return result
 
     def _failed(self, failure: Failure, query: dns.Query, timeout: Any,
@@ -99,14 +109,16 @@ class BlockChain(ResolverChain):
             if index + 1 < len(self.resolvers):
                 return self._ask(query, timeout, index + 1)
             return failure
-        _produced(query, self.resolvers[index])
+        _produced(query, self.resolvers[index], self.names[index])
         return failure
 
 
-def _produced(query: dns.Query, resolver: IResolver) -> None:
-    """``resolver`` answered ``query``: its request may be cached only if it says so."""
+def _produced(query: dns.Query, resolver: IResolver, name: str | None) -> None:
+    """``resolver`` (of directive ``name``) answered ``query``: its request may be cached
+    only if it says so, and the answer is that plugin's."""
     request = getattr(query, "request", None)
     if request is not None:
+        request.answered = name
         if not getattr(resolver, "cacheable", False):
             request.nocache = True
         if not getattr(resolver, "renewable", False):
@@ -139,6 +151,7 @@ class ChainHandler:
                 request.nocache = True
             if not self._only_renewable:
                 request.renewable = False
+            request.answered = self.name
             try:
                 asked = only.query(query)
             except Exception:
@@ -167,16 +180,19 @@ class ChainHandler:
                 if rr.auth:
                     aa = True
                     break
+            else:
+                aa = answers.__class__ is AuthoritativeEmpty
         deps = request.deps
         return Reply(NOERROR, aa, answers, authority, additional,
                      cache=None if request.nocache else (tuple(deps) if deps else ()),
-                     renewable=request.renewable)
+                     renewable=request.renewable, plugin=getattr(request, "answered", None))
 
     def failed(self, failure: Failure, request: Request, next: Next) -> Result:
         exc = failure.value
         if isinstance(exc, AuthoritativeNameError):
             return Reply(NXDOMAIN, True, (), exc.authority, cache=_cacheable(request),
-                         renewable=request.renewable)
+                         renewable=request.renewable,
+                         plugin=getattr(request, "answered", None))
         if isinstance(exc, FallThrough):
             if self.followed:
                 return next(request)
@@ -194,6 +210,17 @@ class ChainHandler:
         if isinstance(exc, dnserror.AuthoritativeDomainError):
             return Reply(NXDOMAIN)
         return failure.raiseException()              # a bug: the server answers SERVFAIL
+
+
+def _as_lookup(reply: Reply) -> Any:
+    """A reply as an ``IResolver`` answer (records), or the failure its rcode means."""
+    if reply.rcode == NOERROR:
+        return list(reply.answers), list(reply.authority), list(reply.additional)
+    if reply.rcode == NXDOMAIN:
+        raise dnserror.DNSNameError()
+    if reply.rcode == REFUSED:
+        raise Refused()
+    raise ServerFailure(reply.error or "")
 
 
 def _cacheable(request: Request) -> tuple[tuple[Any, int], ...] | None:
@@ -248,7 +275,8 @@ class BlockPipeline:
         chain_at = len(ordered)
         if resolvers:
             chain_at = ordered.index(resolvers[0])
-            self.chain = BlockChain([s.resolver for s in resolvers])  # type: ignore[misc]
+            self.chain = BlockChain([s.resolver for s in resolvers],  # type: ignore[misc]
+                                    [s.name for s in resolvers])
         before = [s.handler for s in ordered[:chain_at] if s.handler is not None]
         after = [s.handler for s in ordered[chain_at:] if s.handler is not None]
         handlers = list(before)
@@ -261,20 +289,25 @@ class BlockPipeline:
         named = [s.name for s in ordered if not s.implicit]
         last = named[-1] if named else default_name
         following: Next = _NoNext(last)
-        for handler in reversed(handlers[1:]):
-            following = _bind(handler.serve, following)
+        # What a name the chain passes on meets next (forward), for lookups that enter
+        # at the chain (:meth:`query`): None when nothing follows it.
+        self.past_chain: Next | None = None
+        chain_index = len(before) if self.chain is not None else -1
+        for index in range(len(handlers) - 1, 0, -1):
+            if index == chain_index and after:
+                self.past_chain = following
+            following = _bind(handlers[index].serve, following)
+        if chain_index == 0 and after:
+            self.past_chain = following
         # The server calls entry(request, entry_next): the first step costs no extra call.
         self.entry: Callable[[Request, Next], Result] = (
             handlers[0].serve if handlers else _pass_on)
         self.entry_next: Next = following
         # The early answer (a cache hit) is the block's when nothing before the handler
-        # that gives it would act on it: handlers that say so are passed over.
-        lead = 0
-        while lead + 1 < len(handlers) and getattr(handlers[lead], EARLY_TRANSPARENT, False):
-            lead += 1
-        self.early: Callable[[Request], bytes | None] | None = (
-            getattr(handlers[lead], "early", None) if handlers else None)
-        if self.early is not None and lead == 0:
+        # that gives it would act on it otherwise than it says it would (transparent, or
+        # a filter of the early answer).
+        self.early: Callable[[Request], bytes | None] | None = early_answer(handlers)
+        if self.early is not None and getattr(handlers[0], "early", None) is not None:
             self.entry = handlers[0].serve_after_early  # type: ignore[attr-defined]
 
     def serve(self, request: Request) -> Result:
@@ -286,6 +319,40 @@ class BlockPipeline:
         return self.entry(request, self.entry_next)
 
     def query(self, query: dns.Query, timeout: Any = None) -> defer.Deferred[Any]:
+        """A lookup from inside the server (an ExternalName's target): the block's chain,
+        then, for a name the chain passes on, the handlers after it (``forward``), as
+        CoreDNS's ``upstream.Lookup`` re-enters the server."""
         if self.chain is None:
             return defer.fail(FallThrough())
-        return self.chain.query(query, timeout)
+        asked = self.chain.query(query, timeout)
+        if self.past_chain is None or getattr(query, "request", None) is None:
+            return asked
+        return asked.addErrback(self._past_chain, query)
+
+    def _past_chain(self, failure: Failure, query: Any) -> Any:
+        failure.trap(FallThrough, dnserror.DomainError)
+        if isinstance(failure.value, dnserror.AuthoritativeDomainError):
+            return failure
+        request: Request = query.request
+        # What comes from past the chain (an upstream's answer) is not the clusters'
+        # alone: the answer that asked for it is not kept by the answer memo.
+        request.nocache = True
+        request.renewable = False
+        sub = request.copy()
+        name = query.name.name
+        if name.endswith(b"."):
+            name = name[:-1]         # a request's name has no final dot
+        sub.qname = name
+        sub.lname = name.lower()
+        sub.labels = name.split(b".") if name else []
+        sub.qtype = query.type
+        sub.qclass = query.cls
+        sub.depth = getattr(query, "depth", request.depth)
+        sub.udp = False
+        sub.limit = 65535
+        sub.observers = None
+        assert self.past_chain is not None
+        result = self.past_chain(sub)
+        if isinstance(result, defer.Deferred):
+            return result.addCallback(_as_lookup)
+        return _as_lookup(result)

@@ -26,8 +26,8 @@ from twisted.internet import defer
 
 from kubernetai.core.request import Reply, Request
 
-__all__ = ["ORDER", "Handler", "EarlyHandler", "EARLY_TRANSPARENT", "Next", "Result", "then",
-           "position"]
+__all__ = ["ORDER", "Handler", "EarlyHandler", "EARLY_TRANSPARENT", "EARLY_FILTER", "Next",
+           "Result", "then", "position", "early_answer"]
 
 #: CoreDNS's plugin.cfg, in the order a query meets the plugins.
 ORDER: tuple[str, ...] = (
@@ -76,6 +76,48 @@ class EarlyHandler(Handler, Protocol):
 #: hit carries no plugin error, so `errors` has nothing to write or recover): when it
 #: stands before the handler that answers early, the server still answers early.
 EARLY_TRANSPARENT = "early_transparent"
+
+#: A handler with this method, ``filter_early(request, wire) -> bytes | None``, changes an
+#: answer given early the way its ``serve`` would change it (``loadbalance`` shuffles a
+#: cache hit), or returns None to send the request the whole way instead (``any`` for an
+#: ANY question): when it stands before the handler that answers early, the early answer
+#: passes through it.
+EARLY_FILTER = "filter_early"
+
+Early = Callable[[Request], "bytes | None"]
+
+
+def early_answer(handlers: "tuple[Handler, ...] | list[Handler]", start: int = 0
+                 ) -> Early | None:
+    """The early answer of the steps from ``handlers[start]`` on: the first one with an
+    ``early`` method, reached past handlers that are transparent to an early answer or
+    filter it (nearest the answer first, as the reply comes back up); None if a handler
+    that acts otherwise on every answer stands before it."""
+    filters = []
+    for handler in handlers[start:]:
+        early = getattr(handler, "early", None)
+        if early is not None:
+            break
+        if getattr(handler, EARLY_TRANSPARENT, False):
+            continue
+        filtering = getattr(handler, EARLY_FILTER, None)
+        if filtering is None:
+            return None
+        filters.append(filtering)
+    else:
+        return None
+    if not filters:
+        return early
+    filters.reverse()
+
+    def filtered(request: Request) -> bytes | None:
+        wire = early(request)
+        for filtering in filters:
+            if wire is None:
+                return None
+            wire = filtering(request, wire)
+        return wire
+    return filtered
 
 
 def then(result: Result, function: Callable[[Reply], Reply]) -> Result:

@@ -20,7 +20,12 @@ from twisted.names import dns
 
 from kubernetai.pkg.dnsname import presentation, presentation_dotted
 
-__all__ = ["Request", "Reply", "ContextQuery", "context_query"]
+__all__ = ["Request", "Reply", "ContextQuery", "context_query", "RA", "AD"]
+
+#: Header bits of the response's fourth byte that a relayed answer may carry (RFC 1035
+#: recursion available, RFC 4035 authentic data).
+RA = 0x80
+AD = 0x20
 
 
 class Request:
@@ -30,7 +35,9 @@ class Request:
     ``lname`` its lower-case form, used for routing; ``question`` the question section's
     wire bytes, echoed verbatim in the response; ``opt`` the response OPT record's wire
     bytes (``b""`` without EDNS); ``limit`` the size the response must fit; ``bufsize``
-    the UDP size the client advertised; ``do`` the DNSSEC OK bit; ``udp`` the transport.
+    the UDP size the client advertised (0 without EDNS); ``options`` the client's EDNS0
+    options as sent (the OPT rdata, ``b""`` without EDNS: what ``forward`` relays and
+    ``rewrite`` edits); ``do`` the DNSSEC OK bit; ``udp`` the transport.
 
     Context, set by the server before the block's plugins run: ``proto``/``addr`` (who
     asked: :meth:`peer`), ``zone`` (the server block's zone that matched, normalized),
@@ -42,16 +49,19 @@ class Request:
     answer was read from, each as ``(source, source.generation)``; ``nocache`` is set when a
     plugin that did not promise a cacheable answer produced it, and ``renewable`` cleared
     when one produced it that does not promise its answer depends on those sources alone.
+    ``answered`` names the directive of the resolver that answered (the ``plugin`` label).
     """
 
-    __slots__ = ("id", "rd", "cd", "qname", "lname", "labels", "qtype", "qclass",
+    __slots__ = ("id", "rd", "cd", "ad", "qname", "lname", "labels", "qtype", "qclass",
                  "question", "opt", "edns", "do", "limit", "udp", "size", "simple",
+                 "bufsize", "options",
                  "proto", "addr", "zone", "block", "server", "started", "depth",
-                 "deps", "nocache", "renewable", "observers")
+                 "deps", "nocache", "renewable", "observers", "answered")
 
     id: int
     rd: int
     cd: int
+    ad: int
     qname: bytes
     lname: bytes
     labels: list[bytes]
@@ -65,6 +75,8 @@ class Request:
     udp: bool
     size: int
     simple: bool
+    bufsize: int
+    options: bytes
     proto: Any
     addr: Any
     zone: bytes
@@ -76,6 +88,7 @@ class Request:
     nocache: bool
     renewable: bool
     observers: list[Callable[["Request", bytes], None]] | None
+    answered: str | None
 
     def fqdn(self) -> str:
         """The lower-case query name as CoreDNS logs it: escaped, with its trailing dot.
@@ -107,6 +120,25 @@ class Request:
         else:
             self.observers.append(callback)
 
+    def copy(self) -> "Request":
+        """A shallow copy, for a plugin that changes the question for the steps after it
+        (``rewrite``) while the steps before it, and the response, keep the original.
+
+        The copy's ``question`` bytes are the original's (the response echoes what was
+        asked), so it is never ``simple``: nothing may compress names against it.
+        """
+        twin = Request.__new__(Request)
+        for slot in Request.__slots__:
+            try:
+                setattr(twin, slot, getattr(self, slot))
+            except AttributeError:
+                pass
+        twin.simple = False
+        labels = getattr(self, "labels", None)
+        if labels is not None:
+            twin.labels = list(labels)
+        return twin
+
     def depend(self, source: Any) -> None:
         """The answer was read from ``source`` (which has a ``generation`` counter)."""
         dep = (source, source.generation)
@@ -123,13 +155,19 @@ class Reply:
     plugin found"``); ``reported`` is set once something has logged it. ``cache`` says
     whether the answer may be kept: None (never), or the ``deps`` of the request it
     answered (see :class:`Request`). ``wire``, if set, is the response already encoded for
-    this request (a cache hit, or a handler that rendered it). ``renewable``: the answer is a
+    this request (a cache hit, or a handler that rendered it); ``b""`` means no response
+    is sent at all (:meth:`dropped`: ``acl``'s drop). ``renewable``: the answer is a
     function of the sources in ``cache`` alone, so once its TTL has passed the cache may
     renew it while they are unchanged instead of asking again (the same bytes would come).
+
+    ``flags`` are header bits a relayed answer carries beyond those the server sets itself
+    (:data:`RA`, :data:`AD` from an upstream: ``forward``); the server never sets RA on
+    answers of its own, as CoreDNS. ``plugin`` names the plugin that wrote the answer, for
+    the ``plugin`` label of ``coredns_dns_responses_total`` (None: inferred).
     """
 
     __slots__ = ("rcode", "aa", "answers", "authority", "additional", "error", "reported",
-                 "cache", "renewable", "wire")
+                 "cache", "renewable", "wire", "flags", "plugin")
 
     def __init__(self, rcode: int, aa: bool = False,
                  answers: Sequence[dns.RRHeader] = (),
@@ -138,7 +176,9 @@ class Reply:
                  error: str | None = None,
                  cache: tuple[tuple[Any, int], ...] | None = None,
                  renewable: bool = False,
-                 wire: bytes | None = None) -> None:
+                 wire: bytes | None = None,
+                 flags: int = 0,
+                 plugin: str | None = None) -> None:
         self.rcode = rcode
         self.aa = aa
         self.answers = answers
@@ -149,6 +189,8 @@ class Reply:
         self.cache = cache
         self.renewable = renewable
         self.wire = wire
+        self.flags = flags
+        self.plugin = plugin
 
     @classmethod
     def encoded(cls, wire: bytes) -> "Reply":
@@ -162,6 +204,16 @@ class Reply:
         reply.cache = None
         reply.renewable = False
         reply.wire = wire
+        reply.flags = wire[3] & (RA | AD)
+        reply.plugin = None
+        return reply
+
+    @classmethod
+    def dropped(cls) -> "Reply":
+        """No response at all: the client hears nothing (CoreDNS's plugins that return
+        without writing, as ``acl``'s ``drop``)."""
+        reply = cls(0, wire=b"")
+        reply.plugin = ""
         return reply
 
     def records(self) -> tuple[Sequence[dns.RRHeader], ...]:

@@ -22,6 +22,16 @@ the request's EDNS options are not part of it and not stored. The cache is bound
 bytes as well as in entries, since a client chooses how large an answer is (a headless
 service with many endpoints, over TCP): when either bound is passed, the oldest entries
 go first.
+
+One store, two kinds of entry. The implicit cache step of a block without a ``cache``
+directive (:class:`WireCacheHandler`) keeps the answers above, unseen by clients. A block
+with a ``cache`` directive has one step instead, the ``cache`` plugin's, which keeps
+CoreDNS's cache entries (TTLs counted down, its capacities) in this same store, as items
+(objects with ``size`` and ``gone(key, evicted)``, see :class:`StoredItem`) under keys
+of the lower-case name whose scope also holds the query's DO and CD bits
+(:data:`SCOPE_STEP`), besides these answers (under the name as sent) where its
+configuration does not keep CoreDNS entries. The bounds in entries and bytes hold for
+both kinds together.
 """
 
 from __future__ import annotations
@@ -29,13 +39,13 @@ from __future__ import annotations
 import itertools
 import time
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, Union
 
-from kubernetai.core.codec import NOERROR, NXDOMAIN, patch_cached, render, strip_opt
+from kubernetai.core.codec import NOERROR, NXDOMAIN, patch_cached, render_reply, strip_opt
 from kubernetai.core.plugin import Next, Result
 from kubernetai.core.request import Reply, Request
 
-__all__ = ["WireCache", "WireCacheHandler", "message_ttl"]
+__all__ = ["WireCache", "WireCacheHandler", "StoredItem", "message_ttl", "SCOPE_STEP"]
 
 #: What one entry costs beyond its key name and answer bytes: the dict slot and its
 #: order link, the key and entry tuples, two bytes objects' headers (measured, rounded up).
@@ -44,11 +54,37 @@ ENTRY_OVERHEAD = 320
 EMPTY_TTL = 5
 MAX_TTL = 3600
 
-_scopes = itertools.count(1)
+#: Block scopes are multiples of this: the bits below are free for a step that keys by
+#: more than the question (the ``cache`` plugin: DO and CD).
+SCOPE_STEP = 4
+_scopes = itertools.count(SCOPE_STEP, SCOPE_STEP)
 
 Key = tuple[bytes, int, int, int]
 # (response without OPT, expiry, (source, generation) pairs, TTL to renew with or 0)
-Entry = tuple[bytes, float, tuple[tuple[Any, int], ...], float]
+Memo = tuple[bytes, float, tuple[tuple[Any, int], ...], float]
+
+
+class StoredItem(Protocol):
+    """An entry of another kind than the memo's tuple (the ``cache`` plugin's)."""
+
+    size: int
+
+    def gone(self, key: Key, evicted: bool) -> None:
+        """The store let go of it: replaced, dropped, cleared, or ``evicted`` for room."""
+
+
+Entry = Union[Memo, StoredItem]
+
+
+def _size(key: Key, value: Entry) -> int:
+    if value.__class__ is tuple:
+        return len(key[0]) + len(value[0]) + ENTRY_OVERHEAD
+    return value.size  # type: ignore[union-attr]
+
+
+def _let_go(key: Key, value: Entry, evicted: bool) -> None:
+    if value.__class__ is not tuple:
+        value.gone(key, evicted)  # type: ignore[union-attr]
 
 
 def message_ttl(reply: Reply) -> int:
@@ -96,19 +132,19 @@ class WireCache:
         """The stored answer, if it is still fresh (or renewed) and its sources have not
         changed."""
         entry = self.entries.get(key)
-        if entry is None:
+        if entry is None or entry.__class__ is not tuple:
             return None
         stored, expires, deps, renew = entry
         for source, generation in deps:
             if source.generation != generation:
                 self.invalidated += 1
-                self._drop(key, stored)
+                self.drop(key)
                 return None
         now = self.clock()
         if expires <= now:
             if not renew:
                 self.expired += 1
-                self._drop(key, stored)
+                self.drop(key)
                 return None
             self.entries[key] = (stored, now + renew, deps, renew)
             self.renewed += 1
@@ -119,28 +155,48 @@ class WireCache:
             deps: tuple[tuple[Any, int], ...] = (), renewable: bool = False) -> None:
         """Keep ``stored`` under ``key`` for ``ttl`` seconds (renewed while ``deps`` hold,
         if ``renewable``), evicting the oldest entries to stay in bounds."""
-        cost = self.cost(key[0], stored)
-        if cost > self.max_bytes // 4 or ttl <= 0:
+        if ttl <= 0:
             return
+        self._add(key, (stored, self.clock() + ttl, deps, ttl if renewable else 0),
+                  self.cost(key[0], stored))
+
+    def put_item(self, key: Key, item: StoredItem) -> bool:
+        """Keep ``item`` (its ``size`` charged) under ``key``; False if it is too large."""
+        return self._add(key, item, item.size)
+
+    def _add(self, key: Key, value: Entry, cost: int) -> bool:
+        if cost > self.max_bytes // 4:
+            return False
         entries = self.entries
         old = entries.pop(key, None)
         if old is not None:
-            self.bytes -= self.cost(key[0], old[0])
+            self.bytes -= _size(key, old)
+            _let_go(key, old, False)
         while entries and (self.bytes + cost > self.max_bytes
                            or len(entries) >= self.max_entries):
-            oldest, value = entries.popitem(last=False)
-            self.bytes -= self.cost(oldest[0], value[0])
+            oldest, value_ = entries.popitem(last=False)
+            self.bytes -= _size(oldest, value_)
             self.evictions += 1
-        entries[key] = (stored, self.clock() + ttl, deps, ttl if renewable else 0)
+            _let_go(oldest, value_, True)
+        entries[key] = value
         self.bytes += cost
+        return True
 
-    def _drop(self, key: Key, stored: bytes) -> None:
-        del self.entries[key]
-        self.bytes -= self.cost(key[0], stored)
+    def drop(self, key: Key, evicted: bool = False) -> None:
+        """Let go of the entry under ``key``, if any."""
+        value = self.entries.pop(key, None)
+        if value is not None:
+            self.bytes -= _size(key, value)
+            if evicted:
+                self.evictions += 1
+            _let_go(key, value, evicted)
 
     def clear(self) -> None:
+        entries = list(self.entries.items())
         self.entries.clear()
         self.bytes = 0
+        for key, value in entries:
+            _let_go(key, value, False)
 
 
 class WireCacheHandler:
@@ -163,6 +219,15 @@ class WireCacheHandler:
         # :meth:`serve`, which need not look again.
         self._missed: Request | None = None
 
+    def entry_for(self, request: Request) -> Any:
+        """What this step holds for ``request`` (None if nothing), read without changing
+        anything (`explain`'s view): a :data:`Memo` tuple, or a step's item, which reads as
+        one."""
+        if not request.simple:
+            return None
+        return self.cache.entries.get((request.qname, request.qtype, request.qclass,
+                                       self.scope))
+
     def early(self, request: Request) -> bytes | None:
         """A hit, patched for ``request``; None on a miss or if it does not fit."""
         if not request.simple:
@@ -174,7 +239,8 @@ class WireCacheHandler:
             self._missed = request
             return None
         # WireCache.get, inlined for a fresh entry: this is every cached answer's path.
-        stored, expires, deps, _ = entry
+        # (Under this step's scope there are only its own tuples.)
+        stored, expires, deps, _ = entry  # type: ignore[misc]
         if expires <= cache.clock():
             renewed = cache.get(key)  # renewed (a hit) or dropped, and counted
             return None if renewed is None else patch_cached(renewed, request)
@@ -219,8 +285,7 @@ class WireCacheHandler:
         if reply.cache is None or reply.wire is not None or reply.rcode not in (NOERROR,
                                                                                 NXDOMAIN):
             return reply
-        reply.wire = render(request, reply.rcode, reply.aa, reply.answers, reply.authority,
-                            reply.additional)
+        reply.wire = render_reply(request, reply)
         stored = strip_opt(reply.wire, request)  # None when truncated
         if stored is not None:
             self.cache.put(key, stored, message_ttl(reply), reply.cache, reply.renewable)

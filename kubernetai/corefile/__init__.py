@@ -19,6 +19,7 @@ from kubernetai.corefile.errors import (
     arg_error,
     describe_char,
     excerpt,
+    no_options,
     printable,
 )
 from kubernetai.corefile.files import read_regular_file
@@ -50,6 +51,7 @@ __all__ = [
     "excerpt",
     "parse",
     "parse_file",
+    "no_options",
     "parse_key",
     "printable",
     "read_regular_file",

@@ -13,8 +13,13 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from typing import TYPE_CHECKING
 
-__all__ = ["CorefileError", "arg_error", "describe_char", "excerpt", "printable"]
+if TYPE_CHECKING:
+    from kubernetai.corefile.model import Directive
+
+__all__ = ["CorefileError", "arg_error", "no_options", "describe_char", "excerpt",
+           "printable"]
 
 # What an error message quotes of a token, at most; and of anything at all.
 _EXCERPT_CHARS = 40
@@ -116,3 +121,17 @@ def arg_error(filename: str, line: int, last: str, token: str | None,
     ``last``, the last token read (``prefix`` is a plugin name some plugins put first)."""
     return CorefileError(filename, line, f"{prefix}Wrong argument count or unexpected line "
                          f"ending after '{last}'", token)
+
+
+def no_options(directive: Directive, *, block: bool = True) -> None:
+    """The checks of a directive that takes nothing (``any``, ``whoami``, ``debug``...),
+    with CoreDNS's messages: an argument is caddy's ``ArgErr`` naming it; with ``block``,
+    a block is ``NAME: unknown property 'OPTION'`` at its first line (a plugin that treats
+    a block otherwise passes ``block=False`` and checks it itself)."""
+    if directive.args:
+        first = directive.args[0]
+        raise arg_error(directive.filename, directive.arg_lines[0], first, first)
+    if block and directive.block:
+        option = directive.block[0]
+        raise CorefileError(option.filename, option.line,
+                            f"{directive.name}: unknown property '{option.name}'", option.name)

@@ -9,18 +9,8 @@ it takes the place just after ``debug`` (it contributes no pipeline step either 
 from __future__ import annotations
 
 from kubernetai.core.registry import BlockBuilder
-from kubernetai.corefile import CorefileError, Directive, arg_error
+from kubernetai.corefile import Directive, no_options
 from kubernetai.plugins.explain.service import ExplainService
-
-
-def _no_arguments(directive: Directive) -> None:
-    if directive.args:
-        raise arg_error(directive.filename, directive.arg_lines[0], directive.args[0],
-                        directive.args[0])
-    if directive.block:
-        first = directive.block[0]
-        raise CorefileError(first.filename, first.line,
-                            f"{directive.name}: unknown property '{first.name}'", first.name)
 
 
 class DebugDirective:
@@ -30,7 +20,7 @@ class DebugDirective:
     once = True
 
     def setup(self, directive: Directive, builder: BlockBuilder) -> None:
-        _no_arguments(directive)
+        no_options(directive)
         builder.add_process_service(ExplainService())
 
 
@@ -42,5 +32,5 @@ class ExplainDirective:
     once = True
 
     def setup(self, directive: Directive, builder: BlockBuilder) -> None:
-        _no_arguments(directive)
+        no_options(directive)
         builder.add_process_service(ExplainService())

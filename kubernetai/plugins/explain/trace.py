@@ -536,7 +536,7 @@ def cache_state(pipeline: BlockPipeline, request: Request, keep: int | None = No
         state["state"] = "not-kept"      # the cache only keeps names that map back to bytes
         return state
     cache = handler.cache
-    entry = cache.entries.get((request.qname, request.qtype, request.qclass, handler.scope))
+    entry = handler.entry_for(request)
     if entry is None:
         return state
     stored, expires, deps, renew = entry

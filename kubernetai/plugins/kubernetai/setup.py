@@ -56,6 +56,9 @@ def chain_warnings(builder: BlockBuilder) -> list[str]:
         notes.append(f"{last.filename}:{last.line}: kubernetai: the last stanza has "
                      "fallthrough but no plugin follows it: names it passes on are "
                      "answered SERVFAIL (plugin/kubernetai: no next plugin found)")
+    if any(s.name == "rewrite" or (s.resolver is not None and s not in stanzas)
+           for s in stages):
+        return notes  # another resolver (hosts) may serve them, or rewrite map them
     covered = {z for s in stanzas for z in s.resolver.cluster.config.zones}  # type: ignore[union-attr]
     for zone in builder.zones:
         if not any(in_zone(zone, c) for c in covered):

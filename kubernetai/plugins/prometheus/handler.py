@@ -30,11 +30,18 @@ from typing import Any, Callable, Sequence
 
 from twisted.internet import defer
 
-from kubernetai.core.codec import FORMERR, NOTIMP, REFUSED, SERVFAIL, render
+from kubernetai.core.codec import FORMERR, NOTIMP, REFUSED, SERVFAIL, render_reply
 from kubernetai.core.dnsserver import client_source
 from kubernetai.core.metrics import FIRST_BUCKET, TIME_BUCKETS, DNSRequests
 from kubernetai.core.pipeline import ChainHandler, Stage
-from kubernetai.core.plugin import EARLY_TRANSPARENT, Next, Result, position
+from kubernetai.core.plugin import (
+    EARLY_FILTER,
+    EARLY_TRANSPARENT,
+    Next,
+    Result,
+    early_answer,
+    position,
+)
 from kubernetai.core.request import Reply, Request
 
 __all__ = ["MetricsHandler", "writer"]
@@ -56,13 +63,9 @@ class _Layout:
         handlers = tuple(getattr(block, "handlers", ()))
         self.early: Callable[[Request], bytes | None] | None = None
         if len(handlers) > 1 and handlers[0] is me:
-            # Nothing that acts on an early answer stands between this step and the one
-            # that gives it: that early answer is the block's.
-            following = 1
-            while following + 1 < len(handlers) and \
-                    getattr(handlers[following], EARLY_TRANSPARENT, False):
-                following += 1
-            self.early = getattr(handlers[following], "early", None)
+            # Nothing that acts on an early answer otherwise than it says stands between
+            # this step and the one that gives it: that early answer is the block's.
+            self.early = early_answer(handlers, 1)
         chain_at = next((i for i, h in enumerate(handlers) if isinstance(h, ChainHandler)),
                         None)
         if chain_at is None:
@@ -119,7 +122,8 @@ class MetricsHandler:
             for stage in self._stages():
                 if (stage.handler is not None and stage.handler is not self
                         and _HERE < stage.position < _CACHE
-                        and not getattr(stage.handler, EARLY_TRANSPARENT, False)):
+                        and not getattr(stage.handler, EARLY_TRANSPARENT, False)
+                        and getattr(stage.handler, EARLY_FILTER, None) is None):
                     return None
         return self.answer_early
 
@@ -179,19 +183,22 @@ class MetricsHandler:
         if not source[2]:
             source = client_source(source, request.addr)
         wire = reply.wire
-        if wire is not None and reply.cache is None and not (
+        if reply.plugin is not None:
+            plugin = reply.plugin                 # the plugin that wrote it said so
+        elif wire is not None and reply.cache is None and not (
                 reply.answers or reply.authority or reply.additional):
             plugin = "cache"                      # writer()'s first case, the common one
         else:
             plugin = writer(reply, self._learn(request.block))  # before it is encoded
         if wire is None:
             # Encoded here to be measured; the server sends these bytes as they are.
-            wire = reply.wire = render(request, reply.rcode, reply.aa, reply.answers,
-                                       reply.authority, reply.additional)
+            wire = reply.wire = render_reply(request, reply)
         duration = _perf_counter() - request.started
         # DNSRequests.report, inlined (as in answer_early).
-        key = (source, request.zone, request.qtype, request.do, wire[3] & 0xF, plugin,
-               request.size, len(wire),
+        # A query answered with no response (acl's drop) counts as CoreDNS counts it:
+        # NOERROR, no plugin, a response of 0 bytes.
+        key = (source, request.zone, request.qtype, request.do,
+               wire[3] & 0xF if wire else 0, plugin, request.size, len(wire),
                0 if duration <= FIRST_BUCKET else bisect_left(TIME_BUCKETS, duration))
         counted = self.requests.queries.get(key)
         if counted is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kubernetai.core.registry import BlockBuilder
-from kubernetai.corefile import CorefileError, Directive, arg_error
+from kubernetai.corefile import Directive, no_options
 from kubernetai.plugins.whoami.handler import WhoamiHandler
 
 
@@ -12,11 +12,5 @@ class WhoamiDirective:
     once = False  # as CoreDNS: a second one is never reached
 
     def setup(self, directive: Directive, builder: BlockBuilder) -> None:
-        if directive.args:
-            raise arg_error(directive.filename, directive.arg_lines[0], directive.args[0],
-                            directive.args[0])
-        if directive.block:
-            first = directive.block[0]
-            raise CorefileError(first.filename, first.line,
-                                f"whoami: unknown property '{first.name}'", first.name)
+        no_options(directive)
         builder.add_handler(WhoamiHandler())

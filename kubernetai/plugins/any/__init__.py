@@ -1,0 +1,1 @@
+"""any: answers ANY queries with one short HINFO record (RFC 8482), as CoreDNS's any."""

@@ -1,0 +1,2 @@
+"""minimal: positive answers lose their authority and additional sections (CoreDNS's
+minimal)."""
