@@ -1,32 +1,47 @@
 #!/usr/bin/env python3
-"""dnsperf against our server and against stock Twisted Names, on the same names, in one run.
+"""dnsperf against our server, stock Twisted Names and NSD, on the same names, in one run.
 
 Starts, each in its own process:
 
 * the simulated API server with a synthetic cluster of 1,000 services
   (``kubernetai sandbox --synthetic SPEC --port 0``);
 * our server, ``twistd -n kubernetai --corefile F --dns-port P``, on a Corefile with one
-  ``kubernetai cluster.local`` stanza pointing at that sandbox;
+  ``kubernetai cluster.local`` stanza pointing at that sandbox (and, with ``--baseline
+  DIR``, a second one running the ``kubernetai`` package found in DIR: another copy of
+  the code, for a before/after comparison in the same run);
 * a stock Twisted Names server (this file, ``--stock-server PORT --names FILE``):
   ``twisted.names.server.DNSServerFactory(authorities=[...])`` over
   ``dns.DNSDatagramProtocol``, no tuning, whose authority is a ``common.ResolverBase``
   answering from a dict built from our server's own responses to the very same queries
-  (fetched once, before any load), so both servers send the same records.
+  (fetched once, before any load), so both servers send the same records;
+* NSD (``nsd -d``, one server process, no chroot, no remote control, in a temporary
+  directory) serving a ``cluster.local`` zone file written from those same responses.
+  Installed with ``apt-get install -y nsd`` when missing and running as root; otherwise
+  the run goes on without it (``--no-nsd`` leaves it out).
 
 Then builds one dnsperf query file (by default 80 % A queries for the 1,000 services,
 10 % SRV for their named ports, 10 % names that do not exist), checks our answers against
-the synthetic generator and the stock server's against ours, runs dnsperf against each
-server in turn with the same parameters (``--runs`` times, alternating, after a short
-warm-up), and prints queries per second, latency, lost queries, response codes, the
-server's CPU use and memory, and the ratio ours / stock (medians over the runs).
-Afterwards it asks our server every query once more to check that the answers did not
-change under load, and scans its log for errors. Every process it started is stopped on
-exit, Ctrl-C included.
+the synthetic generator and the other servers' against ours, and runs dnsperf against
+each server in turn with the same parameters, in three modes:
+
+* ``udp``: ``--runs`` runs each, alternating, after a short warm-up, at full load;
+* ``tcp``: ``-m tcp``, ``--tcp-connections`` connections with ``--tcp-inflight`` queries
+  in flight on each (10 x 10), ``--extra-runs`` runs each;
+* ``half``: UDP at half of our server's median UDP QPS (``-Q``), ours and NSD, to compare
+  latency and CPU per query when neither is saturated.
+
+For each it prints queries per second, average and p99 latency (``dnsperf -v``), lost
+queries, the server's CPU use (its process and children) as % of a core and in
+CPU-seconds, queries answered per server CPU-second, memory, and the ratios ours / stock
+(QPS) and ours / NSD (per CPU-second). Afterwards it asks our server every query once more
+to check that the answers did not change under load, and scans its log for errors. Every
+process it started is stopped on exit, Ctrl-C included.
 
 Needs dnsperf (Debian/Ubuntu: ``apt-get install -y dnsperf``); exits 2 without it.
 
-    python bench/dnsperf_compare.py [--seconds 10] [--runs 3] [--clients 4]
-                                    [--outstanding 100] [--threads 1] [--mix 80,10,10]
+    python bench/dnsperf_compare.py [--seconds 8] [--runs 3] [--modes udp,tcp,half]
+                                    [--clients 4] [--outstanding 100] [--mix 80,10,10]
+                                    [--no-nsd] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -46,6 +61,7 @@ import sys
 import tempfile
 import time
 import zlib
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +115,136 @@ def run_stock_server(port: int, names_file: str) -> int:
     print(f"stock twisted.names server: {len(table)} answers on 127.0.0.1:{port}", flush=True)
     reactor.run()
     return 0
+
+
+# --- NSD, serving a zone file written from our server's answers -----------------------------
+
+NSD_CONF = """server:
+    ip-address: 127.0.0.1
+    port: {port}
+    server-count: 1
+    username: ""
+    chroot: ""
+    zonesdir: "{dir}"
+    database: ""
+    zonelistfile: "{dir}/zone.list"
+    xfrdfile: "{dir}/xfrd.state"
+    xfrdir: "{dir}"
+    pidfile: "{dir}/nsd.pid"
+    logfile: "{dir}/nsd.log"
+    do-ip6: no
+    hide-version: yes
+    verbosity: 1
+    rrl-ratelimit: 0
+    rrl-whitelist-ratelimit: 0
+remote-control:
+    control-enable: no
+zone:
+    name: "{zone}"
+    zonefile: "{dir}/{zone}.zone"
+"""
+
+
+# Response rate limiting is off (Debian's NSD has it on: 200 q/s per /24, all of
+# dnsperf's queries come from 127.0.0.1); the rest is NSD's defaults.
+
+def find_nsd(install: bool) -> str | None:
+    """The nsd binary; installed from Debian's packages when missing (as root)."""
+    def which() -> str | None:
+        return shutil.which("nsd") or next(
+            (p for p in ("/usr/sbin/nsd", "/usr/local/sbin/nsd") if os.access(p, os.X_OK)),
+            None)
+    found = which()
+    if found or not install:
+        return found
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        print("NSD is not installed; to compare with it, as root on Debian/Ubuntu: "
+              "apt-get install -y nsd   (going on without NSD)")
+        return None
+    print("NSD is not installed: apt-get install -y nsd ...", flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for attempt in (["apt-get", "install", "-y", "nsd"], ["apt-get", "update"],
+                    ["apt-get", "install", "-y", "nsd"]):
+        done = subprocess.run(attempt, env=env, capture_output=True, text=True, timeout=600)
+        if attempt[1] == "install" and done.returncode == 0:
+            break
+    found = which()
+    if found is None:
+        print(f"could not install NSD (apt-get: {done.stderr.strip()[-300:]}); "
+              f"going on without it")
+    return found
+
+
+def rdata_text(rr: Any) -> str | None:
+    """A record's rdata in zone-file syntax (None for a type this does not write)."""
+    from twisted.names import dns
+
+    def absolute(name: Any) -> str:
+        text = name.name.decode()
+        return text + "." if text else "."
+    payload, rtype = rr.payload, rr.type
+    if rtype == dns.A:
+        return payload.dottedQuad()
+    if rtype == dns.AAAA:
+        return socket.inet_ntop(socket.AF_INET6, payload.address)
+    if rtype == dns.SRV:
+        return f"{payload.priority} {payload.weight} {payload.port} {absolute(payload.target)}"
+    if rtype in (dns.CNAME, dns.PTR, dns.NS):
+        return absolute(payload.name)
+    if rtype == dns.SOA:
+        return (f"{absolute(payload.mname)} {absolute(payload.rname)} {payload.serial} "
+                f"{payload.refresh} {payload.retry} {payload.expire} {payload.minimum}")
+    if rtype == dns.TXT:
+        return " ".join('"' + d.decode("latin-1").replace("\\", "\\\\").replace('"', '\\"')
+                        + '"' for d in payload.data)
+    return None
+
+
+def write_zone(recorded: list[dict], path: Path) -> tuple[int, int]:
+    """The zone file of every record in our answers (the SOA of our negative answers at
+    the apex); returns (records written, records left out)."""
+    from twisted.names import dns
+    soa: tuple[int, str] | None = None
+    rrs: dict[tuple[str, str, str], int] = {}
+    skipped = 0
+    for item in recorded:
+        message = dns.Message()
+        message.fromStr(bytes.fromhex(item["wire"]))
+        for rr in message.answers + message.authority + message.additional:
+            if rr.type == dns.OPT:
+                continue
+            text = rdata_text(rr)
+            name = rr.name.name.decode().lower()
+            if text is None or not (name == ZONE or name.endswith("." + ZONE)):
+                skipped += 1
+            elif rr.type == dns.SOA:
+                soa = soa or (rr.ttl, text)
+            else:
+                rrs.setdefault((name, dns.QUERY_TYPES.get(rr.type, str(rr.type)), text),
+                               rr.ttl)
+    if soa is None:
+        soa = (5, f"ns.dns.{ZONE}. hostmaster.{ZONE}. 1 7200 1800 86400 5")
+    lines = [f"$ORIGIN {ZONE}.", f"{ZONE}. {soa[0]} IN SOA {soa[1]}"]
+    lines += [f"{name}. {ttl} IN {rtype} {text}"
+              for (name, rtype, text), ttl in sorted(rrs.items())]
+    path.write_text("\n".join(lines) + "\n")
+    return len(rrs) + 1, skipped
+
+
+def start_nsd(children: "Processes", nsd: str, directory: Path, recorded: list[dict],
+              env: dict[str, str]) -> tuple[int, subprocess.Popen, str]:
+    """NSD on a free loopback port, one server process, in ``directory``."""
+    directory.mkdir()
+    written, skipped = write_zone(recorded, directory / f"{ZONE}.zone")
+    port = free_port()
+    conf = directory / "nsd.conf"
+    conf.write_text(NSD_CONF.format(port=port, dir=directory, zone=ZONE))
+    process = children.start("nsd", [nsd, "-d", "-c", str(conf)],
+                             stdout=(directory / "nsd.out").open("w"),
+                             stderr=subprocess.STDOUT, env=env, cwd=directory)
+    version = subprocess.run([nsd, "-v"], capture_output=True, text=True,
+                             timeout=10).stderr.split("\n", 1)[0].strip()
+    return port, process, f"{version}; zone of {written} records ({skipped} left out)"
 
 
 # --- DNS on a raw socket, with twisted.names.dns to encode and decode --------------------------
@@ -284,6 +430,32 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and all its descendants alive now (NSD serves from a child)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    total = 0.0
+    for member in tree:
+        try:
+            total += cpu_seconds(member)
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
 # --- dnsperf ----------------------------------------------------------------------------------
 
 @dataclass
@@ -291,20 +463,27 @@ class Result:
     qps: float
     latency_ms: float
     latency_max_ms: float
+    p99_ms: float
     sent: int
     completed: int
     lost: int
     codes: str
     server_cpu: float                 # % of one core while dnsperf ran
+    server_cpu_s: float               # CPU-seconds the server (and its children) used
     dnsperf_cpu: float
     machine_cpu: float                # % of one core, all processes on the machine
+
+    @property
+    def per_cpu_s(self) -> float:
+        """Queries answered per server CPU-second."""
+        return self.completed / self.server_cpu_s if self.server_cpu_s > 0 else 0.0
 
 
 def parse_dnsperf(text: str) -> dict[str, Any]:
     def grab(pattern: str, cast=float):
         match = re.search(pattern, text)
         if not match:
-            raise RuntimeError(f"dnsperf output has no {pattern!r}:\n{text}")
+            raise RuntimeError(f"dnsperf output has no {pattern!r}:\n{text[-3000:]}")
         return cast(match.group(1))
     return {
         "sent": grab(r"Queries sent:\s+(\d+)", int),
@@ -318,25 +497,49 @@ def parse_dnsperf(text: str) -> dict[str, Any]:
     }
 
 
+def split_verbose(path: Path) -> tuple[str, float]:
+    """dnsperf -v output: (the report without the per-query lines, p99 latency in ms)."""
+    latencies = array("d")
+    report = []
+    with path.open(errors="replace") as lines:
+        for line in lines:
+            if line.startswith("> "):
+                try:
+                    latencies.append(float(line.rsplit(None, 1)[1]))
+                except (IndexError, ValueError):
+                    pass
+            else:
+                report.append(line)
+    if not latencies:
+        return "".join(report), 0.0
+    ordered = sorted(latencies)
+    return "".join(report), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
+
+
 def run_dnsperf(dnsperf_args: list[str], port: int, pid: int, seconds: float) -> Result:
-    argv = ["dnsperf", "-p", str(port), *dnsperf_args, "-l", f"{seconds:g}"]
-    cpu_before, machine_before = cpu_seconds(pid), machine_cpu_seconds()
-    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.monotonic()
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
-    elapsed = time.monotonic() - started
-    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server_cpu = (cpu_seconds(pid) - cpu_before) / elapsed * 100
-    machine_cpu = (machine_cpu_seconds() - machine_before) / elapsed * 100
+    argv = ["dnsperf", "-p", str(port), *dnsperf_args, "-l", f"{seconds:g}", "-v"]
+    with tempfile.TemporaryFile("w+") as errors, tempfile.NamedTemporaryFile(
+            "w+", prefix="dnsperf-", suffix=".out") as out:
+        cpu_before, machine_before = tree_cpu_seconds(pid), machine_cpu_seconds()
+        children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.monotonic()
+        done = subprocess.run(argv, stdout=out, stderr=errors, timeout=seconds + 60)
+        elapsed = time.monotonic() - started
+        children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        server_cpu_s = tree_cpu_seconds(pid) - cpu_before
+        machine_cpu = (machine_cpu_seconds() - machine_before) / elapsed * 100
+        out.flush()
+        text, p99 = split_verbose(Path(out.name))
+        errors.seek(0)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}:\n{text[-3000:]}"
+                               f"{errors.read()[-3000:]}")
     dnsperf_cpu = ((children_after.ru_utime + children_after.ru_stime)
                    - (children_before.ru_utime + children_before.ru_stime)) / elapsed * 100
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}:\n{done.stdout}"
-                           f"{done.stderr}")
-    figures = parse_dnsperf(done.stdout)
+    figures = parse_dnsperf(text)
     return Result(figures["qps"], figures["latency"] * 1000, figures["latency_max"] * 1000,
-                  figures["sent"], figures["completed"], figures["lost"], figures["codes"],
-                  server_cpu, dnsperf_cpu, machine_cpu)
+                  p99, figures["sent"], figures["completed"], figures["lost"], figures["codes"],
+                  server_cpu_s / elapsed * 100, server_cpu_s, dnsperf_cpu, machine_cpu)
 
 
 # --- the comparison ---------------------------------------------------------------------------
@@ -345,13 +548,13 @@ def median_result(results: list[Result]) -> Result:
     """Medians of each figure (the run with the median QPS for the text fields)."""
     by_qps = sorted(results, key=lambda r: r.qps)
     middle = by_qps[(len(by_qps) - 1) // 2]
-    return Result(statistics.median(r.qps for r in results),
-                  statistics.median(r.latency_ms for r in results),
-                  statistics.median(r.latency_max_ms for r in results),
-                  middle.sent, middle.completed, int(statistics.median(r.lost for r in results)),
-                  middle.codes, statistics.median(r.server_cpu for r in results),
-                  statistics.median(r.dnsperf_cpu for r in results),
-                  statistics.median(r.machine_cpu for r in results))
+
+    def med(attr: str) -> float:
+        return statistics.median(getattr(r, attr) for r in results)
+    return Result(med("qps"), med("latency_ms"), med("latency_max_ms"), med("p99_ms"),
+                  middle.sent, middle.completed, int(med("lost")), middle.codes,
+                  med("server_cpu"), middle.server_cpu_s, med("dnsperf_cpu"),
+                  med("machine_cpu"))
 
 
 def log_problems(path: Path) -> list[str]:
@@ -359,6 +562,88 @@ def log_problems(path: Path) -> list[str]:
     bad = re.compile(r"Traceback|Unhandled|\[ERROR\]|#error|#critical|Error:|Exception",
                      re.IGNORECASE)
     return [line for line in lines if bad.search(line)]
+
+
+@dataclass
+class Server:
+    label: str
+    port: int
+    process: subprocess.Popen
+    log: Path
+
+
+OURS, BASELINE, STOCK, NSD = "kubernetai", "baseline", "stock twisted.names", "nsd"
+
+
+def start_ours(children: Processes, label: str, corefile: Path, port: int, log: Path,
+               env: dict[str, str], work: Path) -> subprocess.Popen:
+    return children.start(
+        label, [sys.executable, "-c",
+                "import sys; from twisted.scripts.twistd import run; "
+                "sys.argv[0] = 'twistd'; run()",
+                "-n", "--pidfile=", "kubernetai", "--corefile", str(corefile),
+                "--dns-port", str(port)],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=work)
+
+
+def compare_answers(label: str, server: Server, queries: list[Query],
+                    recorded: list[dict]) -> None:
+    """Print where ``server``'s answers differ from ours, section by section."""
+    differ: dict[str, list[str]] = {}
+    for q, item in zip(queries, recorded):
+        _, wire = ask(server.port, q.name, TYPES[q.qtype])
+        mine, theirs = records(bytes.fromhex(item["wire"])), records(wire)
+        for section in mine:
+            if mine[section] != theirs[section]:
+                differ.setdefault(f"{q.expect} {q.qtype}: {section}", []).append(
+                    f"{q.name}: ours {mine[section][:2]} {label} {theirs[section][:2]}")
+    print(f"{label} (pid {server.process.pid}) answering on 127.0.0.1:{server.port}; "
+          f"its answers vs ours:")
+    if not differ:
+        print("  identical for every query")
+    for what, items in differ.items():
+        print(f"  {len(items)} queries differ in {what}, e.g. {items[0]}")
+
+
+def run_mode(mode: str, servers: list[Server], dnsperf_args: list[str], seconds: float,
+             runs: int) -> dict[str, Result]:
+    """``runs`` alternating dnsperf runs against each server; the medians."""
+    print(f"\n== {mode}: dnsperf {' '.join(dnsperf_args)} -p PORT -l {seconds:g} -v   "
+          f"x {runs} run(s) per server, alternating")
+    results: dict[str, list[Result]] = {s.label: [] for s in servers}
+    for run in range(runs):
+        for server in servers:
+            r = run_dnsperf(dnsperf_args, server.port, server.process.pid, seconds)
+            results[server.label].append(r)
+            print(f"  run {run + 1} {server.label:20s} {r.qps:9.0f} q/s  avg "
+                  f"{r.latency_ms:7.3f} ms  p99 {r.p99_ms:7.3f} ms  lost {r.lost}/{r.sent}  "
+                  f"server CPU {r.server_cpu:3.0f} % = {r.per_cpu_s:7.0f} q/CPU-s  dnsperf "
+                  f"{r.dnsperf_cpu:3.0f} %  machine {r.machine_cpu:3.0f} % of "
+                  f"{os.cpu_count() * 100} %", flush=True)
+    return {label: median_result(rs) for label, rs in results.items()}
+
+
+def print_table(mode: str, medians: dict[str, Result], pids: dict[str, int],
+                runs: int) -> None:
+    print(f"\n{mode} (medians of {runs} run(s))")
+    print(f"  {'server':20s} {'QPS':>8s} {'avg ms':>8s} {'p99 ms':>8s} {'lost':>13s} "
+          f"{'CPU %':>6s} {'CPU-s':>6s} {'q/CPU-s':>8s} {'us CPU/q':>8s} {'RSS MiB':>8s}")
+    for label, m in medians.items():
+        mem = proc_status(pids[label])
+        us = 1e6 / m.per_cpu_s if m.per_cpu_s else 0.0
+        print(f"  {label:20s} {m.qps:8.0f} {m.latency_ms:8.3f} {m.p99_ms:8.3f} "
+              f"{m.lost:6d}/{m.sent:<6d} {m.server_cpu:6.0f} {m.server_cpu_s:6.2f} "
+              f"{m.per_cpu_s:8.0f} {us:8.1f} {mem.get('VmRSS', 0):8.1f}")
+    ours = medians.get(OURS)
+    if ours is None:
+        return
+    for other in (BASELINE, STOCK, NSD):
+        them = medians.get(other)
+        if them is None or not them.qps or not them.per_cpu_s:
+            continue
+        print(f"  ours/{other}: {ours.qps / them.qps:.2f}x QPS, "
+              f"{ours.per_cpu_s / them.per_cpu_s:.2f}x per server CPU-second, p99 "
+              f"{ours.p99_ms / them.p99_ms if them.p99_ms else 0:.2f}x")
 
 
 def compare(args: argparse.Namespace) -> int:
@@ -371,6 +656,15 @@ def compare(args: argparse.Namespace) -> int:
         print("--mix: three percentages A,SRV,NXDOMAIN adding up to 100, A > 0",
               file=sys.stderr)
         return 2
+    modes = [m for m in args.modes.split(",") if m]
+    if not modes or set(modes) - {"udp", "tcp", "half"}:
+        print("--modes: a comma-separated list of udp, tcp, half", file=sys.stderr)
+        return 2
+    if "half" in modes and "udp" not in modes and not args.half_qps:
+        print("--modes half needs udp first (its rate is half our UDP QPS) or --half-qps",
+              file=sys.stderr)
+        return 2
+    nsd = None if args.no_nsd else find_nsd(install=True)
     work = Path(tempfile.mkdtemp(prefix="kubernetai-dnsperf-"))
     children = Processes()
 
@@ -398,26 +692,32 @@ def compare(args: argparse.Namespace) -> int:
         url = read_first_line(sandbox, timeout=120)
         print(f"sandbox {url} ({args.spec}) up in {time.monotonic() - t0:.1f} s")
 
-        # (b) our server
+        # (b) our server (and the baseline copy of it)
         ours_port = free_port()
         corefile = work / "Corefile"
-        corefile.write_text(f"{ZONE}:{ours_port} {{\n    bind 127.0.0.1\n"
+        corefile.write_text(f"{ZONE} {{\n    bind 127.0.0.1\n"
                             f"    kubernetai {ZONE} {{\n        endpoint {url}\n    }}\n}}\n")
-        ours_log = work / "kubernetai.log"
-        t0 = time.monotonic()
-        ours = children.start(
-            "kubernetai", [sys.executable, "-c",
-                           "import sys; from twisted.scripts.twistd import run; "
-                           "sys.argv[0] = 'twistd'; run()",
-                           "-n", "--pidfile=", "kubernetai", "--corefile", str(corefile),
-                           "--dns-port", str(ours_port)],
-            stdout=ours_log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=work)
+        servers: list[Server] = []
         a_checks = [q for q in queries if q.qtype == "A" and q.expect == "NOERROR"]
         headless = next(q for q in a_checks if len(q.addresses) > 1)
         checks = [a_checks[0], headless] + [q for q in queries if q.expect == "NXDOMAIN"][:1]
-        wait_until_answers(ours_port, checks, ours, ours_log, timeout=120)
-        print(f"kubernetai (twistd, pid {ours.pid}) answering on 127.0.0.1:{ours_port} "
-              f"after {time.monotonic() - t0:.1f} s")
+        plan = [(OURS, ours_port, env)]
+        if args.baseline:
+            base_env = dict(env, PYTHONPATH=os.pathsep.join(
+                [str(Path(args.baseline).resolve()), env["PYTHONPATH"]]))
+            plan.append((BASELINE, free_port(), base_env))
+        for label, port, server_env in plan:
+            log = work / f"{label}.log"
+            t0 = time.monotonic()
+            process = start_ours(children, label, corefile, port, log, server_env, work)
+            wait_until_answers(port, checks, process, log, timeout=120)
+            servers.append(Server(label, port, process, log))
+            code = subprocess.run([sys.executable, "-c", "import kubernetai; "
+                                   "print(kubernetai.__file__)"], env=server_env, cwd=work,
+                                  capture_output=True, text=True, timeout=60).stdout.strip()
+            print(f"{label} (twistd, pid {process.pid}, code {Path(code).parent}) answering "
+                  f"on 127.0.0.1:{port} after {time.monotonic() - t0:.1f} s")
+        ours = servers[0]
 
         # Record our answers to every query; check them against the generator.
         recorded, wrong = [], []
@@ -435,6 +735,8 @@ def compare(args: argparse.Namespace) -> int:
               f"cluster: {len(queries) - len(wrong)} right, {len(wrong)} wrong")
         for line in wrong[:10]:
             print(f"  WRONG: {line}")
+        for server in servers[1:]:
+            compare_answers(server.label, server, queries, recorded)
 
         # (c) the stock Twisted Names server, fed those answers
         stock_port = free_port()
@@ -444,48 +746,55 @@ def compare(args: argparse.Namespace) -> int:
                       str(stock_port), "--names", str(names)],
             stdout=stock_log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=work)
         wait_until_answers(stock_port, checks, stock, stock_log, timeout=60)
-        differ: dict[str, list[str]] = {}
-        for q, item in zip(queries, recorded):
-            _, wire = ask(stock_port, q.name, TYPES[q.qtype])
-            mine, theirs = records(bytes.fromhex(item["wire"])), records(wire)
-            for section in mine:
-                if mine[section] != theirs[section]:
-                    differ.setdefault(f"{q.expect} {q.qtype}: {section}", []).append(
-                        f"{q.name}: ours {mine[section][:2]} stock {theirs[section][:2]}")
-        print(f"stock twisted.names (pid {stock.pid}) answering on 127.0.0.1:{stock_port}; "
-              f"its answers vs ours:")
-        if not differ:
-            print("  identical for every query")
-        for what, items in differ.items():
-            print(f"  {len(items)} queries differ in {what}, e.g. {items[0]}")
+        servers.append(Server(STOCK, stock_port, stock, stock_log))
+        compare_answers(STOCK, servers[-1], queries, recorded)
 
-        dnsperf_args = ["-s", "127.0.0.1", "-d", str(data), "-c", str(args.clients),
-                        "-q", str(args.outstanding), "-T", str(args.threads),
-                        "-t", f"{args.timeout:g}"]
+        # (d) NSD, from a zone file of those answers
+        if nsd is not None:
+            nsd_port, nsd_process, about = start_nsd(children, nsd, work / "nsd", recorded,
+                                                     env)
+            nsd_log = work / "nsd" / "nsd.log"
+            wait_until_answers(nsd_port, checks, nsd_process, work / "nsd" / "nsd.out",
+                               timeout=60)
+            servers.append(Server(NSD, nsd_port, nsd_process, nsd_log))
+            print(f"{about}")
+            compare_answers(NSD, servers[-1], queries, recorded)
+
+        pids = {s.label: s.process.pid for s in servers}
         print()
         print(f"query file: {len(queries)} queries, cycled: {counts['A']} A for every service "
               f"({counts['A'] - len([q for q in a_checks if len(q.addresses) > 1])} ClusterIP,"
               f" {len([q for q in a_checks if len(q.addresses) > 1])} headless), "
               f"{counts['SRV']} SRV, {counts['NXDOMAIN']} NXDOMAIN "
-              f"(mix {mix[0]}/{mix[1]}/{mix[2]} %), no EDNS")
-        print(f"dnsperf {' '.join(dnsperf_args)} -p PORT -l {args.seconds:g}   "
-              f"x {args.runs} run(s) per server, alternating, after a {args.warmup:g} s warm-up"
-              f" each; {os.cpu_count()} CPUs")
-        servers = {"kubernetai": (ours_port, ours.pid), "stock twisted.names": (stock_port,
-                                                                                 stock.pid)}
-        if args.warmup > 0:
-            for port, pid in servers.values():
-                run_dnsperf(dnsperf_args, port, pid, args.warmup)
-        results: dict[str, list[Result]] = {label: [] for label in servers}
-        for run in range(args.runs):
-            for label, (port, pid) in servers.items():
-                result = run_dnsperf(dnsperf_args, port, pid, args.seconds)
-                results[label].append(result)
-                print(f"  run {run + 1} {label:20s} {result.qps:9.0f} q/s  "
-                      f"{result.latency_ms:7.3f} ms  lost {result.lost}/{result.sent}  "
-                      f"server CPU {result.server_cpu:3.0f} %  dnsperf CPU "
-                      f"{result.dnsperf_cpu:3.0f} %  machine {result.machine_cpu:3.0f} % "
-                      f"of {os.cpu_count() * 100} %")
+              f"(mix {mix[0]}/{mix[1]}/{mix[2]} %), no EDNS; {os.cpu_count()} CPUs; "
+              f"dnsperf -v for p99 (its CPU counts, the server's does not change)")
+        common = ["-s", "127.0.0.1", "-d", str(data), "-t", f"{args.timeout:g}"]
+        tables: list[tuple[str, dict[str, Result], int]] = []
+        udp: dict[str, Result] = {}
+        if "udp" in modes:
+            udp_args = common + ["-c", str(args.clients), "-q", str(args.outstanding),
+                                 "-T", str(args.threads)]
+            if args.warmup > 0:
+                for server in servers:
+                    run_dnsperf(udp_args, server.port, server.process.pid, args.warmup)
+            udp = run_mode("udp, full load", servers, udp_args, args.seconds, args.runs)
+            tables.append(("UDP, full load", udp, args.runs))
+        if "tcp" in modes:
+            tcp_args = common + ["-m", "tcp", "-c", str(args.tcp_connections), "-q",
+                                 str(args.tcp_connections * args.tcp_inflight)]
+            tcp = run_mode(f"tcp, {args.tcp_connections} connections x {args.tcp_inflight} in "
+                           f"flight", servers, tcp_args, args.seconds, args.extra_runs)
+            tables.append((f"TCP, {args.tcp_connections} connections x {args.tcp_inflight} in "
+                           f"flight", tcp, args.extra_runs))
+        if "half" in modes:
+            rate = args.half_qps or int(udp[OURS].qps / 2)
+            half_args = common + ["-c", str(args.clients), "-q", str(args.outstanding),
+                                  "-T", str(args.threads), "-Q", str(rate)]
+            half_servers = [s for s in servers if s.label != STOCK]
+            half = run_mode(f"udp at {rate} q/s (half our full-load QPS)", half_servers,
+                            half_args, args.seconds, args.extra_runs)
+            tables.append((f"UDP at {rate} q/s, half our full-load QPS", half,
+                           args.extra_runs))
 
         # Did our answers hold up under load?
         changed = []
@@ -493,37 +802,38 @@ def compare(args: argparse.Namespace) -> int:
             rcode, wire = ask(ours_port, q.name, TYPES[q.qtype])
             if records(wire) != records(bytes.fromhex(item["wire"])):
                 changed.append(q.name)
-        if ours.poll() is not None:
-            print(f"!! our server exited with {ours.returncode} during the runs")
+        for server in servers:
+            if server.process.poll() is not None:
+                print(f"!! {server.label} exited with {server.process.returncode} during "
+                      f"the runs")
 
-        medians = {label: median_result(rs) for label, rs in results.items()}
-        print()
-        print(f"{'server':22s} {'QPS':>9s} {'avg latency':>12s} {'max latency':>12s} "
-              f"{'lost':>12s} {'server CPU':>11s} {'RSS':>9s} {'peak RSS':>9s}")
-        for label, (_port, pid) in servers.items():
-            m, mem = medians[label], proc_status(pid)
-            print(f"{label:22s} {m.qps:9.0f} {m.latency_ms:9.3f} ms {m.latency_max_ms:9.3f} ms "
-                  f"{m.lost:5d}/{m.sent:<6d} {m.server_cpu:9.0f} % "
-                  f"{mem.get('VmRSS', 0):6.1f} MiB {mem.get('VmHWM', 0):5.1f} MiB")
-        ours_m, stock_m = medians["kubernetai"], medians["stock twisted.names"]
-        print(f"{'ratio ours/stock':22s} {ours_m.qps / stock_m.qps:8.2f}x "
-              f"{ours_m.latency_ms / stock_m.latency_ms:11.2f}x")
-        print(f"(medians of {args.runs} run(s) of {args.seconds:g} s; sandbox RSS "
-              f"{proc_status(sandbox.pid).get('VmRSS', 0):.0f} MiB)")
-        for label in servers:
-            print(f"response codes, {label}: {medians[label].codes}")
+        print("\nserver CPU: the server's process and its children (NSD serves from one); "
+              "q/CPU-s = queries completed per server CPU-second")
+        for title, medians, runs in tables:
+            print_table(title, medians, pids, runs)
+        if udp and "half" in modes and OURS in udp and OURS in half:
+            full_us, half_us = (1e6 / udp[OURS].per_cpu_s if udp[OURS].per_cpu_s else 0,
+                                1e6 / half[OURS].per_cpu_s if half[OURS].per_cpu_s else 0)
+            print(f"\nour CPU per query: {full_us:.1f} us at full load, {half_us:.1f} us at "
+                  f"half load ({half_us / full_us if full_us else 0:.2f}x)")
+        print(f"sandbox RSS {proc_status(sandbox.pid).get('VmRSS', 0):.0f} MiB")
+        for title, medians, _ in tables:
+            for label, m in medians.items():
+                print(f"response codes, {title}, {label}: {m.codes}")
         print(f"our answers after the load: {len(queries) - len(changed)} unchanged, "
               f"{len(changed)} changed" + (f" (e.g. {changed[:3]})" if changed else ""))
-        problems = log_problems(ours_log)
-        print(f"our server's log: {len(problems)} error line(s)"
-              + "".join(f"\n  {line[:200]}" for line in problems[:10]))
-        stock_problems = log_problems(stock_log)
-        if stock_problems:
-            print(f"stock server's log: {len(stock_problems)} error line(s)"
-                  + "".join(f"\n  {line[:200]}" for line in stock_problems[:5]))
+        for server in servers:
+            if not server.log.exists():
+                continue
+            problems = log_problems(server.log)
+            if problems or server is ours:
+                print(f"{server.label}'s log: {len(problems)} error line(s)"
+                      + "".join(f"\n  {line[:200]}" for line in problems[:5]))
         if args.keep:
             print(f"logs and files kept in {work}")
-        return 1 if wrong or changed or ours.poll() is not None else 0
+        dead = any(s.process.poll() is not None for s in servers if s.label in (OURS,
+                                                                                  BASELINE))
+        return 1 if wrong or changed or dead else 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -535,14 +845,30 @@ def compare(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10, help="dnsperf -l per run (10)")
-    parser.add_argument("--runs", type=int, default=3, help="runs per server; medians (3)")
+    parser.add_argument("--seconds", type=float, default=6, help="dnsperf -l per run (6)")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="UDP full-load runs per server; medians (3)")
+    parser.add_argument("--extra-runs", type=int, default=1,
+                        help="runs per server of the tcp and half modes (1)")
+    parser.add_argument("--modes", default="udp,tcp,half",
+                        help="udp (full load), tcp (connections x in flight), half (UDP at "
+                             "half our full-load QPS) (udp,tcp,half)")
     parser.add_argument("--warmup", type=float, default=2,
-                        help="seconds of unreported load on each server first (2)")
-    parser.add_argument("--clients", type=int, default=4, help="dnsperf -c (4)")
-    parser.add_argument("--outstanding", type=int, default=100, help="dnsperf -q (100)")
+                        help="seconds of unreported UDP load on each server first (2)")
+    parser.add_argument("--clients", type=int, default=4, help="dnsperf -c, UDP (4)")
+    parser.add_argument("--outstanding", type=int, default=100, help="dnsperf -q, UDP (100)")
     parser.add_argument("--threads", type=int, default=1, help="dnsperf -T (1)")
     parser.add_argument("--timeout", type=float, default=5, help="dnsperf -t (5 s)")
+    parser.add_argument("--tcp-connections", type=int, default=10,
+                        help="TCP mode: dnsperf -m tcp -c (10)")
+    parser.add_argument("--tcp-inflight", type=int, default=10,
+                        help="TCP mode: queries in flight per connection (10)")
+    parser.add_argument("--half-qps", type=int, default=0,
+                        help="the half mode's rate (default: half our UDP median QPS)")
+    parser.add_argument("--no-nsd", action="store_true", help="leave NSD out")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="also run the kubernetai package found in DIR (a copy of "
+                             "another revision's tree) as a second server, same Corefile")
     parser.add_argument("--mix", default="80,10,10",
                         help="percent of A (services), SRV, NXDOMAIN queries (80,10,10)")
     parser.add_argument("--spec", default=SPEC, help=f"synthetic cluster ({SPEC})")
@@ -552,8 +878,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.stock_server is not None:
         return run_stock_server(args.stock_server, args.names)
-    if args.seconds <= 0 or args.runs < 1:
-        parser.error("--seconds must be positive and --runs at least 1")
+    if args.seconds <= 0 or args.runs < 1 or args.extra_runs < 1:
+        parser.error("--seconds must be positive, --runs and --extra-runs at least 1")
     return compare(args)
 
 

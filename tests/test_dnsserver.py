@@ -607,6 +607,26 @@ def test_tcp_pipelined_out_of_order(server: Server) -> None:
     assert second.answer[0][0].address == "10.9.9.9"
 
 
+def test_tcp_pipelined_burst_answered_in_order_then_closed(server: Server) -> None:
+    """Hundreds of queries in one send, then a half-close: every one is answered (the
+    answers made together are written together, in order), then the server closes."""
+    names = ["web.cluster.local", "nope.cluster.local", "web.sub.cluster.local",
+             "headless.cluster.local"]
+    queries = [dns.message.make_query(names[i % len(names)], "A", id=i + 1)
+               for i in range(120)]
+    payload = b"".join(struct.pack("!H", len(w)) + w for w in (q.to_wire() for q in queries))
+    with server.tcp_socket() as s:
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        answers = [dns.message.from_wire(recv_tcp_message(s)) for _ in queries]
+        s.settimeout(3)
+        assert s.recv(10) == b""
+    assert [r.id for r in answers] == [q.id for q in queries]
+    assert [r.rcode() for r in answers[:4]] == [dns.rcode.NOERROR, dns.rcode.NXDOMAIN,
+                                                dns.rcode.NOERROR, dns.rcode.NOERROR]
+    assert all(len(r.answer[0]) == 500 for r in answers[3::4])
+
+
 def test_tcp_message_split_across_segments(server: Server) -> None:
     """A length-prefixed message arriving byte by byte is reassembled."""
     q = dns.message.make_query("web.cluster.local", "A").to_wire()
@@ -1011,3 +1031,167 @@ class StreamProtocolTests(SynchronousTestCase):
         self.clock.advance(10.1)
         self.assertTrue(self.transport.disconnecting)
         self.assertIsNone(self.transport.producer)
+
+
+class HitShortcutTests(SynchronousTestCase):
+    """A repeated request answered early (a cache hit) skips the parser and the router."""
+
+    def setUp(self) -> None:
+        self.resolver = ZoneResolver()
+        self.cache = WireCache()
+        self.factory = KubernetaiServerFactory({"cluster.local": self.resolver},
+                                               cache=self.cache)
+        self.out = Collector()
+
+    def ask(self, name: str = "web.cluster.local", udp: bool = True, **kw: Any
+            ) -> tuple[dns.message.Message, bytes]:
+        query = dns.message.make_query(name, "A", **kw)
+        self.factory.handleWire(query.to_wire(), self.out, ("127.0.0.1", 5353), udp)
+        wire = self.out.sent[-1]
+        self.assertEqual(dns.message.from_wire(wire).id, query.id)
+        return query, wire
+
+    def count_parses(self) -> list[bytes]:
+        import kubernetai.core.dnsserver as dnsserver
+        parsed: list[bytes] = []
+        real = dnsserver.parse_request
+
+        def counting(data: bytes, *args: Any) -> Any:
+            parsed.append(data)
+            return real(data, *args)
+        self.patch(dnsserver, "parse_request", counting)
+        return parsed
+
+    def test_repeat_is_not_parsed_again_and_answers_the_same(self) -> None:
+        """The third asking of the same bytes is not parsed; its answer is the second's
+        byte for byte, with its own ID."""
+        parsed = self.count_parses()
+        self.ask()                      # miss: the resolver answers, the cache keeps it
+        _, second = self.ask()          # hit, parsed: remembered
+        _, third = self.ask()           # hit, not parsed
+        _, fourth = self.ask(use_edns=0, payload=1232)   # other bytes: parsed
+        self.assertEqual(len(parsed), 3)
+        self.assertEqual(third[2:], second[2:])
+        self.assertEqual(len(self.resolver.queries), 1)
+        self.assertEqual(dns.message.from_wire(fourth).edns, 0)
+
+    def test_a_remembered_request_that_misses_goes_down_the_pipeline(self) -> None:
+        """When the answer cache no longer has it, the request is answered afresh."""
+        self.ask()
+        self.ask()
+        self.cache.clear()
+        self.resolver.tag = "10.0.0.7"
+        _, wire = self.ask()
+        self.assertEqual(len(self.resolver.queries), 2)
+        self.assertEqual(dns.message.from_wire(wire).answer[0][0].address, "10.0.0.7")
+        _, again = self.ask()           # a hit again (and remembered again)
+        self.assertEqual(again[2:], wire[2:])
+        self.assertEqual(len(self.resolver.queries), 2)
+
+    def test_a_new_router_is_routed_afresh(self) -> None:
+        """Replacing the router (a reload) forgets what was remembered."""
+        self.ask()
+        self.ask()
+        other = ZoneResolver(tag="10.0.0.9")
+        self.factory.router = ZoneRouter({"cluster.local": block_of(other, WireCache())})
+        _, wire = self.ask()
+        self.assertEqual(dns.message.from_wire(wire).answer[0][0].address, "10.0.0.9")
+
+    def test_zero_turns_it_off(self) -> None:
+        """With maxRememberedHits 0 every request is parsed."""
+        self.factory.maxRememberedHits = 0
+        parsed = self.count_parses()
+        for _ in range(3):
+            self.ask()
+        self.assertEqual(len(parsed), 3)
+        self.assertEqual(self.factory._hits, ({}, {}))
+
+    def test_bounded(self) -> None:
+        """A flood of distinct names never keeps more than maxRememberedHits."""
+        self.factory.maxRememberedHits = 3
+        for _ in range(2):
+            for i in range(10):
+                self.ask(f"web{i}.cluster.local")
+        self.assertLessEqual(len(self.factory._hits[True]), 3)
+
+    def test_tcp_connection_not_kept_by_a_remembered_request(self) -> None:
+        """Over TCP the remembered request lets go of the connection that asked."""
+        for _ in range(3):
+            self.ask(udp=False)
+        remembered = list(self.factory._hits[False].values())
+        self.assertEqual(len(remembered), 1)
+        self.assertIsNone(remembered[0][0].proto)
+
+
+def test_udp_burst_all_answered(server: Server) -> None:
+    """Hundreds of datagrams queued at once are each answered (by the server's own read
+    loop, over several turns), with their own IDs."""
+    queries = [dns.message.make_query("web.cluster.local" if i % 2 else f"n{i}.cluster.local",
+                                      "A", id=i + 1) for i in range(150)]
+    port = server.ports[0]
+    assert port.doRead.__self__ is port.protocol  # the server's own read loop
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        s.settimeout(5)
+        for q in queries:
+            s.sendto(q.to_wire(), ("127.0.0.1", server.port))
+        got = {}
+        while len(got) < len(queries):
+            r = dns.message.from_wire(s.recvfrom(65535)[0])
+            got[r.id] = r
+    for q in queries:
+        want = dns.rcode.NOERROR if q.question[0].name.labels[0] == b"web" else \
+            dns.rcode.NXDOMAIN
+        assert got[q.id].rcode() == want
+
+
+def test_udp_read_turns_are_bounded(server: Server) -> None:
+    """A turn of the reactor reads at most ``maxDatagramsPerRead`` datagrams, so a flood
+    cannot hold timers and other sockets back; the rest are read in later turns."""
+    port = server.ports[0]
+    protocol = port.protocol
+    protocol.maxDatagramsPerRead = 10
+    own = port.doRead
+    turns: list[int] = []
+
+    def counted() -> None:
+        turns.append(1)
+        own()
+    port.doRead = counted
+    try:
+        queries = [dns.message.make_query(f"n{i}.cluster.local", "A", id=i + 1)
+                   for i in range(100)]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            s.settimeout(5)
+            # The reactor is held while the burst is sent, so it is all waiting at once.
+            from twisted.internet import reactor
+            reactor.callFromThread(time.sleep, 0.3)
+            time.sleep(0.05)
+            for q in queries:
+                s.sendto(q.to_wire(), ("127.0.0.1", server.port))
+            got = {dns.message.from_wire(s.recvfrom(65535)[0]).id for _ in queries}
+    finally:
+        port.doRead = own
+        del protocol.maxDatagramsPerRead
+    assert got == {q.id for q in queries}
+    assert len(turns) >= 10
+
+
+def test_router_few_zones_match_the_label_walk() -> None:
+    """Trying each of a few zones as a suffix routes every name as the label walk does."""
+
+    class Walking(ZoneRouter):
+        fewZones = 0
+
+    zones = {"cluster.local": "c", "sub.cluster.local": "s", "local": "l", "example.org": "e"}
+    names = [b"", b"local", b"cluster.local", b"xcluster.local", b"a.sub.cluster.local",
+             b"sub.cluster.local", b"a..cluster.local", b"org", b"example.org", b"x.example.org",
+             b"a.b.c.d", b"sub.cluster.localx", b"cluster.local.sub"]
+    for with_root in (False, True):
+        zs = dict(zones, **({".": "root"} if with_root else {}))
+        few, walking = ZoneRouter(zs), Walking(zs)
+        assert few._few is not None and walking._few is None
+        for name in names:
+            for qtype in (1, 43):
+                assert few.entry(name, qtype) == walking.entry(name, qtype), (name, qtype)

@@ -1,4 +1,13 @@
-"""The informer against the sandbox over HTTP, through the real official client."""
+"""The informer against the sandbox over HTTP, through the real official client.
+
+The `sandbox` here is a server that can only paginate (no WatchList feature, and
+resourceVersion=0 lists served from "etcd", page by page): these tests were written for
+the paginated consistent list, the last of the informer's three ways to list, and its
+recovery paths (continue tokens refused, throttled pages, pages at different versions)
+exist only there. Its informers do not try watch-list (the server would refuse it). The
+watch-list and resourceVersion=0 ways, and re-lists through them,
+are tested in test_informer_list.py.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +33,20 @@ from kubernetai.plugins.kubernetai.informer import (
 from kubernetai.sandbox.server import Sandbox
 
 # -- helpers --------------------------------------------------------------------------
+
+
+# A server that lists only by pages (see the module docstring).
+PAGED: dict[str, Any] = {"watch_list": False, "watch_cache_lists": False}
+
+
+@pytest.fixture
+def sandbox(reactor_running: None) -> Iterator[Sandbox]:
+    """A plain-HTTP sandbox with quick bookmarks and a short history, which lists only by
+    pages (see the module docstring)."""
+    server = Sandbox(bookmark_interval=0.3, history_size=20, **PAGED)
+    server.start()
+    yield server
+    server.stop()
 
 
 def service(name: str, namespace: str = "shop", **labels: str) -> dict:
@@ -86,9 +109,10 @@ class Receiver:
 class Harness:
     """Builds informers on official-client ApiClients and stops them all at the end."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, **defaults: Any) -> None:
         self.tmp_path = tmp_path
         self.informers: list[Informer] = []
+        self.defaults = defaults  # Informer options unless a test gives them
 
     def api_client(self, sandbox: Sandbox) -> client.ApiClient:
         path = sandbox.write_kubeconfig(self.tmp_path / f"kubeconfig-{sandbox.port}")
@@ -102,6 +126,8 @@ class Harness:
             watched = Watched(watched)
         receiver = Receiver()
         options.setdefault("backoff", (0.05, 0.5))
+        for name, value in self.defaults.items():
+            options.setdefault(name, value)
         options.setdefault("read_timeout", 10.0)
         informer = Informer(api_client or self.api_client(sandbox), watched, convert=convert,
                             deliver=receiver, **options)
@@ -120,7 +146,9 @@ class Harness:
 
 @pytest.fixture
 def harness(tmp_path: Path) -> Iterator[Harness]:
-    made = Harness(tmp_path)
+    # The server refuses watch-list anyway; not asking keeps each test's requests those
+    # of the paginated list (the refusal is tested in test_informer_list.py).
+    made = Harness(tmp_path, watch_list=False)
     yield made
     made.stop_all()
 
@@ -140,7 +168,7 @@ class Gate:
         self.released = threading.Event()
 
     @contextlib.contextmanager
-    def request(self, timeout: float | None = None) -> Iterator[None]:
+    def request(self, timeout: float | None = None, *, token: bool = True) -> Iterator[None]:
         self.starts.append(time.monotonic())
         if len(self.starts) == self.hold_at:
             self.reached.set()
@@ -160,7 +188,7 @@ class Restarts:
         old.stop()
         options.setdefault("bookmark_interval", 0.3)
         options.setdefault("history_size", 20)
-        new = Sandbox(port=old.port, **options)
+        new = Sandbox(port=old.port, **{**PAGED, **options})
         if objects:
             new.apply(objects)
         new.start()
@@ -577,7 +605,7 @@ def reset_history_in_place(server: Sandbox, rv: int) -> None:
 def test_backwards_resource_version_in_a_watch_event_relists(reactor_running, harness):
     """An ADDED event older than the last resourceVersion seen comes from another history:
     the informer re-lists instead of applying it and watching on."""
-    server = Sandbox(bookmark_interval=3600)  # no bookmarks: the event is the only sign
+    server = Sandbox(bookmark_interval=3600, **PAGED)  # no bookmarks: the event is the only sign
     server.apply([service("a"), service("b")])
     server.start()
     try:
@@ -610,7 +638,7 @@ def test_silent_watch_on_a_reset_history_relists(reactor_running, harness):
     """A watch that goes silent (no event, no bookmark) while the server's history was
     reset under it is given up after the silence limit; the check of the server's
     resourceVersion then shows the reset and the informer re-lists."""
-    server = Sandbox(bookmark_interval=3600)
+    server = Sandbox(bookmark_interval=3600, **PAGED)
     server.apply([service("a"), service("b")])
     grow_history(server, 10)
     server.start()
@@ -693,7 +721,7 @@ def test_each_attempt_is_one_request(sandbox, harness):
 @pytest.mark.parametrize("use_tls", [False, True], ids=["http", "https"])
 def test_stop_interrupts_a_blocked_watch(reactor_running, harness, use_tls):
     """stop() shuts the socket of a watch blocked in read and the thread exits at once."""
-    server = Sandbox(bookmark_interval=3600, use_tls=use_tls)
+    server = Sandbox(bookmark_interval=3600, use_tls=use_tls, **PAGED)
     server.start()
     try:
         informer, receiver = harness.start(server, read_timeout=120.0)
@@ -873,9 +901,9 @@ def test_every_request_goes_through_the_limiter(sandbox, harness):
             super().__init__(qps=1000.0, burst=1000, max_inflight=1)
             self.taken = 0
 
-        def request(self, timeout=None):
+        def request(self, timeout=None, *, token=True):
             self.taken += 1
-            return super().request(timeout)
+            return super().request(timeout, token=token)
 
     limiter = Counting()
     sandbox.apply([service(f"s{i}") for i in range(3)])

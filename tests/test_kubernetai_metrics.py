@@ -237,7 +237,7 @@ def test_requests_are_counted_by_code_and_timed(sandbox: Sandbox, started: Any) 
     """Every request counts under its status code, GET and the API server's host:port; each
     list is timed and every request's rate limiter wait is observed."""
     sandbox.apply(namespace("shop"))
-    sandbox.error(503, count=1, verbs=["list"])
+    sandbox.error(503, count=1, verbs=["watch"])  # the watch-list; a list follows it
     synced_cluster(sandbox, started, "requests.local")
     label = host(sandbox)
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import FrozenInstanceError
 
 import pytest
 
+from kubernetai.plugins.kubernetai import objects as objects_module
 from kubernetai.plugins.kubernetai.objects import (
     NO_PORTS,
     EndpointAddress,
@@ -15,6 +17,7 @@ from kubernetai.plugins.kubernetai.objects import (
     mc_endpoint_slice_from_json,
     namespace_from_json,
     pod_from_json,
+    reusing,
     service_from_json,
     service_import_from_json,
 )
@@ -282,3 +285,91 @@ def test_endpoint_slice_zones_only_when_asked():
     assert [a.zone for a in zoned.addresses] == ["us-west-2a", ""]
     moved = _slice([{"addresses": ["10.0.0.1"], "zone": "us-west-2b"}, {"addresses": ["10.0.0.2"]}])
     assert not zoned.dns_equal(endpoint_slice_from_json(moved, with_zones=True))
+
+
+# -- memory: slots, shared strings and ports, reuse on re-list ------------------------------
+
+
+def _decoded(d):
+    """``d`` as a fresh JSON decode makes it: no string shared with another decode."""
+    return json.loads(json.dumps(d))
+
+
+def test_objects_have_no_instance_dict():
+    """Every object and sub-record is slotted (no per-object __dict__)."""
+    slice_ = endpoint_slice_from_json(_slice([{"addresses": ["10.0.0.1"]}],
+                                             ports=[{"name": "http", "port": 80}]))
+    made = [service_from_json(SERVICE), slice_, slice_.addresses[0], slice_.ports[0],
+            pod_from_json(_pod()), namespace_from_json({"metadata": {"name": "shop"}}),
+            service_import_from_json({"metadata": {"name": "web", "namespace": "shop"},
+                                      "spec": {"type": "ClusterSetIP"}})]
+    for obj in made:
+        assert not hasattr(obj, "__dict__"), type(obj).__name__
+
+
+def test_repeated_strings_are_shared():
+    """Namespaces, types, node names, zones and service names are interned: objects
+    decoded from different documents hold the same string, not equal copies."""
+    a, b = (pod_from_json(_decoded(_pod())) for _ in range(2))
+    assert a.namespace == "shop" and a.namespace is b.namespace
+    assert a.ip == b.ip
+    s1, s2 = (service_from_json(_decoded(SERVICE)) for _ in range(2))
+    assert s1.namespace is s2.namespace and s1.type is s2.type
+    endpoints = [{"addresses": ["10.0.0.1"], "nodeName": "node-1", "zone": "Z-1"}]
+    e1, e2 = (endpoint_slice_from_json(_decoded(_slice(endpoints)), with_zones=True)
+              for _ in range(2))
+    assert e1.service == "web" and e1.service is e2.service
+    assert e1.addresses[0].node_name is e2.addresses[0].node_name
+    assert e1.addresses[0].zone == "z-1" and e1.addresses[0].zone is e2.addresses[0].zone
+
+
+def test_equal_ports_are_shared():
+    """Services and slices with the same ports hold one tuple of the same Port records."""
+    s1, s2 = (service_from_json(_decoded(SERVICE)) for _ in range(2))
+    assert s1.ports == s2.ports and s1.ports is s2.ports
+    ports = [{"name": "http", "port": 80, "protocol": "TCP"}]
+    e1 = endpoint_slice_from_json(_decoded(_slice([{"addresses": ["10.0.0.1"]}], ports=ports)))
+    e2 = endpoint_slice_from_json(_decoded(_slice([{"addresses": ["10.0.0.2"]}], ports=ports)))
+    assert e1.ports is e2.ports
+    assert e1.ports[0] is s1.ports[0]  # Port("http", 80, "TCP") is the service's too
+
+
+def test_port_sharing_is_bounded(monkeypatch):
+    """Past the bound, new ports are not remembered (the tables cannot grow without end),
+    and the objects are the same as ever."""
+    monkeypatch.setattr(objects_module, "_SHARED_MAX", 3)
+    monkeypatch.setattr(objects_module, "_shared_ports", {})
+    monkeypatch.setattr(objects_module, "_shared_port_tuples", {})
+    made = [service_from_json({"metadata": {"name": f"s{i}", "namespace": "shop"},
+                               "spec": {"ports": [{"name": f"p{i}", "port": i}]}})
+            for i in range(10)]
+    assert [s.ports for s in made] == [(Port(f"p{i}", i, ""),) for i in range(10)]
+    assert len(objects_module._shared_ports) == 3
+    assert len(objects_module._shared_port_tuples) == 3
+
+
+def test_malformed_strings_are_kept_as_they_are():
+    """A value of the wrong type (never sent by an API server) is kept, not refused:
+    interning applies to strings only."""
+    es = endpoint_slice_from_json(_slice([{"addresses": ["10.0.0.1"], "nodeName": 7}]))
+    assert es.addresses[0].node_name == 7
+    odd = service_from_json({"metadata": {"name": "s", "namespace": "shop"},
+                             "spec": {"ports": [{"name": ["x"], "port": 1}]}})
+    assert odd.ports[0].name == ["x"]
+
+
+def test_reusing_hands_back_the_object_held():
+    """On a re-list, an unchanged object is the one already held; a changed one is new;
+    a pod being deleted is still None; the store is read at each call."""
+    held = pod_from_json(_pod())
+    store = {held.key: held}
+    convert = reusing(pod_from_json, lambda: store)
+    again = convert(_decoded(_pod()))
+    assert again is held
+    moved = _pod()
+    moved["status"]["podIP"] = "10.244.1.6"
+    changed = convert(moved)
+    assert changed is not held and changed.ip == "10.244.1.6"
+    assert convert(_pod(deletionTimestamp="2024-01-01T00:00:00Z")) is None
+    store = {}
+    assert convert(_decoded(_pod())) is not held

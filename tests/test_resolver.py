@@ -401,8 +401,14 @@ def test_chase_goes_through_the_query_upstream() -> None:
     assert (query.name.name.rstrip(b"."), query.type, query.depth) == (b"api.example.com",
                                                                         dns.A, 4)
     assert query.upstream is upstream and query.request is request
-    # The answer read the cluster's cache: the request says so (for the answer cache).
-    assert request.deps == [(resolver.cluster.cache, resolver.cluster.cache.generation)]
+    # The answer read the cluster's cache: the request says which parts (for the answer
+    # cache): the ExternalName's service and namespace cells, and the SOA serial's.
+    cache = resolver.cluster.cache
+    ns, name = EXT.split(".")[1], EXT.split(".")[0]
+    assert {source for source, _ in request.deps} == {
+        cache.cell(("svc", f"{ns}/{name}")), cache.cell(("ns", ns)), cache.serial_cell}
+    assert all(source.generation == generation for source, generation in request.deps)
+    assert request.fold is False  # an answer that is chased is never case-folded
 
 
 def test_chase_stops_at_max_depth() -> None:

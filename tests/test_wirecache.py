@@ -434,8 +434,9 @@ def test_cluster_change_refreshes_a_cached_answer(server, sandboxes):
 
 
 def test_cluster_change_keeps_other_clusters_answers(sandboxes, tmp_path: Path):
-    """End to end: a change in one cluster drops the cached answers read from it and
-    keeps those another cluster gave (the cache's clock is stopped, so no TTL runs out)."""
+    """End to end: creating a service drops the cached answers read from its name (its
+    NXDOMAIN) and keeps the others, those of other services of the same cluster as well
+    as another cluster's (the cache's clock is stopped, so no TTL runs out)."""
     path = tmp_path / "Corefile"
     path.write_text(COREFILE.format(**urls(sandboxes)))
     service, port = start_server(path)
@@ -461,7 +462,64 @@ def test_cluster_change_keeps_other_clusters_answers(sandboxes, tmp_path: Path):
         assert answers(ask(port, other)) == first[other]
         assert (cache.hits, cache.invalidated) == (hits + 1, invalidated)
         assert answers(ask(port, mine)) == first[mine]
-        assert (cache.hits, cache.invalidated) == (hits + 1, invalidated + 1)
+        assert (cache.hits, cache.invalidated) == (hits + 2, invalidated)
     finally:
         cluster.delete("Service", "shop", "sooner")
         reactor_thread.in_reactor(service.stopService)
+
+
+# ---------------------------------------------------------------------------------------
+# Letter case
+
+
+class Echoing(Scripted):
+    """Answers with the name as asked as the owner (as a stanza does), and says whether
+    its answers hold for every spelling (``fold``)."""
+
+    def __init__(self, table: dict[bytes, Canned], fold: bool) -> None:
+        super().__init__(table)
+        self.fold = fold
+
+    def query(self, query: tdns.Query, timeout: Any = None) -> defer.Deferred:
+        name = query.name.name
+        self.asked[name.lower()] += 1
+        canned = self.table[name.lower()]
+        query.request.folds(self.fold)
+        return defer.succeed(([tdns.RRHeader(name, tdns.A, ttl=canned.ttl, auth=True,
+                                             payload=tdns.Record_A(canned.address))], [], []))
+
+
+def _raw(port: int, name: str) -> bytes:
+    import socket
+    wire = dns.message.make_query(name, "A").to_wire()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(3)
+        sock.sendto(wire, ("127.0.0.1", port))
+        got, _ = sock.recvfrom(4096)
+    return wire, got
+
+
+def test_an_answer_that_holds_for_every_case_is_kept_once(serve):
+    """One entry under the lower-case name serves every spelling, each with its own
+    question and owner (the owner is a pointer to the question)."""
+    cache = WireCache()
+    resolver = Echoing({b"mixed.test": Canned()}, fold=True)
+    srv = serve(block(cache, resolver))
+    for spelling in ("mixed.test", "MiXeD.TeSt", "MIXED.test"):
+        wire, got = _raw(srv.port, spelling)
+        reply = dns.message.from_wire(got)
+        assert str(reply.question[0].name) == str(reply.answer[0].name) == spelling + "."
+        assert got[12:12 + len(wire) - 12] == wire[12:]
+    assert resolver.asked == {b"mixed.test": 1}
+    assert cache.hits == 2 and len(cache.entries) == 1
+
+
+def test_an_answer_without_that_promise_is_kept_per_spelling(serve):
+    cache = WireCache()
+    resolver = Echoing({b"mixed.test": Canned()}, fold=False)
+    srv = serve(block(cache, resolver))
+    for spelling in ("mixed.test", "MiXeD.TeSt", "mixed.test", "MiXeD.TeSt"):
+        reply = dns.message.from_wire(_raw(srv.port, spelling)[1])
+        assert str(reply.answer[0].name) == spelling + "."
+    assert resolver.asked == {b"mixed.test": 2}
+    assert cache.hits == 2 and len(cache.entries) == 2

@@ -51,6 +51,7 @@ import kubernetai.corefile as corefile
 from kubernetai.app.load import PortPlan, clusters_of, plans_of
 from kubernetai.app.sdnotify import Notifier
 from kubernetai.app.server import KubernetaiService
+from kubernetai.core import gcpolicy
 from kubernetai.core.metrics import PROCESS
 from kubernetai.pkg.gosyntax import go_duration
 from kubernetai.plugins.kubernetai.controller import Cluster
@@ -282,14 +283,20 @@ class Supervisor(service.MultiService):
         self._status = task.LoopingCall(self._report)
         self._status.clock = reactor
         self._status_interval = status_interval
+        self._gc_held = False  # this supervisor holds automatic collection off (gcpolicy)
 
     # -- lifecycle -------------------------------------------------------------------
 
     def startService(self) -> None:
         self.notifier.start_watchdog()
+        # The first sync makes the long-lived cluster state: no automatic collection
+        # until it is served, then it is frozen (kubernetai.core.gcpolicy).
+        gcpolicy.hold(self.reactor)
+        self._gc_held = True
         try:
             super().startService()
         except CannotListenError as error:
+            self._release_gc()
             # A process service's port (health, ready, prometheus) is taken: one line and
             # exit 1, as CoreDNS, not a traceback.
             log.error("kubernetai: cannot start serving: {error}", error=error)
@@ -297,10 +304,17 @@ class Supervisor(service.MultiService):
             return
         # With no stanza to wait for, the ports are opened (or fail) before the reactor
         # runs, when stopping it would do nothing: the failure waits for it to run.
+        self.server.listening.addBoth(self._release_gc)
         self.server.listening.addCallbacks(
             self._ready, lambda failure: self.reactor.callWhenRunning(self._cannot_serve,
                                                                        failure))
         _set_sigusr1(self._on_sigusr1)
+
+    def _release_gc(self, result: Any = None) -> Any:
+        if self._gc_held:
+            self._gc_held = False
+            gcpolicy.release(self.reactor)
+        return result
 
     def _on_sigusr1(self, signum: int, frame: Any) -> None:
         self.reactor.callFromThread(self.reload)
@@ -338,6 +352,7 @@ class Supervisor(service.MultiService):
 
     def stopService(self) -> defer.Deferred[Any]:
         self._stopping = True  # no reload starts from now on
+        self._release_gc()
         self.notifier.stopping()
         self._tell_extras("stopping")
         self.notifier.stop_watchdog()

@@ -48,6 +48,8 @@ class Options(usage.Options):
 
 def makeService(config: Options) -> service.IService:
     from kubernetai.app.supervisor import Supervisor
+    from kubernetai.core import gcpolicy
+    gcpolicy.configure()  # this process is a server: its collector thresholds
     try:
         supervisor = Supervisor(config["corefile"], port_override=config["dns-port"])
     except CorefileError as error:

@@ -50,13 +50,16 @@ class Request:
     plugin that did not promise a cacheable answer produced it, and ``renewable`` cleared
     when one produced it that does not promise its answer depends on those sources alone.
     ``answered`` names the directive of the resolver that answered (the ``plugin`` label).
+    ``fold`` (unset until a producer says, see :meth:`folds`) is True when every producer
+    of the answer promised it holds for every letter case of the name, the question's
+    bytes aside (the answer memo then keys it by the lower-case name).
     """
 
     __slots__ = ("id", "rd", "cd", "ad", "qname", "lname", "labels", "qtype", "qclass",
                  "question", "opt", "edns", "do", "limit", "udp", "size", "simple",
                  "bufsize", "options",
                  "proto", "addr", "zone", "block", "server", "started", "depth",
-                 "deps", "nocache", "renewable", "observers", "answered")
+                 "deps", "nocache", "renewable", "observers", "answered", "fold")
 
     id: int
     rd: int
@@ -89,6 +92,7 @@ class Request:
     renewable: bool
     observers: list[Callable[["Request", bytes], None]] | None
     answered: str | None
+    fold: bool
 
     def fqdn(self) -> str:
         """The lower-case query name as CoreDNS logs it: escaped, with its trailing dot.
@@ -146,6 +150,22 @@ class Request:
             self.deps = [dep]
         elif dep not in self.deps:
             self.deps.append(dep)
+
+    def depend_all(self, deps: Sequence[tuple[Any, int]]) -> None:
+        """The answer was read from these ``(source, generation)`` pairs."""
+        mine = self.deps
+        if mine is None:
+            self.deps = list(deps)
+        else:
+            for dep in deps:
+                if dep not in mine:
+                    mine.append(dep)
+
+    def folds(self, foldable: bool) -> None:
+        """A producer of the answer says whether it holds for every letter case of the name
+        (the question's bytes aside); one that says no makes the whole answer so."""
+        if getattr(self, "fold", True):
+            self.fold = foldable
 
 
 class Reply:

@@ -41,6 +41,16 @@ class ZoneRouter:
             self._zones[normalize_zone(zone)] = resolver
         # The same, as ready (zone, value) pairs: the request path allocates nothing.
         self._entries = {zone: (zone, value) for zone, value in self._zones.items()}
+        # A few zones: each tried as a suffix, longest first (the first that matches is
+        # the longest), which costs less than cutting the name at every dot.
+        self._few: list[tuple[bytes, bytes, tuple[bytes, Any]]] | None = None
+        if len(self._zones) <= self.fewZones:
+            self._few = [(zone, b"." + zone, self._entries[zone])
+                         for zone in sorted(self._zones, key=len, reverse=True) if zone]
+        self._root = self._entries.get(b"")
+
+    #: up to this many zones, :meth:`entry` tries each as a suffix.
+    fewZones = 8
 
     @property
     def zones(self) -> dict[bytes, Any]:
@@ -76,6 +86,12 @@ class ZoneRouter:
         """``(zone, value)`` for ``lname`` (lower case, no trailing dot), or None."""
         entries = self._entries
         if qtype != _TYPE_DS:
+            few = self._few
+            if few is not None:
+                for exact, dotted, pair in few:
+                    if lname.endswith(dotted) or lname == exact:
+                        return pair
+                return self._root
             name = lname
             while True:
                 found = entries.get(name)

@@ -18,10 +18,16 @@ patched in, for as long as it holds:
   moved on drops the entry. A change in one cluster leaves the others' answers cached.
 
 The key is what the client cannot vary at will (name as sent, type, class, the block);
-the request's EDNS options are not part of it and not stored. The cache is bounded in
-bytes as well as in entries, since a client chooses how large an answer is (a headless
-service with many endpoints, over TCP): when either bound is passed, the oldest entries
-go first.
+the request's EDNS options are not part of it and not stored. An answer whose producers
+promised it holds for every letter case of the name (``Request.fold``: a ``kubernetai``
+stanza's, when every name in it that comes from the question is a compression pointer
+into it) is kept under the lower-case name instead (scope bit :data:`FOLDED`), and a hit
+writes the asker's question bytes over the stored ones: the same bytes a fresh answer to
+that spelling would be, so resolvers that randomise the case (DNS 0x20) share one entry.
+
+The cache is bounded in bytes as well as in entries, since a client chooses how large an
+answer is (a headless service with many endpoints, over TCP): when either bound is
+passed, the oldest entries go first.
 
 One store, two kinds of entry. The implicit cache step of a block without a ``cache``
 directive (:class:`WireCacheHandler`) keeps the answers above, unseen by clients. A block
@@ -45,7 +51,8 @@ from kubernetai.core.codec import NOERROR, NXDOMAIN, patch_cached, render_reply,
 from kubernetai.core.plugin import Next, Result
 from kubernetai.core.request import Reply, Request
 
-__all__ = ["WireCache", "WireCacheHandler", "StoredItem", "message_ttl", "SCOPE_STEP"]
+__all__ = ["WireCache", "WireCacheHandler", "StoredItem", "message_ttl", "SCOPE_STEP",
+           "FOLDED"]
 
 #: What one entry costs beyond its key name and answer bytes: the dict slot and its
 #: order link, the key and entry tuples, two bytes objects' headers (measured, rounded up).
@@ -58,6 +65,8 @@ MAX_TTL = 3600
 #: more than the question (the ``cache`` plugin: DO and CD).
 SCOPE_STEP = 4
 _scopes = itertools.count(SCOPE_STEP, SCOPE_STEP)
+#: The scope bit of :class:`WireCacheHandler`'s entries kept under the lower-case name.
+FOLDED = 1
 
 Key = tuple[bytes, int, int, int]
 # (response without OPT, expiry, (source, generation) pairs, TTL to renew with or 0)
@@ -199,6 +208,31 @@ class WireCache:
             _let_go(key, value, False)
 
 
+def _foldable_wire(stored: bytes, question: bytes) -> bool:
+    """The stored question is ``question`` byte for byte (for :func:`_recase` to replace),
+    and the first record's owner, if any, is a compression pointer into its name (the
+    encoder compressed against the question, which the producer's promise assumes)."""
+    end = 12 + len(question)
+    if stored[12:end] != question:
+        return False
+    if len(stored) == end:
+        return True
+    first = stored[end]
+    if first & 0xC0 != 0xC0 or len(stored) < end + 2:
+        return False
+    pointer = ((first & 0x3F) << 8) | stored[end + 1]
+    return 12 <= pointer < end - 4
+
+
+def _recase(stored: bytes, question: bytes) -> bytes:
+    """A folded entry's bytes with ``question`` (the same name in another case, the same
+    type and class) as their question."""
+    end = 12 + len(question)
+    if stored[12:end] == question:
+        return stored
+    return stored[:12] + question + stored[end:]
+
+
 class WireCacheHandler:
     """The pipeline step in front of a block's answering plugins (``cache`` in ORDER).
 
@@ -225,30 +259,42 @@ class WireCacheHandler:
         one."""
         if not request.simple:
             return None
-        return self.cache.entries.get((request.qname, request.qtype, request.qclass,
-                                       self.scope))
+        entries = self.cache.entries
+        found = entries.get((request.lname, request.qtype, request.qclass,
+                             self.scope | FOLDED))
+        if found is None:
+            found = entries.get((request.qname, request.qtype, request.qclass, self.scope))
+        return found
 
     def early(self, request: Request) -> bytes | None:
         """A hit, patched for ``request``; None on a miss or if it does not fit."""
         if not request.simple:
             return None
         cache = self.cache
-        key = (request.qname, request.qtype, request.qclass, self.scope)
-        entry = cache.entries.get(key)
-        if entry is None:
-            self._missed = request
-            return None
+        entries = cache.entries
+        key = (request.lname, request.qtype, request.qclass, self.scope | FOLDED)
+        entry = entries.get(key)
+        folded = entry is not None
+        if not folded:
+            key = (request.qname, key[1], key[2], self.scope)
+            entry = entries.get(key)
+            if entry is None:
+                self._missed = request
+                return None
         # WireCache.get, inlined for a fresh entry: this is every cached answer's path.
-        # (Under this step's scope there are only its own tuples.)
+        # (Under this step's scopes there are only its own tuples.)
         stored, expires, deps, _ = entry  # type: ignore[misc]
         if expires <= cache.clock():
             renewed = cache.get(key)  # renewed (a hit) or dropped, and counted
-            return None if renewed is None else patch_cached(renewed, request)
+            if renewed is None:
+                return None
+            return patch_cached(_recase(renewed, request.question) if folded else renewed,
+                                request)
         for source, generation in deps:
             if source.generation != generation:
                 cache.get(key)  # drops it, counted
                 return None
-        wire = patch_cached(stored, request)
+        wire = patch_cached(_recase(stored, request.question) if folded else stored, request)
         if wire is not None:
             cache.hits += 1
         return wire
@@ -260,7 +306,12 @@ class WireCacheHandler:
         if request is self._missed:  # early has just looked (the same reactor turn)
             self._missed = None
             return self._fill(request, next, key)
-        stored = self.cache.get(key)
+        cache = self.cache
+        stored = cache.get((request.lname, key[1], key[2], self.scope | FOLDED))
+        if stored is not None:
+            stored = _recase(stored, request.question)
+        else:
+            stored = cache.get(key)
         if stored is not None:
             wire = patch_cached(stored, request)
             if wire is not None:
@@ -288,5 +339,10 @@ class WireCacheHandler:
         reply.wire = render_reply(request, reply)
         stored = strip_opt(reply.wire, request)  # None when truncated
         if stored is not None:
+            if getattr(request, "fold", False) and key[0] == request.qname and \
+                    _foldable_wire(stored, request.question):
+                # Its producers promised the case rule (see the module docstring), and the
+                # bytes are laid out as it needs.
+                key = (request.lname, key[1], key[2], key[3] | FOLDED)
             self.cache.put(key, stored, message_ttl(reply), reply.cache, reply.renewable)
         return reply

@@ -10,6 +10,14 @@ the store has not reached waits for it (`too_large_rv_delay`, 3 s like the watch
 then answers 504 "Too large resource version"; an exact list reads the past state or gets
 410; a watch from the future stays silent (see watch.py). Reads answer the `Table` form when
 the Accept header asks for it (tables.py). Writes honour dryRun=All.
+
+The three ways a client can list are served as kube-apiserver serves them: a watch with
+sendInitialEvents=true (watch-list: the state as ADDED events, then the BOOKMARK annotated
+k8s.io/initial-events-end), validated as the real server validates it (it needs
+resourceVersionMatch=NotOlderThan; a server without the WatchList feature, `watch_list`
+False, refuses it with 422 Invalid); a resourceVersion=0 list, answered whole from the
+watch cache whatever its `limit` (`watch_cache_lists` False serves it paginated, as etcd
+would); and a consistent list, paginated with continue tokens.
 """
 
 from __future__ import annotations
@@ -58,6 +66,12 @@ class ApiSettings:
     # How long a read at a resourceVersion the store has not reached waits for it before
     # the 504 "Too large resource version" (kube-apiserver's watch cache: 3 s).
     too_large_rv_delay: float = DEFAULT_DELAY
+    # The WatchList feature (watch with sendInitialEvents=true): False models a server
+    # without it, which refuses such a watch with 422 Invalid.
+    watch_list: bool = True
+    # resourceVersion=0 lists served from the watch cache, whole, ignoring `limit` (as
+    # kube-apiserver does); False serves them from "etcd", paginated like any list.
+    watch_cache_lists: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +205,11 @@ class KubernetesAPI(Resource):
         limit = _int(query.get("limit", "0"), "limit")
         continue_token = query.get("continue", "")
         version = _list_version(query, limit, continue_token)
+        if (self.settings.watch_cache_lists and query.get("resourceVersion") == "0"
+                and not continue_token):
+            # The watch cache answers resourceVersion=0 whole, in one response: it has
+            # no continue tokens, so kube-apiserver ignores `limit` there.
+            limit = 0
         table = self._table(request, query)
 
         def serve() -> None:
@@ -221,6 +240,7 @@ class KubernetesAPI(Resource):
         _ListProducer(request, head, page.items).start()
 
     def _watch(self, request: Request, target: Target, query: dict[str, str]) -> None:
+        _validate_watch(query, self.settings.watch_list)
         labels, fields = self._selectors(target.resource, query)
         timeout = query.get("timeoutSeconds")
         table = self._table(request, query)
@@ -235,7 +255,9 @@ class KubernetesAPI(Resource):
             faults=self.faults, reactor=self.reactor, on_close=self.watches.discard,
             render=render)
         resource_version = query.get("resourceVersion", "")
-        send_initial = _flag(query.get("sendInitialEvents"))
+        send_initial: bool | None = None
+        if "sendInitialEvents" in query:
+            send_initial = _flag(query.get("sendInitialEvents"))
         requested = parse_resource_version(resource_version)
         if not send_initial or requested is None or requested <= self.store.rv:
             self.watches.add(stream)
@@ -493,6 +515,55 @@ def _verb(method: str, target: Target, query: dict[str, str]) -> str:
                         f"({method})")
 
 
+def _invalid(problems: list[tuple[str, str, str]]) -> ApiError:
+    """The 422 Invalid kube-apiserver answers ListOptions validation errors with:
+    (field, reason of the cause, "Forbidden: ..." detail) for each problem."""
+    shown = [f"{field}: {detail}" for field, _, detail in problems]
+    message = 'ListOptions.meta.k8s.io "" is invalid: ' + (
+        shown[0] if len(shown) == 1 else "[" + ", ".join(shown) + "]")
+    return ApiError(422, message, details={
+        "group": "meta.k8s.io", "kind": "ListOptions",
+        "causes": [{"reason": reason, "message": detail, "field": field}
+                   for field, reason, detail in problems]})
+
+
+def _validate_watch(query: dict[str, str], watch_list: bool) -> None:
+    """A watch's options, validated as kube-apiserver's validateWatchOptions does.
+
+    sendInitialEvents needs resourceVersionMatch=NotOlderThan, and a server without the
+    WatchList feature forbids it; resourceVersionMatch needs sendInitialEvents. (A server
+    older than 1.27 forbids resourceVersionMatch on any watch, also with a 422: a client
+    asking for watch-list learns the same either way.)
+    """
+    match = query.get("resourceVersionMatch", "")
+    send_initial = "sendInitialEvents" in query
+    problems = []
+    if send_initial:
+        if match != "NotOlderThan":
+            problems.append(("resourceVersionMatch", "FieldValueForbidden",
+                             "Forbidden: sendInitialEvents requires setting "
+                             "resourceVersionMatch to NotOlderThan"))
+        if not watch_list:
+            problems.append(("sendInitialEvents", "FieldValueForbidden",
+                             "Forbidden: sendInitialEvents is forbidden for watch unless "
+                             "the WatchList feature gate is enabled"))
+    if match:
+        if not send_initial:
+            problems.append(("resourceVersionMatch", "FieldValueForbidden",
+                             "Forbidden: resourceVersionMatch is forbidden for watch unless "
+                             "sendInitialEvents is provided"))
+        if match != "NotOlderThan":
+            problems.append(("resourceVersionMatch", "FieldValueNotSupported",
+                             f'Unsupported value: "{match}": supported values: '
+                             '"NotOlderThan"'))
+        if query.get("continue"):
+            problems.append(("resourceVersionMatch", "FieldValueForbidden",
+                             "Forbidden: resourceVersionMatch is forbidden when continue "
+                             "is provided"))
+    if problems:
+        raise _invalid(problems)
+
+
 def _list_version(query: dict[str, str], limit: int, continue_token: str) -> ReadVersion:
     """Validate a list's resourceVersion options as kube-apiserver does and classify them.
 
@@ -516,6 +587,8 @@ def _list_version(query: dict[str, str], limit: int, continue_token: str) -> Rea
         if match == "Exact" and text == "0":
             problems.append('resourceVersionMatch: Forbidden: resourceVersionMatch "exact" '
                             'is forbidden for resourceVersion "0"')
+    if "sendInitialEvents" in query:
+        problems.append("sendInitialEvents: Forbidden: sendInitialEvents is forbidden for list")
     if problems:
         message = "ListOptions.meta.k8s.io \"\" is invalid: " + (
             problems[0] if len(problems) == 1 else "[" + ", ".join(problems) + "]")

@@ -40,6 +40,13 @@ def add_commands(subparsers: Any) -> None:
                          help="how long a list or get at a resourceVersion not reached yet "
                               "waits before the 504 'Too large resource version' (default 3, "
                               "as kube-apiserver's watch cache)")
+    sandbox.add_argument("--no-watch-list", action="store_true",
+                         help="act as a server without the WatchList feature: a watch with "
+                              "sendInitialEvents=true gets 422 Invalid")
+    sandbox.add_argument("--no-watch-cache-lists", action="store_true",
+                         help="serve resourceVersion=0 lists paginated (honouring limit), as "
+                              "etcd would, instead of whole in one response as the watch "
+                              "cache does")
     sandbox.add_argument("--delay", type=float, default=0.0, metavar="SECONDS",
                          help="fault: delay every response")
     sandbox.add_argument("--error", type=int, metavar="CODE",
@@ -75,7 +82,9 @@ def run_sandbox(args: argparse.Namespace) -> int:
     sandbox = Sandbox(host=args.host, port=args.port, token=args.token, use_tls=args.tls,
                       tls_dir=args.tls_dir, bookmark_interval=args.bookmark_interval,
                       history_size=args.history, service_cidr=args.service_cidr,
-                      too_large_rv_delay=args.too_large_rv_delay)
+                      too_large_rv_delay=args.too_large_rv_delay,
+                      watch_list=not args.no_watch_list,
+                      watch_cache_lists=not args.no_watch_cache_lists)
     try:
         loaded = manifests.load_paths(args.manifests)
     except manifests.ManifestError as error:

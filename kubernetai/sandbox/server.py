@@ -53,10 +53,15 @@ class Sandbox:
                  use_tls: bool = False, tls_dir: str | Path | None = None,
                  bookmark_interval: float = 60.0, history_size: int = 10_000,
                  service_cidr: str = "10.96.0.0/12",
-                 too_large_rv_delay: float = DEFAULT_DELAY, reactor: Any = None) -> None:
+                 too_large_rv_delay: float = DEFAULT_DELAY, watch_list: bool = True,
+                 watch_cache_lists: bool = True, reactor: Any = None) -> None:
         """`too_large_rv_delay`: how long a list or get at a resourceVersion the store has
         not reached waits for it before answering 504 "Too large resource version" (3 s in
-        kube-apiserver's watch cache)."""
+        kube-apiserver's watch cache). `watch_list` False models a server without the
+        WatchList feature (a watch with sendInitialEvents gets 422 Invalid);
+        `watch_cache_lists` False serves resourceVersion=0 lists paginated, as etcd would,
+        instead of whole in one response as the watch cache does. Both are fields of
+        `settings`, which tests may change while the server runs."""
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -66,7 +71,9 @@ class Sandbox:
         self.faults = Faults()
         self.settings = ApiSettings(token=token, require_auth=bool(token) or use_tls,
                                     bookmark_interval=bookmark_interval,
-                                    too_large_rv_delay=float(too_large_rv_delay))
+                                    too_large_rv_delay=float(too_large_rv_delay),
+                                    watch_list=watch_list,
+                                    watch_cache_lists=watch_cache_lists)
         self.api = KubernetesAPI(self.store, self.faults, self.settings, reactor, self.fault,
                                  self.touch)
         self.site = _QuietSite(self.api)

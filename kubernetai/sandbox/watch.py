@@ -2,7 +2,9 @@
 
 The stream follows kube-apiserver: it replays history after the requested resourceVersion
 (or sends the current objects as synthetic ADDED events when none, or "0", is given), then
-forwards live events; an object that starts or stops matching the selectors is sent as
+forwards live events; with sendInitialEvents=true (the watch-list protocol) the current
+objects come first as ADDED events, then a BOOKMARK annotated ``k8s.io/initial-events-end``
+when the client allows bookmarks; an object that starts or stops matching the selectors is sent as
 ADDED or DELETED; BOOKMARK events carry the current resourceVersion when the client asked
 for them; a resourceVersion older than the kept history gets one ERROR event with a 410
 Expired Status and the stream ends; `timeoutSeconds` ends it cleanly.
@@ -33,6 +35,8 @@ from .store import ADDED, DELETED, MODIFIED, Event, Store, Stored, dumps
 # time between this and twice this.
 MIN_REQUEST_TIMEOUT = 1800.0
 INITIAL_EVENTS_END = "k8s.io/initial-events-end"
+# Events of a burst (the current objects) written to the connection at once.
+WRITE_BATCH = 200
 
 
 class WatchStream:
@@ -69,8 +73,15 @@ class WatchStream:
 
     # -- lifecycle ----------------------------------------------------------------
 
-    def start(self, resource_version: str, send_initial_events: bool) -> None:
-        """Begin streaming; called once the request has been authenticated and parsed."""
+    def start(self, resource_version: str, send_initial_events: bool | None) -> None:
+        """Begin streaming; called once the request has been authenticated and parsed.
+
+        `send_initial_events` is the query's sendInitialEvents (None when absent):
+        True streams the current state as ADDED events, then (when the client allows
+        bookmarks) the BOOKMARK annotated ``k8s.io/initial-events-end``, the watch-list
+        protocol; None keeps the legacy meaning (the current state for a resourceVersion
+        of "" or "0", a replay after any other); False never sends the current state.
+        """
         self.request.notifyFinish().addBoth(lambda _: self._cleanup())
         initial: list[Event] | None = None
         start_rv = parse_resource_version(resource_version)
@@ -84,13 +95,13 @@ class WatchStream:
                 self.fail(error)
                 return
             initial = replay
+        elif send_initial_events is False:
+            initial = []  # from now on, nothing of the present state
         self._begin()
         self.store.subscribe(self.resource, self._on_event)
         if initial is None:
-            for stored in self.store.items(self.resource):
-                if stored.matches(self.namespace, self.labels, self.fields):
-                    self._send(ADDED, stored)
-            if send_initial_events and not self.closed:
+            self._send_present()
+            if send_initial_events and self.bookmarks and not self.closed:
                 self._bookmark(initial_events_end=True)
         else:
             for event in initial:
@@ -175,12 +186,36 @@ class WatchStream:
     def _send(self, kind: str, stored: Stored) -> None:
         if self.closed:
             return
-        body = stored.body if self.render is None else self.render(stored.body)
-        self._write(b'{"type":"' + kind.encode() + b'","object":' + body + b"}\n")
+        self._write(self._line(kind, stored))
         self.sent += 1
         limit = self.faults.cut_watch_after
         if limit is not None and self.sent >= limit:
             self.cut()
+
+    def _send_present(self) -> None:
+        """The current objects as ADDED events, several to a write: kube-apiserver's watch
+        server flushes only when no further event is queued, so a burst (the initial
+        events above all) reaches the client in large chunks, not one chunk per event."""
+        batch: list[bytes] = []
+        limit = self.faults.cut_watch_after
+        for stored in self.store.items(self.resource):
+            if not stored.matches(self.namespace, self.labels, self.fields):
+                continue
+            batch.append(self._line(ADDED, stored))
+            self.sent += 1
+            if limit is not None and self.sent >= limit:
+                self._write(b"".join(batch))
+                self.cut()
+                return
+            if len(batch) >= WRITE_BATCH:
+                self._write(b"".join(batch))
+                batch = []
+        if batch:
+            self._write(b"".join(batch))
+
+    def _line(self, kind: str, stored: Stored) -> bytes:
+        body = stored.body if self.render is None else self.render(stored.body)
+        return b'{"type":"' + kind.encode() + b'","object":' + body + b"}\n"
 
     def _bookmark(self, *, initial_events_end: bool = False) -> None:
         if self.after is not None and self.store.rv < self.after:

@@ -151,11 +151,10 @@ def kube_client_config(
     invalid kubeconfig, an unknown context) or at the stanza for
     in-cluster failures.
     """
-    from kubernetes import client as kclient
-    from kubernetes import config as kconfig
-    from kubernetes.config import incluster_config
+    # Through k8sapi: the client's Configuration without its model classes.
+    from kubernetai.plugins.kubernetai.k8sapi import Configuration
 
-    cfg = kclient.Configuration()
+    cfg = Configuration()
     cfg.keep_alive = True
 
     def fail(option: str | None, message: str, token: str | None) -> CorefileError:
@@ -173,8 +172,10 @@ def kube_client_config(
         except (OSError, ValueError) as e:
             why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             raise fail("kubeconfig", f"cannot read kubeconfig {path!r}: {why}", path) from None
+        # Only a kubeconfig needs the loader (and the yaml, oauthlib and requests it imports).
+        from kubernetes.config.kube_config import load_kube_config
         try:
-            kconfig.load_kube_config(
+            load_kube_config(
                 config_file=path,
                 context=context,
                 client_configuration=cfg,
@@ -204,9 +205,13 @@ def kube_client_config(
             cfg.ssl_ca_cert = ca
         return cfg
 
+    # The module alone: `from kubernetes.config import ...` would run the package's
+    # __init__, which k8sapi defers (it imports the kubeconfig loader).
+    import kubernetes.config.incluster_config as incluster
+
     env = os.environ if environ is None else environ
-    if (not env.get(incluster_config.SERVICE_HOST_ENV_NAME)
-            or not env.get(incluster_config.SERVICE_PORT_ENV_NAME)):
+    if (not env.get(incluster.SERVICE_HOST_ENV_NAME)
+            or not env.get(incluster.SERVICE_PORT_ENV_NAME)):
         raise fail(
             None,
             "unable to load in-cluster configuration, KUBERNETES_SERVICE_HOST and "
@@ -214,9 +219,9 @@ def kube_client_config(
             "so the stanza connects in-cluster)",
             None,
         )
-    loader = incluster_config.InClusterConfigLoader(
-        token_filename=incluster_token_file or incluster_config.SERVICE_TOKEN_FILENAME,
-        cert_filename=incluster_ca_file or incluster_config.SERVICE_CERT_FILENAME,
+    loader = incluster.InClusterConfigLoader(
+        token_filename=incluster_token_file or incluster.SERVICE_TOKEN_FILENAME,
+        cert_filename=incluster_ca_file or incluster.SERVICE_CERT_FILENAME,
         try_refresh_token=True,
         environ=env,
     )

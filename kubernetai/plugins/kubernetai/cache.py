@@ -24,10 +24,13 @@ Empty strings and ``None`` are not indexed as IPs.  CoreDNS's
 external-IP lookups read it, and this project has none.
 
 Threading: the cache is mutated only on the reactor thread, through
-:meth:`~ClusterCache.replace` (a full list) and :meth:`~ClusterCache.apply`
-(watch events); readers on the same thread do plain dict lookups, with no
-locks and no copies.  The per-service tuples in ``endpoints`` are rebuilt
-when one of that service's slices changes, so a reader never merges.
+:meth:`~ClusterCache.replace` or :meth:`~ClusterCache.install` (a full list)
+and :meth:`~ClusterCache.apply` (watch events); readers on the same thread do
+plain dict lookups, with no locks and no copies.  The one reader on another
+thread is :meth:`~ClusterCache.prepare_replace`, which copies a store in one
+C-level step and checks a per-resource write count around it.  The
+per-service tuples in ``endpoints`` are rebuilt when one of that service's
+slices changes, so a reader never merges.
 
 Serial: ``modified`` is the Unix time (float) of the last DNS-visible change
 to services, endpoint slices, pods or namespaces; ``modified_multicluster``
@@ -37,13 +40,42 @@ counts; an update counts only when ``old.dns_equal(new)`` is false (CoreDNS
 deletes count too (they change which names exist), multicluster adds and
 deletes bump only ``modified_multicluster`` and a ServiceImport's IPs are
 compared.  ``generation`` is an integer that increases with every
-DNS-visible change; ``memo`` (a dict that :mod:`kubernetai.plugins.kubernetai.records` fills
-with built answers) is emptied at the same moment.
+DNS-visible change (the cache itself is the source an answer that reads
+everything depends on).
+
+Cells: what one answer read, for invalidating per name rather than
+everything.  :meth:`ClusterCache.cell` hands out a :class:`Cell` per key,
+held weakly (a cell lives as long as an answer depending on it is kept), and
+every DNS-visible change bumps the ``generation`` of the existing cells of the
+keys it touches:
+
+=========================  ===============================================
+``("svc", "ns/name")``     that Service, the EndpointSlices of service
+                           ``ns/name``, the ServiceImport ``ns/name`` and
+                           its multicluster slices (also a name that does
+                           not exist yet: it starts existing)
+``("ns", name)``           the Namespace ``name`` added, changed, removed
+``("ip", ip)``             a Service's cluster IP, a slice's address, a
+                           pod's IP (old and new ones)
+=========================  ===============================================
+
+and :attr:`ClusterCache.serial_cell` moves when ``int(modified)`` or
+``int(modified_multicluster)`` does (an SOA's bytes hold the serial).
+``memo`` is a dict that :mod:`kubernetai.plugins.kubernetai.records` fills
+with built answers, each checked against its cells when it is read.
+
+A full list can be taken over in two steps: :meth:`ClusterCache.prepare_replace`
+builds the new store and its indexes from a snapshot, with no mutation (an
+informer thread), and :meth:`ClusterCache.install` swaps them in on the
+reactor thread with a few assignments, bumping the cells of the keys that
+changed.
 """
 
 from __future__ import annotations
 
 import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -55,7 +87,7 @@ from kubernetai.plugins.kubernetai.objects import (
     ServiceImport,
 )
 
-__all__ = ["ADDED", "DELETED", "MODIFIED", "RESOURCES", "ClusterCache"]
+__all__ = ["ADDED", "DELETED", "MODIFIED", "RESOURCES", "Cell", "ClusterCache", "Prepared"]
 
 ADDED = "ADDED"
 MODIFIED = "MODIFIED"
@@ -67,6 +99,16 @@ RESOURCES = frozenset(
 _MULTICLUSTER = frozenset({"serviceimports", "mcendpointslices"})
 
 _NONE: tuple = ()
+
+
+class Cell:
+    """One thing answers can depend on (a name, an IP): its ``generation`` moves when it
+    changes (the wire cache's source protocol)."""
+
+    __slots__ = ("generation", "__weakref__")
+
+    def __init__(self) -> None:
+        self.generation = 0
 
 
 class _MultiIndex:
@@ -122,6 +164,13 @@ class _MultiIndex:
     def clear(self) -> None:
         self._d.clear()
 
+    def copy(self) -> "_MultiIndex":
+        twin = _MultiIndex()
+        d = twin._d
+        for ip, cur in self._d.items():
+            d[ip] = dict(cur) if type(cur) is dict else cur
+        return twin
+
 
 class ClusterCache:
     """Indexes of one cluster's services, endpoint slices, pods, namespaces and imports."""
@@ -144,12 +193,24 @@ class ClusterCache:
         self._mc_slices_by_svc: dict[str, dict[str, EndpointSlice]] = {}
         self.modified: float = 0.0
         self.modified_multicluster: float = 0.0
+        # Moves with every DNS-visible change: the source of answers that read everything.
         self.generation: int = 0
-        # Memo of built answers, owned by kubernetai.plugins.kubernetai.records; emptied on every
-        # DNS-visible change.
-        self.memo: dict[Any, Any] = {}
+        # key -> Cell, while something (a kept answer) depends on it.
+        self.cells: weakref.WeakValueDictionary[tuple[str, ...], Cell] = \
+            weakref.WeakValueDictionary()
+        self._cell_refs: dict[tuple[str, ...], Any] = self.cells.data  # type: ignore[attr-defined]
+        # Moves when either SOA serial does.
+        self.serial_cell = Cell()
+        # Memo of built answers, owned by kubernetai.plugins.kubernetai.records; each entry
+        # is checked against the cells its answer read.
+        self.memo: OrderedDict[Any, Any] = OrderedDict()
         self.memo_records: int = 0
         self.synced: dict[str, bool] = dict.fromkeys(sorted(RESOURCES), False)
+        # Writes per resource, so that a prepared list built from an older snapshot is
+        # not installed over changes made since (see install()).
+        self._writes: dict[str, int] = dict.fromkeys(RESOURCES, 0)
+        # Prepared lists that came too late and were applied with replace() instead.
+        self.fallbacks = 0
 
     # ------------------------------------------------------------------
     # Readers
@@ -165,6 +226,27 @@ class ClusterCache:
     def pods_for_ip(self, ip: str) -> tuple[Pod, ...]:
         """Pods whose ``status.podIP`` is ``ip`` (CoreDNS ``PodIndex``)."""
         return self._pod_by_ip.get(ip)
+
+    def cell(self, key: tuple[str, ...]) -> Cell:
+        """The cell of ``key`` (``("svc", "ns/name")``, ``("ns", name)``, ``("ip", ip)``),
+        made on first use; see the module docstring."""
+        # The mapping's own dict of weak references, read directly: its get() is a
+        # Python-level call, and this is on every uncached answer's path.
+        ref = self._cell_refs.get(key)
+        if ref is not None:
+            found = ref()
+            if found is not None:
+                return found
+        found = self.cells[key] = Cell()
+        return found
+
+    def _touch(self, key: tuple[str, ...]) -> None:
+        # Only cells something depends on exist; the others need no bump.
+        ref = self._cell_refs.get(key)
+        if ref is not None:
+            found = ref()
+            if found is not None:
+                found.generation += 1
 
     def sizes(self) -> dict[str, int]:
         """Objects held per resource (for the metrics)."""
@@ -208,6 +290,14 @@ class ClusterCache:
         as they were).  ``None`` entries in ``objects`` are skipped.  Returns
         True when something DNS-visible changed.
         """
+        self._check(resource)
+        self._writes[resource] += 1  # odd while writing: see prepare_replace
+        try:
+            return self._replace(resource, objects, keep)
+        finally:
+            self._writes[resource] += 1
+
+    def _replace(self, resource: str, objects: Iterable[Any], keep: Iterable[str]) -> bool:
         store = self._store(resource)
         upsert, remove = self._writers(resource)
         changed = False
@@ -226,6 +316,78 @@ class ClusterCache:
             self._bump(resource)
         return changed
 
+    def prepare_replace(self, resource: str, items: dict[str, Any]) -> Prepared:
+        """What :meth:`replace` would make of ``resource`` from the list ``items`` (key ->
+        object; ``None``: listed but being deleted, kept as it is), built without touching
+        the cache, so any thread may call it: the new store, the resource's indexes and
+        the cells of the keys that changed, against a snapshot of the current store."""
+        self._check(resource)
+        writes = self._writes[resource]
+        # One C-level copy, atomic under the GIL. The reactor may be writing meanwhile:
+        # the write count, odd during a write, read before and after it, tells a torn or
+        # outdated snapshot, and install() then does a replace() instead.
+        old = dict(self._store(resource))
+        if writes % 2 or self._writes[resource] != writes:
+            writes = -1
+        cells_of = _CELLS[resource]
+        store: dict[str, Any] = {}
+        touched: set[tuple[str, ...]] = set()
+        changed = False
+        get = old.get
+        for key, obj in items.items():
+            if obj is None:
+                before = get(key)
+                if before is not None:
+                    store[key] = before
+                continue
+            key = obj.key
+            before = get(key)
+            if before is None:
+                store[key] = obj
+                changed = True
+                touched.update(cells_of(None, obj))
+            elif before == obj:
+                store[key] = before  # the object already held (and its memory) stays
+            else:
+                store[key] = obj
+                if not before.dns_equal(obj):
+                    changed = True
+                    touched.update(cells_of(before, obj))
+        for key, before in old.items():
+            if key not in store:
+                changed = True
+                touched.update(cells_of(before, None))
+        return Prepared(resource, writes, items, store, _build_indexes(resource, store),
+                        frozenset(touched), changed)
+
+    def install(self, prepared: Prepared) -> bool:
+        """Take over a :meth:`prepare_replace` result (reactor thread): a few assignments
+        and the bumps of the changed keys' cells. If ``resource`` was written since its
+        snapshot, :meth:`replace` does the work instead. True when something DNS-visible
+        changed."""
+        resource = prepared.resource
+        if self._writes[resource] != prepared.writes:
+            self.fallbacks += 1
+            items = prepared.items
+            return self.replace(resource, items.values(),
+                                keep=[key for key, obj in items.items() if obj is None])
+        self._writes[resource] += 2
+        setattr(self, _STORE_ATTR[resource], prepared.store)
+        for name, value in prepared.indexes.items():
+            setattr(self, name, value)
+        self.synced[resource] = True
+        if prepared.changed:
+            touched, cells = prepared.touched, self.cells
+            if len(cells) < len(touched):
+                for key, cell in list(cells.items()):
+                    if key in touched:
+                        cell.generation += 1
+            else:
+                for key in touched:
+                    self._touch(key)
+            self._bump(resource)
+        return prepared.changed
+
     def apply(self, resource: str, changes: Iterable[tuple[str, str, Any]]) -> bool:
         """Apply watch events ``(type, key, object)``; type ADDED, MODIFIED or DELETED.
 
@@ -234,6 +396,18 @@ class ClusterCache:
         the object.  Returns True when something DNS-visible changed.
         """
         upsert, remove = self._writers(resource)
+        self._writes[resource] += 1  # odd while writing: see prepare_replace
+        try:
+            changed = self._apply(upsert, remove, changes)
+        finally:
+            self._writes[resource] += 1
+        if changed:
+            self._bump(resource)
+        return changed
+
+    @staticmethod
+    def _apply(upsert: Callable[[Any], bool], remove: Callable[[str], bool],
+               changes: Iterable[tuple[str, str, Any]]) -> bool:
         changed = False
         for kind, key, obj in changes:
             if kind == DELETED:
@@ -243,8 +417,6 @@ class ClusterCache:
                     changed |= upsert(obj)
             else:
                 raise ValueError(f"unknown watch event type {kind!r}")
-        if changed:
-            self._bump(resource)
         return changed
 
     # ------------------------------------------------------------------
@@ -256,13 +428,14 @@ class ClusterCache:
     def _bump(self, resource: str) -> None:
         now = self._clock()
         if resource in _MULTICLUSTER:
+            before = int(self.modified_multicluster)
             self.modified_multicluster = now
         else:
+            before = int(self.modified)
             self.modified = now
+        if int(now) != before:
+            self.serial_cell.generation += 1
         self.generation += 1
-        if self.memo:
-            self.memo.clear()
-            self.memo_records = 0
 
     def _store(self, resource: str) -> dict[str, Any]:
         self._check(resource)
@@ -309,14 +482,22 @@ class ClusterCache:
             self._unindex_service(old)
         self.services[svc.key] = svc
         self._index_service(svc)
-        return old is None or not old.dns_equal(svc)
+        if old is None or not old.dns_equal(svc):
+            self._touch_service(old, svc)
+            return True
+        return False
 
     def _remove_service(self, key: str) -> bool:
         old = self.services.pop(key, None)
         if old is None:
             return False
         self._unindex_service(old)
+        self._touch_service(old, None)
         return True
+
+    def _touch_service(self, old: Service | None, new: Service | None) -> None:
+        for key in _service_cells(old, new):
+            self._touch(key)
 
     # endpoint slices ----------------------------------------------------
 
@@ -364,7 +545,11 @@ class ClusterCache:
             add = self._slice_by_ip.add
             for a in es.addresses:
                 add(a.ip, es)
-        return old is None or not old.dns_equal(es)
+        if old is None or not old.dns_equal(es):
+            for key in _slice_cells(old, es):
+                self._touch(key)
+            return True
+        return False
 
     def _unlink_slice(
         self, old: EndpointSlice, by_svc: dict, merged: dict, index_ips: bool
@@ -385,6 +570,8 @@ class ClusterCache:
         if old is None:
             return False
         self._unlink_slice(old, by_svc, merged, index_ips)
+        for cell in _slice_cells(old, None):
+            self._touch(cell)
         return True
 
     # pods ----------------------------------------------------------------
@@ -399,7 +586,11 @@ class ClusterCache:
         self.pods[pod.key] = pod
         if pod.ip:
             self._pod_by_ip.add(pod.ip, pod)
-        return old is None or not old.dns_equal(pod)
+        if old is None or not old.dns_equal(pod):
+            for key in _pod_cells(old, pod):
+                self._touch(key)
+            return True
+        return False
 
     def _remove_pod(self, key: str) -> bool:
         old = self.pods.pop(key, None)
@@ -407,6 +598,7 @@ class ClusterCache:
             return False
         if old.ip:
             self._pod_by_ip.remove(old.ip, old.key)
+            self._touch(("ip", old.ip))
         return True
 
     # namespaces ----------------------------------------------------------
@@ -414,10 +606,16 @@ class ClusterCache:
     def _upsert_namespace(self, ns: Namespace) -> bool:
         old = self.namespaces.get(ns.key)
         self.namespaces[ns.key] = ns
-        return old is None or not old.dns_equal(ns)
+        if old is None or not old.dns_equal(ns):
+            self._touch(("ns", ns.key))
+            return True
+        return False
 
     def _remove_namespace(self, key: str) -> bool:
-        return self.namespaces.pop(key, None) is not None
+        if self.namespaces.pop(key, None) is None:
+            return False
+        self._touch(("ns", key))
+        return True
 
     # service imports -----------------------------------------------------
 
@@ -426,7 +624,126 @@ class ClusterCache:
         if old is not None and old == si:
             return False
         self.service_imports[si.key] = si
-        return old is None or not old.dns_equal(si)
+        if old is None or not old.dns_equal(si):
+            self._touch(("svc", si.key))
+            return True
+        return False
 
     def _remove_import(self, key: str) -> bool:
-        return self.service_imports.pop(key, None) is not None
+        if self.service_imports.pop(key, None) is None:
+            return False
+        self._touch(("svc", key))
+        return True
+
+
+
+# --------------------------------------------------------------------------
+# Cells a change touches, and the indexes of a prepared list
+
+
+def _service_cells(old: Any, new: Any) -> list[tuple[str, ...]]:
+    keys: list[tuple[str, ...]] = []
+    for svc in (old, new):
+        if svc is not None:
+            keys.append(("svc", svc.key))
+            for ip in svc.cluster_ips:
+                if ip and ip != "None":
+                    keys.append(("ip", ip))
+    return keys
+
+
+def _slice_cells(old: Any, new: Any) -> list[tuple[str, ...]]:
+    keys: list[tuple[str, ...]] = []
+    for es in (old, new):
+        if es is not None:
+            keys.append(("svc", es.service_key))
+            for a in es.addresses:
+                keys.append(("ip", a.ip))
+    return keys
+
+
+def _pod_cells(old: Any, new: Any) -> list[tuple[str, ...]]:
+    return [("ip", pod.ip) for pod in (old, new) if pod is not None and pod.ip]
+
+
+def _namespace_cells(old: Any, new: Any) -> list[tuple[str, ...]]:
+    return [("ns", (old or new).key)]
+
+
+def _import_cells(old: Any, new: Any) -> list[tuple[str, ...]]:
+    return [("svc", (old or new).key)]
+
+
+_CELLS: dict[str, Callable[[Any, Any], list[tuple[str, ...]]]] = {
+    "services": _service_cells,
+    "endpointslices": _slice_cells,
+    "mcendpointslices": _slice_cells,
+    "pods": _pod_cells,
+    "namespaces": _namespace_cells,
+    "serviceimports": _import_cells,
+}
+
+_STORE_ATTR = {
+    "services": "services",
+    "endpointslices": "endpointslices",
+    "pods": "pods",
+    "namespaces": "namespaces",
+    "serviceimports": "service_imports",
+    "mcendpointslices": "mcendpointslices",
+}
+
+
+class Prepared:
+    """A full list of one resource made ready to install (see ``prepare_replace``)."""
+
+    __slots__ = ("resource", "writes", "items", "store", "indexes", "touched", "changed")
+
+    def __init__(self, resource: str, writes: int, items: dict[str, Any],
+                 store: dict[str, Any], indexes: dict[str, Any],
+                 touched: frozenset[tuple[str, ...]], changed: bool) -> None:
+        self.resource = resource
+        self.writes = writes      # the resource's write count when it was snapshotted
+        self.items = items        # the list, for replace() if the snapshot is outdated
+        self.store = store
+        self.indexes = indexes    # ClusterCache attribute -> its new value
+        self.touched = touched    # cell keys to bump
+        self.changed = changed
+
+
+def _group_slices(store: dict[str, Any]) -> tuple[dict[str, dict[str, Any]],
+                                                  dict[str, tuple[Any, ...]]]:
+    by_svc: dict[str, dict[str, Any]] = {}
+    for es in store.values():
+        group = by_svc.get(es.service_key)
+        if group is None:
+            group = by_svc[es.service_key] = {}
+        group[es.key] = es
+    return by_svc, {key: tuple(group.values()) for key, group in by_svc.items()}
+
+
+def _build_indexes(resource: str, store: dict[str, Any]) -> dict[str, Any]:
+    """The indexes :class:`ClusterCache` keeps for ``resource``, built from ``store``."""
+    if resource == "services":
+        by_ip = _MultiIndex()
+        for svc in store.values():
+            for ip in svc.cluster_ips:
+                if ip and ip != "None":
+                    by_ip.add(ip, svc)
+        return {"_svc_by_cluster_ip": by_ip}
+    if resource == "endpointslices":
+        by_svc, merged = _group_slices(store)
+        by_ip = _MultiIndex()
+        for es in store.values():
+            for a in es.addresses:
+                by_ip.add(a.ip, es)
+        return {"_slices_by_svc": by_svc, "endpoints": merged, "_slice_by_ip": by_ip}
+    if resource == "mcendpointslices":
+        by_svc, merged = _group_slices(store)
+        return {"_mc_slices_by_svc": by_svc, "mc_endpoints": merged}
+    if resource == "pods":
+        by_ip = _MultiIndex()
+        for pod in store.values():
+            if pod.ip:
+                by_ip.add(pod.ip, pod)
+        return {"_pod_by_ip": by_ip}
+    return {}

@@ -28,6 +28,7 @@ from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
+from kubernetai.core import gcpolicy
 from kubernetai.plugins.kubernetai import metrics, objects
 from kubernetai.plugins.kubernetai.apiclient import kube_client_config, plain_http_credentials
 from kubernetai.plugins.kubernetai.cache import DELETED, ClusterCache
@@ -140,7 +141,7 @@ class Cluster(service.Service):
         start-up with a located error, as CoreDNS refuses to start.
         """
         if self._api_client is None:
-            from kubernetes import client as k8s
+            from kubernetai.plugins.kubernetai import k8sapi as k8s
             client_config = kube_client_config(self.config)
             note = plain_http_credentials(self.config, client_config)
             self.warnings = [note] if note else []
@@ -166,8 +167,14 @@ class Cluster(service.Service):
             convert = CONVERTERS[resource]
             if resource == "endpointslices" and self.config.zonal:
                 convert = functools.partial(objects.endpoint_slice_from_json, with_zones=True)
+            attr = "service_imports" if resource == "serviceimports" else resource
+            convert = objects.reusing(convert, lambda a=attr: getattr(self.cache, a))
             informer = Informer(client, watched, convert=convert,
                                 deliver=lambda batch, r=resource: self._deliver(r, batch),
+                                # The new state is built on the informer's thread; the
+                                # reactor only swaps it in (ClusterCache.install).
+                                prepare=lambda items, r=resource: self.cache.prepare_replace(
+                                    r, items),
                                 reactor=self.reactor, read_timeout=self.read_timeout,
                                 limiter=limiter,
                                 observer=metrics.InformerMetrics(host, resource, counters),
@@ -217,8 +224,15 @@ class Cluster(service.Service):
         if isinstance(batch, Replace):
             if self._counters is not None and self.cache.synced.get(resource):
                 self._counters.relisted(resource)
-            self.cache.replace(resource, batch.items.values())
+            prepared = batch.prepared
+            if prepared is not None:
+                self.cache.install(prepared)
+            else:
+                items = batch.items
+                self.cache.replace(resource, items.values(),
+                                   keep=[key for key, obj in items.items() if obj is None])
             self.cache.mark_synced(resource)
+            gcpolicy.settled(self.reactor)
         else:
             self.cache.apply(resource, batch.events)
         if self.cache.generation != generation or self.synced != synced:
@@ -294,7 +308,7 @@ class Cluster(service.Service):
         client = self.connect()
         probing = copy.copy(client.configuration)
         probing.retries = 0  # one try: a refused connection is reported, not retried
-        from kubernetes import client as k8s
+        from kubernetai.plugins.kubernetai import k8sapi as k8s
         api = k8s.ApiClient(probing)
         api.user_agent = client.user_agent
         try:
@@ -344,7 +358,7 @@ def describe_api_error(error: BaseException, url: str, timeout: float) -> str:
     neither the server nor the certificate it refused); a refusal of the
     credentials says which status came back.
     """
-    from kubernetes.client.exceptions import ApiException
+    from kubernetai.plugins.kubernetai.k8sapi import ApiException
 
     if isinstance(error, urllib3.exceptions.MaxRetryError) and error.reason is not None:
         error = error.reason

@@ -12,8 +12,10 @@ onto Twisted's exception contract the way CoreDNS's handler does:
   query's `upstream`), as CoreDNS's `upstream.Lookup` re-enters the server, at most
   `MAX_CHASE` deep (the depth travels with the query: no process-wide state).
 
-Its answers may be cached (`cacheable`): they are a function of the cluster's cache, whose
-`generation` each answer records on the request (`RecordRequest.depend`).
+Its answers may be cached (`cacheable`): each is a function of the parts of the cluster's
+cache it read (the cells of `records.Answer.deps`), which it records on the request
+(`Request.deps`), and says whether it holds for every spelling of the name
+(`Request.fold`, from `records.Answer.foldable`).
 """
 
 from __future__ import annotations
@@ -125,12 +127,14 @@ class StanzaResolver(ResolverBase):
         if zone is None:
             return defer.fail(OutsideZones())
         request = getattr(query, "request", None)
-        if request is not None:
-            request.depend(self.cluster.cache)
         try:
             found = records.answer(self.cluster.cache, self.options, text, type, zone)
         except Exception as error:  # noqa: BLE001 - a bug answers SERVFAIL and is logged
+            if request is not None:
+                request.depend(self.cluster.cache)
             return defer.fail(ServerFailure(f"plugin/kubernetai: {error!r}"))
+        if request is not None:
+            request.depend_all(found.deps)
         if found.rcode == dns.EREFUSED:
             return defer.fail(Refused())
         if found.name_error:
@@ -138,7 +142,11 @@ class StanzaResolver(ResolverBase):
                 return defer.fail(NameErrorFallThrough())
             if not self.cluster.synced:
                 return defer.fail(NotSynced(authority=found.authority))
+            if request is not None:
+                request.folds(found.foldable)
             return defer.fail(AuthoritativeNameError(found.authority))
+        if request is not None:
+            request.folds(found.foldable and not found.chase)
         result: Result = (list(found.answers), list(found.authority), list(found.additional))
         if found.chase and type in _CHASED:
             upstream = self.upstream or getattr(query, "upstream", None)

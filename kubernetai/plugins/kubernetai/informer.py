@@ -3,11 +3,15 @@
 An `Informer` keeps one stanza's view of one resource current, the way client-go's
 reflector does for CoreDNS, but built for a Python process:
 
-* It lists the resource across all namespaces page by page (``limit``/``continue``) and
-  then watches from the list's resourceVersion with bookmarks. Both requests go through
-  the official client (config, auth, TLS, proxies) with ``_preload_content=False``, and the
-  informer parses the JSON itself and hands each object to a ``convert`` function; the
-  client's model objects, which cost ~0.5 ms and ~12 KB per Service, are never built.
+* It lists the resource across all namespaces, then watches from the list's
+  resourceVersion with bookmarks, listing in as few requests as the server allows, in
+  client-go's order of preference (see "Listing" below): watch-list, one watch request
+  whose initial events are the list; else a ``resourceVersion=0`` list, which
+  kube-apiserver answers whole from its watch cache; else pages. Every request goes
+  through the official client (config, auth, TLS, proxies) with ``_preload_content=False``,
+  and the informer parses the JSON itself, item by item, and hands each object to a
+  ``convert`` function; the client's model objects, which cost ~0.5 ms and ~12 KB per
+  Service, are never built, nor is a whole list's JSON tree held at once.
 * It reads the watch stream chunk by chunk itself instead of using
   ``kubernetes.watch.Watch``, whose 410 handling retries from the same resourceVersion,
   whose ``deserialize=False`` mode fails on ERROR events, and which sets no read timeout.
@@ -25,10 +29,43 @@ reflector does for CoreDNS, but built for a Python process:
   of events costs a few reactor calls rather than one each. An ``observer`` (the metrics)
   is told the same way of each request and each watch restart: one call per request,
   never per event.
-* Every list is a consistent read (no ``resourceVersion``): the answer is the server's
-  current state, never an older cache, so a re-list after the server's history moved can
-  never bring back what the old history had. A re-list's `Replace` drops every object the
-  receiver holds that the list no longer has.
+* After each full list, however it came, the receiver's ``prepare`` function runs on
+  the informer thread and one `Replace` (with what it made) goes to the reactor. A
+  re-list's `Replace` drops every object the receiver holds that the list no longer has.
+
+Listing, first and again (after a 410, a move of the server's history, a failed list):
+
+1. Watch-list: ``watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&
+   allowWatchBookmarks=true`` with no resourceVersion, a consistent read (client-go's
+   choice after a 410; its first list too). The server sends the current objects as
+   ADDED events, then a BOOKMARK annotated ``k8s.io/initial-events-end: "true"`` whose
+   resourceVersion is the list's; the objects gathered so far are then one `Replace`,
+   and the same stream goes on as the watch: one request, one rate-limit token, no list
+   request at all. A server without the WatchList feature answers 422 Invalid
+   (``sendInitialEvents is forbidden for watch unless the WatchList feature gate is
+   enabled``; a server older than 1.27 forbids resourceVersionMatch on a watch, also 422),
+   and one that ignores sendInitialEvents ends the stream without the bookmark: either is
+   remembered, and this informer lists from then on. Anything else going wrong before
+   the bookmark (a cut, a stall, a 5xx) delivers nothing of what had come, and the next
+   attempt, after the usual backoff, is a list (as client-go falls back to one), the one
+   after it a watch-list again.
+2. A ``resourceVersion=0`` list with a page size, which kube-apiserver serves from its
+   watch cache in one response, ignoring the page size. Its state may be older than what
+   this informer has seen (a watch cache behind etcd, another API server of the cluster
+   behind this one), or come from a restored history, and nothing in it tells which; so
+   a resourceVersion=0 answer below the last resourceVersion seen is not taken: a
+   consistent list (3) follows at once, and its answer is the server's present. (client-go
+   re-lists with the last resourceVersion and NotOlderThan instead, which kube-apiserver
+   serves from etcd page by page when a page size is given, and falls back to "" after a
+   410 or a too-large answer; the check above costs a second list only in those rare
+   cases.)
+3. Pages (``limit``/``continue``): what a server that pages resourceVersion=0 too answers
+   to (2), and the consistent list (no resourceVersion) of (2)'s check. A continuation
+   page spends no rate-limit token: a list is throttled as one request (the limiter's
+   in-flight bound still applies to each page; see limiter.py).
+
+Watch-list and consistent lists are the server's present: one older than the last
+resourceVersion seen means the server's history was reset, and is taken and logged.
 
 The server's history can move under an informer: etcd restored from a backup, or a
 simulated API server restarted from its manifests, starts its resourceVersions below what
@@ -42,7 +79,8 @@ signs mean "the last resourceVersion is no longer usable" and cause a fresh list
   to a list or continue token at a resourceVersion it has not reached (from its watch
   cache after waiting 3 s, from etcd at once), and to such a watch when etcd serves it;
 * a resourceVersion going backwards: a watch event or bookmark older than the last one
-  seen, a list older than the last one seen (the list is then the re-list, and logged),
+  seen, a consistent list or a watch-list older than the last one seen (the list is then
+  the re-list, and logged),
   or the server's current resourceVersion, which the informer asks with a one-item
   consistent list before it watches again after a broken connection or a silent watch.
   That last check matters most: kube-apiserver's watch cache holds a watch from a
@@ -55,8 +93,13 @@ them decimal revision numbers; the informer compares them only when both are int
 Recovery, per situation:
 
 ==============================================  ===========================================
-410 Gone, too-large resourceVersion,             re-list at once (a consistent read) and
+410 Gone, too-large resourceVersion,             re-list at once (watch-list, else rv=0) and
 resourceVersion going backwards                  deliver a fresh Replace
+watch-list refused (400/422, or the stream       list at once (rv=0), and never try
+ends cleanly before its end bookmark)            watch-list again
+watch-list failing before its end bookmark       back off, then list once (rv=0); nothing of
+(cut, stall, 5xx, 429)                           the partial stream is delivered
+rv=0 list older than the last rv seen            list again at once with a consistent read
 410 or too-large on a list's continue page,      list again from the first page, at once
 pages of one list at different versions          (up to three times, then back off)
 429 on a list page                               wait Retry-After, ask for that page again
@@ -75,10 +118,12 @@ a watch that ends within a second with nothing   treated as an error (client-go 
 
 from __future__ import annotations
 
+import codecs
 import email.utils
 import functools
 import json
 import random
+import re
 import select
 import socket
 import ssl
@@ -86,13 +131,15 @@ import threading
 import time
 import weakref
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import urllib3
-from kubernetes import client as k8s
-from kubernetes.client.rest import ApiException
 from twisted.logger import Logger
+
+from kubernetai.core import gcpolicy
+from kubernetai.plugins.kubernetai import k8sapi as k8s
+from kubernetai.plugins.kubernetai.k8sapi import ApiException
 
 __all__ = ["Watched", "Replace", "Changes", "Informer", "InformerObserver", "InformerStats",
            "RESOURCES"]
@@ -100,6 +147,9 @@ __all__ = ["Watched", "Replace", "Changes", "Informer", "InformerObserver", "Inf
 log = Logger(namespace="kubernetai.plugins.kubernetai.informer")
 
 ADDED, MODIFIED, DELETED, BOOKMARK, ERROR = "ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"
+
+# The annotation of the BOOKMARK that ends a watch-list's initial events.
+INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 
 RESOURCES = ("services", "endpointslices", "pods", "namespaces", "serviceimports")
 
@@ -149,9 +199,13 @@ class Replace:
     """A complete list result: key ("ns/name", or "name" for cluster-scoped) -> converted.
 
     The receiver replaces its contents with these, dropping whatever is not in `items`.
+    `prepared` is what the informer's ``prepare`` function made of `items` on the informer
+    thread (None without one, or if it failed): the receiver's new state built off the
+    reactor, so that taking it over there is a few assignments, not one upsert per object.
     """
 
     items: dict[str, Any]
+    prepared: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +239,8 @@ class InformerStats:
     stalls: int = 0         # watches silent for `stall_timeout` (also counted in errors)
     restarts: int = 0       # watches that ended and were opened again (any reason)
     probes: int = 0         # answered one-item lists checking the server's resourceVersion
+    watch_lists: int = 0    # of `lists`, those that came by watch-list (no list request)
+    protocol: str = ""      # how the last full list came: watch-list, rv=0 or consistent
     last_error: str = ""
 
 
@@ -207,6 +263,11 @@ class _Call:
 
     code: str = "<error>"
     waited: float | None = None
+
+
+class _WatchListIncomplete(Exception):
+    """A watch-list stream ended cleanly before its ``k8s.io/initial-events-end``
+    bookmark: the server does not do watch-list (it ignored sendInitialEvents)."""
 
 
 class _Gone(Exception):
@@ -238,9 +299,10 @@ class _WatchError(Exception):
 class _StartOver(Exception):
     """A list must begin again from its first page; `cause` is raised if it cannot."""
 
-    def __init__(self, why: str, cause: Exception) -> None:
+    def __init__(self, why: str, cause: Exception, pages: int = 0) -> None:
         super().__init__(why)
         self.cause = cause
+        self.pages = pages  # pages read before it (for the log)
 
 
 class _ShortWatch(Exception):
@@ -342,18 +404,8 @@ def _keepalive(sock: Any) -> None:
 
 
 def lister(api_client: k8s.ApiClient, resource: str) -> Callable[..., Any]:
-    if resource == "services":
-        return k8s.CoreV1Api(api_client).list_service_for_all_namespaces
-    if resource == "pods":
-        return k8s.CoreV1Api(api_client).list_pod_for_all_namespaces
-    if resource == "namespaces":
-        return k8s.CoreV1Api(api_client).list_namespace
-    if resource == "endpointslices":
-        return k8s.DiscoveryV1Api(api_client).list_endpoint_slice_for_all_namespaces
-    if resource == "serviceimports":
-        return functools.partial(k8s.CustomObjectsApi(api_client).list_cluster_custom_object,
-                                 "multicluster.x-k8s.io", "v1alpha1", "serviceimports")
-    raise ValueError(f"cannot watch {resource!r}: expected one of {', '.join(RESOURCES)}")
+    """The list/watch request of ``resource`` (see k8sapi: no generated API classes)."""
+    return k8s.lister(api_client, resource)
 
 
 def object_key(obj: dict[str, Any]) -> str:
@@ -380,7 +432,9 @@ class Informer:
                  name: str = "", watch_timeout: int = 300,
                  connect_timeout: float = 10.0, limiter: Any = None,
                  stall_timeout: float = STALL_TIMEOUT,
-                 observer: InformerObserver | None = None) -> None:
+                 observer: InformerObserver | None = None,
+                 prepare: Callable[[dict[str, Any]], Any] | None = None,
+                 watch_list: bool = True) -> None:
         if reactor is None:
             from twisted.internet import reactor
         if read_timeout <= 0 or page_size <= 0 or watch_timeout <= 0 or stall_timeout <= 0:
@@ -398,6 +452,16 @@ class Informer:
         self._list_fn = lister(self._api, watched.resource)
         self._convert = convert
         self._deliver = deliver
+        self._prepare = prepare
+        # Whether to try watch-list at all.
+        self.watch_list = bool(watch_list)
+        # None until the server answered a watch-list; False once it refused one (then
+        # this informer lists instead, for good); True once one delivered a Replace.
+        self.watch_list_supported: bool | None = None
+        # A watch-list failed (not refused) before its end: the next attempt lists, as
+        # client-go falls back, so a proxy cutting long streams cannot stop every sync.
+        self._watch_list_skip = False
+        self._need_list = True
         self._reactor = reactor
         self.read_timeout = float(read_timeout)
         self.stall_timeout = float(min(stall_timeout, read_timeout))
@@ -529,17 +593,24 @@ class Informer:
 
     def _loop(self) -> None:
         reason = "initial list"
-        need_list = True
+        self._need_list = True
         while not self._stopping.is_set():
-            watching = False
+            watching = streamed = False
             try:
-                if need_list:
-                    self._list(reason)
-                    need_list = False
-                elif self._suspect:
-                    self._check_history()
-                watching = True
-                self._watch()
+                if self._need_list:
+                    # No full collection while the new state is being built (gcpolicy).
+                    self._reactor.callFromThread(gcpolicy.listing, self._reactor, self)
+                if self._need_list and self._use_watch_list():
+                    # One request lists (the initial events) and then watches on.
+                    streamed = True
+                    self._watch(listing=reason)
+                else:
+                    if self._need_list:
+                        self._list(reason)
+                    elif self._suspect:
+                        self._check_history()
+                    watching = True
+                    self._watch()
                 if self._stopping.is_set():
                     return
                 # A normal end (timeoutSeconds): watch again from the last RV, no list.
@@ -553,30 +624,61 @@ class Informer:
                 if self._stopping.is_set():
                     return
                 failure = error
+            if streamed:
+                # Past its end bookmark a watch-list is a watch like any other.
+                watching = not self._need_list
+                if self._need_list and self._watch_list_refused(failure):
+                    continue  # list at once, the way the server supports
             if watching:
                 self._restarted(_restart_reason(failure))
             self.stats.errors += 1
             self.stats.last_error = _describe(failure)
             if _may_hide_a_restart(failure):
                 self._suspect = True
-            if isinstance(failure, _Stalled) and not need_list:
+            if isinstance(failure, _Stalled) and not self._need_list:
                 self.stats.stalls += 1
                 log.warn("informer {name}: {why}; watching again from rv {rv}",
                          name=self.name, why=_describe(failure), rv=self.resource_version)
                 continue  # the silence itself was the wait: no backoff on top of it
             if _is_gone(failure) or _history_moved(failure):
-                need_list, reason = True, self._relist_reason(failure)
+                self._need_list, reason = True, self._relist_reason(failure)
                 if self._progressed:
                     continue  # re-list at once; _list logs one line with the reason
                 # Nothing was received since the last list: do not re-list in a tight loop.
                 why = f"{reason} right after a list; re-listing"
-            elif need_list:
+            elif self._need_list:
                 reason = f"list failed: {_describe(failure)}"
                 why = f"{reason}; listing again"
             else:
                 why = f"{_describe(failure)}; watching again from rv {self.resource_version}"
             if self._pause(why, retry_after=_retry_after(failure)):
                 return
+
+    def _use_watch_list(self) -> bool:
+        """Whether this full list is to come by watch-list (see the module docstring)."""
+        if not self.watch_list or self.watch_list_supported is False:
+            return False
+        if self._watch_list_skip:
+            self._watch_list_skip = False
+            return False
+        return True
+
+    def _watch_list_refused(self, failure: BaseException) -> bool:
+        """After a watch-list that failed before its end bookmark: True if the server
+        refused the protocol (400/422: a server without the WatchList feature, or older
+        than 1.27, rejects sendInitialEvents or resourceVersionMatch on a watch; or a
+        stream that ended cleanly without the bookmark): watch-list is then off for good
+        for this informer. Otherwise the next attempt is a list, once."""
+        refused = isinstance(failure, _WatchListIncomplete) or (
+            isinstance(failure, ApiException) and failure.status in (400, 422))
+        if not refused:
+            self._watch_list_skip = True
+            return False
+        self.watch_list_supported = False
+        log.info("informer {name}: the API server does not support watch-list ({why}); "
+                 "listing with resourceVersion=0 instead", name=self.name,
+                 why=_describe(failure))
+        return True
 
     def _relist_reason(self, failure: BaseException) -> str:
         """Why a re-list is needed (for the log), counting moves of the server's history."""
@@ -639,9 +741,10 @@ class Informer:
                            time.monotonic() - started if timed else None, call.waited)
 
     def _request(self, call: _Call, *, read_timeout: float | None = None,
-                 **params: Any) -> Any:
+                 token: bool = True, **params: Any) -> Any:
         """One list or watch request; returns the urllib3 response (status 2xx). ``call``
-        gets its status code and rate limiter wait."""
+        gets its status code and rate limiter wait. ``token`` False (a list's
+        continuation page) passes the limiter without spending a token."""
         watched = self.watched
         if watched.label_selector:
             params["label_selector"] = watched.label_selector
@@ -658,7 +761,7 @@ class Informer:
                 # apiserver_qps/_burst/_max_inflight: the slot is held until the headers
                 # arrive, as client-go's limits apply to starting requests, not to reading
                 # watch streams.
-                with self.limiter.request() as waited:
+                with self.limiter.request(token=token) as waited:
                     call.waited = waited
                     response = self._list_fn(_preload_content=False,
                                              _request_timeout=timeout, **params)
@@ -669,18 +772,32 @@ class Informer:
         call.code = str(getattr(response, "status", "") or "<error>")
         return response
 
-    def _fetch(self, **params: Any) -> dict[str, Any]:
-        """One list request (a page), read whole and decoded."""
+    def _fetch(self, *, token: bool = True,
+               on_item: Callable[[dict[str, Any]], None] | None = None,
+               **params: Any) -> dict[str, Any]:
+        """One list request (a page), read whole and decoded; with `on_item`, each of its
+        items is handed to it as soon as it is decoded and the document comes back
+        without them (see `_decode_list`)."""
         with self._accounted(timed=True) as call:
-            response = self._request(call, **params)
-            body = None
+            response = self._request(call, token=token, **params)
+            body: bytes | None = None
+            document: dict[str, Any] | None = None
             try:
-                body = response.read()
+                if on_item is None:
+                    body = response.read()
+                else:
+                    document = _decode_list(_chunks(response), on_item)
+            except (urllib3.exceptions.HTTPError, OSError):
+                if self._stopping.is_set():
+                    raise _Stopping() from None
+                raise
             finally:
-                self._release(response, reuse=body is not None)
+                self._release(response, reuse=body is not None or document is not None)
         if self._stopping.is_set():
             raise _Stopping()
-        document = json.loads(body)
+        if document is not None:
+            return document
+        document = json.loads(body or b"")
         if not isinstance(document, dict):
             raise _WatchError("the list answer is not a JSON object")
         return document
@@ -694,7 +811,31 @@ class Informer:
     # -- list ---------------------------------------------------------------------
 
     def _list(self, reason: str) -> None:
-        """List every page (a consistent read), then deliver one Replace.
+        """A full list by list requests, then one Replace.
+
+        First with resourceVersion=0, which kube-apiserver answers whole from its watch
+        cache in one response. Such a list may be older than what this informer has seen
+        (a watch cache lagging behind, another API server of the cluster behind this one)
+        or come from a restored history, and only a consistent read can tell which: so a
+        re-list whose resourceVersion=0 answer is below the last resourceVersion seen is
+        done again as a consistent list, whose answer is the server's present.
+        """
+        started = time.monotonic()
+        self._progressed = False
+        items, resource_version, pages = self._read_list("0")
+        protocol = "rv=0"
+        if _older(resource_version, self.resource_version):
+            log.info("informer {name}: the resourceVersion=0 list is at rv {rv}, below the "
+                     "last one seen, {previous}; listing again with a consistent read",
+                     name=self.name, rv=resource_version, previous=self.resource_version)
+            items, resource_version, more = self._read_list(None)
+            pages += more
+            protocol = "consistent"
+        self._listed(items, resource_version, reason=reason, started=started,
+                     protocol=protocol, how=f"in {pages} page(s)")
+
+    def _read_list(self, resource_version: str | None) -> tuple[dict[str, Any], str, int]:
+        """One list (all its pages): (converted items by key, resourceVersion, pages).
 
         A continue token the server no longer honours (410 once compacted, or "too large"
         when it comes from a history the server no longer has), or pages reporting
@@ -702,19 +843,23 @@ class Informer:
         `_LIST_ATTEMPTS` times in all; then the list has failed and is retried after a
         backoff.
         """
-        started = time.monotonic()
-        self._progressed = False
-        attempts = 0
+        attempts = pages = 0
         while True:
             attempts += 1
             try:
-                items, resource_version, pages = self._read_pages()
-                break
+                items, version, read = self._read_pages(resource_version)
+                return items, version, pages + read
             except _StartOver as start_over:
+                pages += start_over.pages
                 if attempts >= _LIST_ATTEMPTS:
                     raise start_over.cause from None
                 log.info("informer {name}: {why}; listing from the start", name=self.name,
                          why=start_over)
+
+    def _listed(self, items: dict[str, Any], resource_version: str, *, reason: str,
+                started: float, protocol: str, how: str) -> None:
+        """A full list arrived (by any protocol): take its resourceVersion and deliver it
+        as one Replace, after the receiver's ``prepare`` ran on it here."""
         previous = self.resource_version
         if _older(resource_version, previous):
             # A consistent read is the server's present: take it, and say so loudly.
@@ -725,21 +870,33 @@ class Informer:
                      rv=resource_version, previous=previous)
         self.resource_version = resource_version
         self._suspect = False
+        self._need_list = False
         first = not self.synced_once
         self.stats.lists += 1
+        self.stats.protocol = protocol
+        if protocol == "watch-list":
+            self.stats.watch_lists += 1
+            self.watch_list_supported = True
         if not first:
             self.stats.relists += 1
-        self._post(Replace(items))
+        self._post(Replace(items, self._prepared(items)))
+        if not self._stopping.is_set():
+            self._reactor.callFromThread(gcpolicy.listed, self._reactor, self)
         self.last_heard = time.monotonic()
         self.synced_once = True
-        log.info("informer {name}: {what} {count} {resource} at rv {rv} in {pages} page(s), "
+        log.info("informer {name}: {what} {count} {resource} at rv {rv} by {protocol} {how}, "
                  "{seconds:.2f}s ({reason})", name=self.name,
                  what="listed" if first else "re-listed", count=len(items),
-                 resource=self.watched.resource, rv=resource_version, pages=pages,
-                 seconds=time.monotonic() - started, reason=reason)
+                 resource=self.watched.resource, rv=resource_version, protocol=protocol,
+                 how=how, seconds=time.monotonic() - started, reason=reason)
 
-    def _read_pages(self) -> tuple[dict[str, Any], str, int]:
+    def _read_pages(self, resource_version: str | None) -> tuple[dict[str, Any], str, int]:
         """One list, page by page: (converted items by key, resourceVersion, pages).
+
+        The first request carries `resource_version` (None: a consistent read) and a
+        page size; a server that answers whole (resourceVersion=0 from the watch cache)
+        sends no continue token and that is all. Continuation pages spend no rate-limit
+        token: a list is one request to throttle, however it is cut.
 
         Raises `_StartOver` when the list must begin again from its first page. A 429
         waits out Retry-After and asks for the same page again (up to `_LIST_ATTEMPTS`
@@ -748,13 +905,17 @@ class Informer:
         items: dict[str, Any] = {}
         token: str | None = None
         pages = throttled = 0
-        resource_version = ""
+        list_version = ""
         while True:
             params: dict[str, Any] = {"limit": self.page_size}
             if token:
                 params["_continue"] = token
+            elif resource_version is not None:
+                params["resource_version"] = resource_version
+            page: list[tuple[str, Any]] = []
             try:
-                document = self._fetch(**params)
+                document = self._fetch(token=not token, on_item=functools.partial(
+                    self._take_item, page), **params)
             except ApiException as error:
                 if error.status == 429 and throttled < _LIST_ATTEMPTS - 1:
                     throttled += 1
@@ -762,29 +923,31 @@ class Informer:
                     continue
                 if token and (error.status == 410 or _history_moved(error)):
                     raise _StartOver(f"continue token refused after {pages} page(s) "
-                                     f"({_describe(error)})", error) from error
+                                     f"({_describe(error)})", error, pages) from error
                 raise
             pages += 1
             self.stats.pages += 1
             meta = document.get("metadata") or {}
             page_version = str(meta.get("resourceVersion") or "")
-            if resource_version and page_version != resource_version:
+            if list_version and page_version != list_version:
                 # One list is one snapshot; a page of another one means the server's state
                 # changed under the token (a restart between pages).
                 why = (f"list page at rv {page_version} after pages at rv "
-                       f"{resource_version}")
-                raise _StartOver(why, _WatchError(why))
-            resource_version = page_version
-            for item in document.get("items") or ():
-                converted = self._convert_safely(item)
-                if converted is not None:
-                    items[object_key(item)] = converted
+                       f"{list_version}")
+                raise _StartOver(why, _WatchError(why), pages)
+            list_version = page_version
+            items.update(page)
             token = meta.get("continue") or None
-            del document
+            del document, page
             if not token:
-                if not resource_version:
+                if not list_version:
                     raise _WatchError("the list carried no resourceVersion")
-                return items, resource_version, pages
+                return items, list_version, pages
+
+    def _take_item(self, page: list[tuple[str, Any]], item: dict[str, Any]) -> None:
+        converted = self._convert_safely(item)
+        if converted is not None:
+            page.append((object_key(item), converted))
 
     def _wait_throttled(self, error: ApiException, pages: int) -> None:
         """A 429 on a list page: wait what the server asks (or one backoff step)."""
@@ -796,6 +959,18 @@ class Informer:
                  delay=delay)
         if self._stopping.wait(delay):
             raise _Stopping()
+
+    def _prepared(self, items: dict[str, Any]) -> Any:
+        """``prepare(items)`` on this thread; None (the receiver then does the work on the
+        reactor) if there is no such function or it failed."""
+        if self._prepare is None:
+            return None
+        try:
+            return self._prepare(items)
+        except Exception:  # noqa: BLE001 - the receiver can still take the plain items
+            log.failure("informer {name}: prepare() failed; delivering the plain list",
+                        name=self.name)
+            return None
 
     def _convert_safely(self, obj: dict[str, Any]) -> Any | None:
         try:
@@ -810,8 +985,14 @@ class Informer:
 
     # -- watch --------------------------------------------------------------------
 
-    def _watch(self) -> None:
+    def _watch(self, listing: str | None = None) -> None:
         """One watch request from the last resourceVersion, read until it ends.
+
+        With `listing` (the reason of the list it stands for), a watch-list instead: a
+        consistent read (no resourceVersion) whose initial ADDED events are gathered
+        until the BOOKMARK annotated ``k8s.io/initial-events-end``, which delivers them
+        as one Replace at the bookmark's resourceVersion; the same stream then goes on
+        as the watch. Ending cleanly before that bookmark raises `_WatchListIncomplete`.
 
         Returns on a normal end of the stream; raises on everything else: `_Stalled` when
         nothing at all came for `stall_timeout` seconds, before the headers or after them
@@ -821,12 +1002,17 @@ class Informer:
         timeout = int(self.watch_timeout * random.uniform(1.0, 1.2))
         started = time.monotonic()
         self.stats.watches += 1
+        initial: _Initial | None = None
+        params: dict[str, Any] = {"resource_version": self.resource_version}
+        if listing is not None:
+            self._progressed = False
+            initial = _Initial(listing, started)
+            params = {"send_initial_events": True, "resource_version_match": "NotOlderThan"}
         try:
             with self._accounted(timed=False) as call:
-                response = self._request(call, watch=True,
-                                         resource_version=self.resource_version,
-                                         allow_watch_bookmarks=True, timeout_seconds=timeout,
-                                         read_timeout=self.stall_timeout)
+                response = self._request(call, watch=True, allow_watch_bookmarks=True,
+                                         timeout_seconds=timeout,
+                                         read_timeout=self.stall_timeout, **params)
         except urllib3.exceptions.HTTPError as error:
             if _is_read_timeout(error) and not self._stopping.is_set():
                 raise _Stalled(self.stall_timeout, 0) from error
@@ -840,17 +1026,22 @@ class Informer:
             buffer = bytearray()
             for chunk in _chunks(response):
                 buffer += chunk
-                start = 0
-                while True:
-                    end = buffer.find(b"\n", start)
-                    if end < 0:
-                        break
-                    line = bytes(buffer[start:end])
-                    start = end + 1
+                end = buffer.rfind(b"\n")
+                # The complete lines, decoded at once (a chunk often holds many events).
+                lines = _text(buffer[:end]).split("\n") if end >= 0 else ()
+                del buffer[:end + 1]
+                for line in lines:
                     if line.strip():
                         received += 1
-                        self._handle(line, pending, unknown)
-                del buffer[:start]
+                        if initial is None:
+                            self._handle(line, pending, unknown)
+                        elif self._initial_event(line, initial, unknown):
+                            self._listed(initial.items, initial.resource_version,
+                                         reason=initial.reason, started=initial.started,
+                                         protocol="watch-list",
+                                         how=f"in {initial.events} event(s)")
+                            initial = None
+                del lines
                 if pending:
                     now = time.monotonic()
                     if not first_pending:
@@ -876,28 +1067,55 @@ class Informer:
             self._release(response, reuse=clean)
         if self._stopping.is_set():
             raise _Stopping()
+        if initial is not None:
+            why = (f"the watch-list stream ended after {initial.events} event(s) without the "
+                   f"{INITIAL_EVENTS_END} bookmark")
+            if time.monotonic() - started >= timeout:
+                # Its timeoutSeconds ran out first (a very slow read): no sign of refusal.
+                raise _WatchError(why + f", at its timeout of {timeout}s")
+            raise _WatchListIncomplete(why)
         if not received and time.monotonic() - started < _SHORT_WATCH:
             raise _ShortWatch("the watch closed at once without sending anything")
         self._progress()
 
-    def _handle(self, line: bytes, pending: list[tuple[str, str, Any]],
-                unknown: set[str]) -> None:
-        try:
-            event = json.loads(line)
-            kind = event["type"]
-            obj = event["object"]
-            if not isinstance(obj, dict):
-                raise TypeError("object is not a JSON object")
-        except (ValueError, KeyError, TypeError) as error:
-            raise _WatchError(f"undecodable watch event ({error})") from None
+    def _initial_event(self, line: str, initial: _Initial, unknown: set[str]) -> bool:
+        """One event of a watch-list before its end: gathered into `initial` (the list
+        being built; an object's own resourceVersion says nothing of the list's, so none
+        is checked). Returns True on the end bookmark, which gives the list its
+        resourceVersion."""
+        kind, obj = _decode_event(line)
+        if kind == BOOKMARK:
+            self.stats.bookmarks += 1
+            meta = obj.get("metadata") or {}
+            annotations = meta.get("annotations") or {}
+            if not (isinstance(annotations, dict)
+                    and annotations.get(INITIAL_EVENTS_END) == "true"):
+                return False
+            version = str(meta.get("resourceVersion") or "")
+            if not version:
+                raise _WatchError("the initial-events-end bookmark carried no "
+                                  "resourceVersion")
+            initial.resource_version = version
+            return True
         if kind == ERROR:
-            code = obj.get("code")
-            message = f"{obj.get('reason', '')}: {obj.get('message', '')}".strip(": ")
-            if code == 410:
-                raise _Gone(message or "resource version too old")
-            if _is_too_large(obj):
-                raise _HistoryMoved(f"ERROR event {code} {message}")
-            raise _WatchError(f"ERROR event {code} {message}")
+            _raise_error_event(obj)
+        if kind not in (ADDED, MODIFIED, DELETED):
+            self._unknown_event(kind, unknown)
+            return False
+        initial.events += 1
+        key = object_key(obj)
+        converted = None if kind == DELETED else self._convert_safely(obj)
+        if converted is None:
+            initial.items.pop(key, None)
+        else:
+            initial.items[key] = converted
+        return False
+
+    def _handle(self, line: str | bytes, pending: list[tuple[str, str, Any]],
+                unknown: set[str]) -> None:
+        kind, obj = _decode_event(line)
+        if kind == ERROR:
+            _raise_error_event(obj)
         resource_version = (obj.get("metadata") or {}).get("resourceVersion")
         if kind in (BOOKMARK, ADDED, MODIFIED, DELETED) and resource_version \
                 and _older(str(resource_version), self.resource_version):
@@ -917,19 +1135,189 @@ class Informer:
                 if converted is not None:
                     pending.append((kind, key, converted))
         else:
-            if kind not in unknown:
-                unknown.add(kind)
-                log.warn("informer {name}: skipping watch events of unknown type {kind!r}",
-                         name=self.name, kind=kind)
+            self._unknown_event(kind, unknown)
             return
         if resource_version:
             self.resource_version = str(resource_version)
         self.last_heard = time.monotonic()
         self._progress()
 
+    def _unknown_event(self, kind: Any, unknown: set[str]) -> None:
+        if kind not in unknown:
+            unknown.add(kind)
+            log.warn("informer {name}: skipping watch events of unknown type {kind!r}",
+                     name=self.name, kind=kind)
+
     def _flush(self, pending: list[tuple[str, str, Any]]) -> None:
         self.stats.batches += 1
         self._post(Changes(tuple(pending)))
+
+
+@dataclass(slots=True)
+class _Initial:
+    """A watch-list's initial events, gathered until its end bookmark."""
+
+    reason: str
+    started: float
+    items: dict[str, Any] = field(default_factory=dict)
+    events: int = 0
+    resource_version: str = ""
+
+
+_SPACE = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+
+
+def _skip(text: str, at: int) -> int:
+    """The index of the first character at or after `at` that is not JSON whitespace."""
+    match = _SPACE.match(text, at)
+    return match.end() if match else at
+
+
+def _decode_list(chunks: Iterable[bytes],
+                 on_item: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """A list answer ({..., "items": [...]}) decoded item by item as its bytes arrive:
+    each item goes to `on_item` as soon as it is decoded, and the rest of the document is
+    returned.
+
+    ``json.loads`` of a whole 100,000-pod list (68 MB) holds every decoded object alive
+    until the end, and the cyclic garbage collector, triggered again and again by the
+    millions of new containers, walks them all each time: 7 s for the parse where item by
+    item, each item freed once converted, takes 0.6 s. Reading as it decodes, it never
+    holds more than a chunk or two of the body either (a whole body and its text would be
+    twice 68 MB). Raises `_WatchError` on anything that is not a JSON object whose items,
+    if any, are objects.
+    """
+    document: dict[str, Any] = {}
+    reader = _JSONReader(iter(chunks))
+    try:
+        reader.expect("{")
+        while reader.peek() != "}":
+            key = reader.value()
+            if not isinstance(key, str):
+                raise ValueError(f"bad member name {key!r}")
+            reader.expect(":")
+            if key == "items" and reader.peek() == "[":
+                reader.expect("[")
+                while reader.peek() != "]":
+                    item = reader.value()
+                    if not isinstance(item, dict):
+                        raise ValueError("an item is not a JSON object")
+                    on_item(item)
+                    if not reader.separator("]"):
+                        break
+                reader.expect("]")
+            else:
+                document[key] = reader.value()
+            if not reader.separator("}"):
+                break
+        reader.expect("}")
+        if reader.peek():
+            raise ValueError("data after the object")
+    except ValueError as error:  # json.JSONDecodeError and UnicodeDecodeError are
+        raise _WatchError(f"undecodable list answer ({error})") from None
+    return document
+
+
+class _JSONReader:
+    """JSON text read from a stream of byte chunks, a value at a time (see _decode_list).
+
+    Only the text not yet consumed is kept. A value that fails to decode, or ends right at
+    the end of the text read so far (a number may go on in the next chunk), is decoded
+    again once more has arrived.
+    """
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._utf8 = codecs.getincrementaldecoder("utf-8")()
+        self._text = ""
+        self._at = 0
+        self._done = False
+
+    def _more(self) -> bool:
+        """Read on; False once the stream has ended."""
+        while not self._done:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                self._done = True
+                new = self._utf8.decode(b"", final=True)
+            else:
+                new = self._utf8.decode(chunk)
+            if new:
+                self._text = self._text[self._at:] + new
+                self._at = 0
+                return True
+        return False
+
+    def peek(self) -> str:
+        """The next character that is not whitespace ("" at the end of the stream)."""
+        while True:
+            self._at = _skip(self._text, self._at)
+            if self._at < len(self._text) or not self._more():
+                return self._text[self._at:self._at + 1]
+
+    def expect(self, char: str) -> None:
+        found = self.peek()
+        if found != char:
+            raise ValueError(f"expected {char!r}, found {found or 'the end'!r}")
+        self._at += 1
+
+    def separator(self, close: str) -> bool:
+        """After a member or an item: True past a comma (another must follow), False
+        before `close`."""
+        found = self.peek()
+        if found == ",":
+            self._at += 1
+            if self.peek() == close:
+                raise ValueError(f"trailing comma before {close!r}")
+            return True
+        if found != close:
+            raise ValueError(f"expected ',' or {close!r}, found {found or 'the end'!r}")
+        return False
+
+    def value(self) -> Any:
+        self.peek()
+        while True:
+            try:
+                value, end = _DECODER.raw_decode(self._text, self._at)
+            except ValueError:
+                if self._more():
+                    continue
+                raise
+            if end < len(self._text) or not self._more():
+                self._at = end
+                return value
+
+
+def _text(data: bytearray) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise _WatchError(f"undecodable watch stream ({error})") from None
+
+
+def _decode_event(line: str | bytes) -> tuple[Any, dict[str, Any]]:
+    """One watch event line: (type, object)."""
+    try:
+        event = json.loads(line)
+        kind = event["type"]
+        obj = event["object"]
+        if not isinstance(obj, dict):
+            raise TypeError("object is not a JSON object")
+    except (ValueError, KeyError, TypeError) as error:
+        raise _WatchError(f"undecodable watch event ({error})") from None
+    return kind, obj
+
+
+def _raise_error_event(status: dict[str, Any]) -> None:
+    """An ERROR event's Status, raised as what it means for the informer."""
+    code = status.get("code")
+    message = f"{status.get('reason', '')}: {status.get('message', '')}".strip(": ")
+    if code == 410:
+        raise _Gone(message or "resource version too old")
+    if _is_too_large(status):
+        raise _HistoryMoved(f"ERROR event {code} {message}")
+    raise _WatchError(f"ERROR event {code} {message}")
 
 
 class _StreamBroken(Exception):

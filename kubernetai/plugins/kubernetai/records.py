@@ -30,10 +30,23 @@ Names in the returned RRHeaders are bytes without the trailing dot (Twisted's
 convention); ``Answer.chase`` is text, fully qualified, spelled as in the
 Service's ``externalName``.
 
+Dependencies: every answer lists in ``Answer.deps`` the sources it read, as
+``(source, generation)`` pairs: the cache's cells (see
+:mod:`kubernetai.plugins.kubernetai.cache`) of each service, namespace and IP
+it looked up (found or not), the serial cell if it carries an SOA, and the
+cache itself for answers that read more than named things (the apex NS and
+``ns.dns`` names).  The answer holds exactly while none of them moved.
+
 Speed: an answer costs about 10 us to build (a ClusterIP A, an NXDOMAIN) and
-is memoised per cache until the next DNS-visible change (about 0.3 us per
-hit), see :data:`MEMO_MAX_RECORDS`.  Memoised answers and their RRHeaders are
-shared between queries and must not be modified.
+is memoised per cache while its dependencies hold (about 0.5 us per hit), see
+:data:`MEMO_MAX_RECORDS`.  Memoised answers and their RRHeaders are shared
+between queries and must not be modified.
+
+Letter case: ``Answer.foldable`` says that the answer to another spelling of
+the same name is this one's wire image with the question's bytes rewritten:
+every name derived from the question (owners equal to it, the zone as sent)
+is a compression pointer into it, and no name from the API could be
+compressed into it for some other spelling (see :func:`_foldable`).
 """
 
 from __future__ import annotations
@@ -157,6 +170,8 @@ class Answer:
     name_error: bool
     chase: str | None = None
     soa: dns.RRHeader | None = None
+    deps: tuple[tuple[Any, int], ...] = ()
+    foldable: bool = False
 
 
 _REFUSED = Answer(dns.EREFUSED, (), (), (), False)
@@ -271,9 +286,11 @@ def extract_address_from_reverse(name: str) -> str:
 
 
 class _Q:
-    """One query: the cache, the options, the zone (lower-case and as sent)."""
+    """One query: the cache, the options, the zone (lower-case and as sent), and the
+    sources read so far (source -> its generation when read)."""
 
-    __slots__ = ("cache", "opts", "zone", "zone_sent", "suffix", "mc", "ttl", "pod_names", "zonal")
+    __slots__ = ("cache", "opts", "zone", "zone_sent", "suffix", "mc", "ttl", "pod_names",
+                 "zonal", "deps")
 
     def __init__(self, cache: ClusterCache, opts: AnswerOptions, zone: str, zone_sent: str):
         self.cache = cache
@@ -285,25 +302,38 @@ class _Q:
         self.ttl = opts.ttl
         self.pod_names = opts.endpoint_pod_names
         self.zonal = opts.zonal
+        self.deps: dict[Any, int] = {}
+
+    def need(self, key: tuple[str, ...]) -> None:
+        """The answer reads ``key`` (found or not)."""
+        cell = self.cache.cell(key)
+        self.deps[cell] = cell.generation
+
+    def need_all(self) -> None:
+        """The answer reads more than named things: any change may change it."""
+        cache = self.cache
+        self.deps[cache] = cache.generation
 
     def exposed(self, namespace: str) -> bool:
         allowed = self.opts.namespaces
         if allowed is not None and namespace not in allowed:
             return False
+        self.need(("ns", namespace))
         return namespace in self.cache.namespaces
 
     def soa(self) -> dns.RRHeader:
-        # One SOA record per zone spelling, shared until the cache changes.
+        # One SOA record per zone spelling, shared while the serial holds.
         cache = self.cache
+        cell = cache.serial_cell
+        self.deps[cell] = cell.generation
+        serial = int(cache.modified_multicluster if self.mc else cache.modified)
         key = ("soa", id(self.opts), self.zone_sent)
         hit = cache.memo.get(key)
-        if hit is not None and hit[0] is self.opts:
-            return hit[1]
-        serial = cache.modified_multicluster if self.mc else cache.modified
-        rr = soa(self.opts, self.zone_sent, int(serial))
+        if hit is not None and hit[0] is self.opts and hit[3] == serial:
+            return hit[1]  # type: ignore[no-any-return]
+        rr = soa(self.opts, self.zone_sent, serial)
         if MEMO_MAX_RECORDS > 0:
-            cache.memo[key] = (self.opts, rr)
-            cache.memo_records += 1
+            _memo_put(cache, key, (self.opts, rr, 1, serial))
         return rr
 
 
@@ -364,6 +394,7 @@ def _find_services(q: _Q, r) -> tuple[list, str | None]:
         return [], None  # <ns>.svc.<zone>: exists (namespace is exposed), no data
     key = r.namespace + "/" + r.service
     cache = q.cache
+    q.need(("svc", key))
     if q.mc:
         svc: Any = cache.service_imports.get(key)
         by_service = cache.mc_endpoints
@@ -432,6 +463,7 @@ def _find_pods(q: _Q, r) -> tuple[list, str | None]:
         if _classify(ip)[0] == _CNAME:
             return [], _NAME_ERROR
         return [(ip, 0, "")], None
+    q.need(("ip", ip))
     out = [(ip, 0, "") for p in q.cache.pods_for_ip(ip) if p.namespace == r.namespace]
     return out, (None if out else _NAME_ERROR)
 
@@ -462,6 +494,7 @@ def _is_default_ns(lname: str, zone_sent: str) -> bool:
 def _ns_addrs(q: _Q) -> list[tuple[str, str]]:
     """(name, ip) of this server (CoreDNS ``nsAddrs(false, false, zone)``)."""
     cache = q.cache
+    q.need_all()
     out: list[tuple[str, str]] = []
     found = False
     local = q.opts.ns_addresses
@@ -588,6 +621,7 @@ def _ptr(q: _Q, lname: str, owner: bytes) -> tuple[list, str | None]:
     opts = q.opts
     primary = opts.primary_zone
     check_ns = opts.namespaces is not None
+    q.need(("ip", ip))
     targets: list[str] = []
     for svc in cache.services_for_cluster_ip(ip):
         if check_ns and not q.exposed(svc.namespace):
@@ -695,17 +729,34 @@ def answer(
     memo = cache.memo
     hit = memo.get(key)
     if hit is not None and hit[0] is options:
-        return hit[1]
+        found: Answer = hit[1]
+        for source, generation in found.deps:
+            if source.generation != generation:
+                del memo[key]
+                cache.memo_records -= hit[2]
+                break
+        else:
+            return found
     got = _answer(cache, options, qname, qtype, zone)
-    size = 1 + len(got.answers) + len(got.additional)
-    if cache.memo_records + size > MEMO_MAX_RECORDS:
-        memo.clear()
-        cache.memo_records = 0
     # The options object is kept with the answer so that its id cannot be
     # reused by another options object while the entry lives.
-    memo[key] = (options, got)
-    cache.memo_records += size
+    _memo_put(cache, key, (options, got, 1 + len(got.answers) + len(got.additional)))
     return got
+
+
+def _memo_put(cache: ClusterCache, key: Any, entry: tuple[Any, ...]) -> None:
+    """Keep ``entry`` (its size in records third) in the memo, the oldest entries making
+    room for it."""
+    memo = cache.memo
+    old = memo.pop(key, None)
+    if old is not None:
+        cache.memo_records -= old[2]
+    size = entry[2]
+    while memo and cache.memo_records + size > MEMO_MAX_RECORDS:
+        _, gone = memo.popitem(last=False)
+        cache.memo_records -= gone[2]
+    memo[key] = entry
+    cache.memo_records += size
 
 
 def _answer(
@@ -754,12 +805,104 @@ def _answer(
         # between NXDOMAIN and NODATA; only its error matters.
         _, err = _services(q, lname, _A)
 
+    # CoreDNS decides the apex NS and the ns.dns names by the zone's spelling: those
+    # answers are not the same for every spelling (never folded).
+    by_case = (qtype == dns.NS and lname == zone) or lname == "ns.dns." + zone
     if err is not None:
         s = q.soa()
-        return Answer(dns.ENAME, (), (s,), (), True, None, s)
+        return _done(q, raw, dns.ENAME, (), (s,), (), True, None, s, by_case)
     if not records:
         s = q.soa()
-        return Answer(dns.OK, (), (s,), (), False, None, s)
+        return _done(q, raw, dns.OK, (), (s,), (), False, None, s, by_case)
     if chase is not None:
-        return Answer(dns.OK, tuple(records), (), tuple(extra), False, chase, q.soa())
-    return Answer(dns.OK, tuple(records), (), tuple(extra), False)
+        return _done(q, raw, dns.OK, tuple(records), (), tuple(extra), False, chase, q.soa())
+    return _done(q, raw, dns.OK, tuple(records), (), tuple(extra), False, None, None, by_case)
+
+
+def _done(q: _Q, raw: bytes, rcode: int, answers: tuple, authority: tuple, additional: tuple,
+          name_error: bool, chase: str | None, soa_rr: dns.RRHeader | None,
+          by_case: bool = False) -> Answer:
+    foldable = not by_case and chase is None and \
+        _foldable(raw[:-1], q.zone_sent, answers, authority, additional)
+    return Answer(rcode, answers, authority, additional, name_error, chase, soa_rr,
+                  tuple(q.deps.items()), foldable)
+
+
+def _labels(name: bytes) -> list[bytes]:
+    return name.lower().split(b".") if name else []
+
+
+def _foldable(sent: bytes, zone_sent: str, answers: tuple, authority: tuple,
+              additional: tuple) -> bool:
+    """Whether this answer, encoded for the question ``sent``, holds for every other
+    spelling of it once the question's bytes are rewritten (see the module docstring).
+
+    Names of three origins appear: the question itself (owners in the answer section),
+    API text followed by the zone as sent (SOA, NS names and glue), and API text alone
+    (CNAME and PTR targets, the owners of a CNAME chain). The encoder compresses
+    case-sensitively, so the wire image is the same for every spelling when the first
+    two are pointers into the question and API text cannot match the question's labels
+    in any spelling: the API label just before the zone differs from the question's
+    label there, and API-only names end differently from the question. SRV targets are
+    not compressed (their zone is literal text in the asker's case): never foldable.
+    """
+    zone = _bname(zone_sent)
+    if not additional and len(sent) > len(zone):
+        # The common shapes, decided without splitting names: a negative answer (its SOA
+        # names are "ns.dns" and "hostmaster" before the zone, pointers into the
+        # question unless its label before the zone is one of those) and addresses
+        # owned by the question.
+        cut = len(sent) - len(zone) - 1 if zone else len(sent)
+        if (not zone or sent[cut:cut + 1] == b".") and sent.endswith(zone):
+            before = sent[:cut].rsplit(b".", 1)[-1].lower()
+            if not answers and len(authority) == 1 and authority[0].type == dns.SOA \
+                    and authority[0].name.name == zone:
+                return before != b"dns" and before != b"hostmaster"
+            if not authority:
+                for rr in answers:
+                    if (rr.type != _A and rr.type != _AAAA) or rr.name.name != sent:
+                        break
+                else:
+                    return True
+    qlabels = _labels(sent)
+    nzone = len(_labels(zone))
+    before_zone = qlabels[-nzone - 1] if len(qlabels) > nzone else None
+    last = qlabels[-1] if qlabels else None
+    zsuffix = b"." + zone if zone else b""
+
+    def zoned(name: bytes) -> bool:
+        # API labels, then the zone as sent.
+        if name == zone:
+            return True
+        if zone and not name.endswith(zsuffix):
+            return False
+        head = _labels(name[: len(name) - len(zsuffix)] if zone else name)
+        return not head or head[-1] != before_zone
+
+    def api(name: bytes) -> bool:
+        labels = _labels(name)
+        return not labels or labels[-1] != last
+
+    for rr in answers:
+        if rr.name.name != sent and not api(rr.name.name):
+            return False
+        kind = rr.type
+        if kind == _CNAME or kind == dns.PTR:
+            if not api(rr.payload.name.name):
+                return False
+        elif kind == dns.NS:
+            if not zoned(rr.payload.name.name):
+                return False
+        elif kind != _A and kind != _AAAA and kind != dns.TXT and kind != dns.SOA:
+            return False
+        if kind == dns.SOA and not (zoned(rr.name.name) and zoned(rr.payload.mname.name)
+                                     and zoned(rr.payload.rname.name)):
+            return False
+    for rr in authority:
+        if rr.type != dns.SOA or not (zoned(rr.name.name) and zoned(rr.payload.mname.name)
+                                      and zoned(rr.payload.rname.name)):
+            return False
+    for rr in additional:
+        if (rr.type != _A and rr.type != _AAAA) or not zoned(rr.name.name):
+            return False
+    return True

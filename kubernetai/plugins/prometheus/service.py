@@ -5,6 +5,8 @@ listens and absorbs the others, so `coredns_plugin_enabled` names every block th
 `prometheus`; a reload that keeps the address keeps the listener (CoreDNS stops it before
 the new configuration starts, and loses it if that fails: not here) and takes the new
 blocks. Every listener shows the whole process's metrics, as CoreDNS's default registry.
+While a listener runs, so do the process's reactor stall and GC pause meters
+(:mod:`kubernetai.core.stalls`): they cost nothing on the query path.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from kubernetai.core import stalls
 from kubernetai.core.http import listen_http, split_address
 from kubernetai.core.metrics import PROCESS, Gauge, Metric
 from kubernetai.plugins.prometheus.exposition import MetricsPage
@@ -93,12 +96,15 @@ class PrometheusService(service.Service):
             self.reactor = reactor
         self.listening = [listen_http(self.reactor, self.address, {b"/metrics": MetricsPage()})]
         PROCESS.collect(self.key, self._metrics)
+        stalls.start(self.reactor)  # the reactor stall and GC pause metrics
         super().startService()
         bound = self.listening[0].getHost()
         log.info("plugin/prometheus: serving /metrics on {host}:{port}", host=bound.host,
                  port=bound.port)
 
     def stopService(self) -> defer.Deferred[Any]:
+        if self.running:
+            stalls.stop()
         super().stopService()
         PROCESS.collect(self.key, None)
         ports, self.listening = self.listening, []
