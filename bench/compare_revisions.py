@@ -21,7 +21,6 @@ import json
 import os
 import re
 import resource
-import select
 import selectors
 import shutil
 import signal
@@ -33,12 +32,24 @@ import sys
 import tempfile
 import time
 import urllib.request
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from kubernetai.sandbox.ports import free_port
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import (  # noqa: E402 - beside this script
+    Processes,
+    cpu_seconds,
+    interrupt_on_sigterm,
+    machine_cpu_seconds,
+    mix_queries,
+    proc_status,
+    read_first_line,
+    wait_until,
+)
+
+from kubernetai.sandbox.ports import free_port  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(tempfile.gettempdir()) / "kubernetai-bench"
@@ -188,17 +199,9 @@ def build_queries(url: str, mix: tuple[int, int, int]) -> list[Query]:
                                      f"{fqdn}", "SRV", "NOERROR"))
     if not a_queries:
         raise RuntimeError("the sandbox serves no services")
-    a_pct, srv_pct, nx_pct = mix
-    total = round(len(a_queries) * 100 / a_pct)
-    n_srv, n_nx = total * srv_pct // 100, total * nx_pct // 100
-    namespaces = sorted({s["metadata"]["namespace"] for s in services})
-    nx = [Query(f"nope-{i:04d}.{namespaces[i % len(namespaces)]}.svc.{ZONE}", "A", "NXDOMAIN")
-          for i in range(n_nx)]
-    step = max(1, len(srv_queries) // max(n_srv, 1))
-    srv = (srv_queries[::step] + srv_queries)[:n_srv]
-    chosen = a_queries + srv + nx
-    chosen.sort(key=lambda q: zlib.crc32(q.name.encode()))
-    return chosen
+    return mix_queries(a_queries, srv_queries,
+                       sorted({s["metadata"]["namespace"] for s in services}), ZONE, mix,
+                       lambda name: Query(name, "A", "NXDOMAIN"))
 
 
 # --- the two installations ----------------------------------------------------------------------
@@ -323,87 +326,19 @@ def code_location(install: Install, cwd: Path) -> str:
     return done.stdout.strip() or f"(import failed: {done.stderr.strip()[-300:]})"
 
 
-# --- processes ----------------------------------------------------------------------------------
-
-class Processes:
-    """Children started by this script; all stopped by stop_all(), newest first."""
-
-    def __init__(self) -> None:
-        self.children: list[subprocess.Popen] = []
-
-    def start(self, argv: list[str], **kwargs: Any) -> subprocess.Popen:
-        process = subprocess.Popen(argv, **kwargs)
-        self.children.append(process)
-        return process
-
-    def stop_all(self) -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)      # a second Ctrl-C must not cut it
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        while self.children:
-            process = self.children.pop()
-            if process.poll() is None:
-                process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def read_url(process: subprocess.Popen, timeout: float) -> str:
-    """The sandbox prints its URL as its first line on stdout."""
-    deadline, buffer = time.monotonic() + timeout, b""
-    while b"\n" not in buffer:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or process.poll() is not None:
-            raise RuntimeError(f"no URL from the sandbox (exit code {process.poll()})")
-        if select.select([process.stdout], [], [], remaining)[0]:
-            buffer += os.read(process.stdout.fileno(), 4096) or b""
-    return buffer.split(b"\n", 1)[0].decode().strip()
-
+# --- the servers --------------------------------------------------------------------------------
 
 def wait_until_answers(port: int, checks: list[Query], process: subprocess.Popen, log: Path,
                        timeout: float) -> None:
     """Until every check query gets its expected rcode and A records."""
-    deadline, last = time.monotonic() + timeout, "no answer"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}; log {log}:\n"
-                               + log.read_text(errors="replace")[-3000:])
-        try:
-            for q in checks:
-                got = decode(ask(port, q.name, QTYPES[q.qtype], timeout=0.5))
-                ips = tuple(sorted(r.split()[-1] for r in got["answer"] if " A " in r))
-                if got["rcode"] != q.expect or (q.addresses and ips != q.addresses):
-                    last = f"{q.name}: {got['rcode']} {ips}"
-                    raise TimeoutError
-            return
-        except (TimeoutError, OSError):
-            time.sleep(0.2)
-    raise RuntimeError(f"server on port {port} not ready after {timeout:.0f} s ({last}); "
-                       f"log {log}:\n" + log.read_text(errors="replace")[-3000:])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), from /proc/PID/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_cpu_seconds() -> float:
-    """Busy CPU time of the whole machine (all CPUs), from /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    def problem() -> str | None:
+        for q in checks:
+            got = decode(ask(port, q.name, QTYPES[q.qtype], timeout=0.5))
+            ips = tuple(sorted(r.split()[-1] for r in got["answer"] if " A " in r))
+            if got["rcode"] != q.expect or (q.addresses and ips != q.addresses):
+                return f"{q.name}: {got['rcode']} {ips}"
+        return None
+    wait_until(process, log, f"server on port {port}", problem, timeout)
 
 
 # --- load: dnsperf, or a bounded Python generator ---------------------------------------------
@@ -670,11 +605,8 @@ def compare(args: argparse.Namespace) -> int:
         return 2
     work = Path(tempfile.mkdtemp(prefix="kubernetai-compare-"))
     children = Processes()
-
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGHUP, on_term)
+    interrupt_on_sigterm()
+    signal.signal(signal.SIGHUP, signal.getsignal(signal.SIGTERM))
     try:
         repo = Path(args.repo).resolve()
         installs = {}
@@ -691,7 +623,7 @@ def compare(args: argparse.Namespace) -> int:
             [str(installs["after"].venv / "bin" / "kubernetai"), "sandbox", "--synthetic",
              args.spec, "--port", "0"], stdout=subprocess.PIPE, stderr=sandbox_log.open("w"),
             env=installs["after"].env, cwd=work)
-        url = read_url(sandbox, timeout=120)
+        url = read_first_line(sandbox, timeout=120)
         if not re.match(r"https?://127\.0\.0\.1:\d+$", url):
             raise RuntimeError(f"the sandbox is not on 127.0.0.1: {url}")
         print(f"sandbox (after's code) {url}: {args.spec}", flush=True)
@@ -773,7 +705,8 @@ def compare(args: argparse.Namespace) -> int:
         for label, (_port, process, log) in servers.items():
             problems = log_problems(log)
             alive = "running" if process.poll() is None else f"EXITED {process.returncode}"
-            print(f"{label} server: {alive}, RSS {rss_mib(process.pid):.0f} MiB, "
+            rss = proc_status(process.pid).get("VmRSS", 0.0)
+            print(f"{label} server: {alive}, RSS {rss:.0f} MiB, "
                   f"{len(problems)} error line(s) in its log"
                   + "".join(f"\n  {line[:200]}" for line in problems[:5]))
             if problems or process.poll() is not None:

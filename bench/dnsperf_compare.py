@@ -49,26 +49,37 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import resource
-import select
 import shutil
-import signal
 import socket
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import zlib
-from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubernetai.sandbox.ports import free_port
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-REPO = Path(__file__).resolve().parent.parent
+from benchlib import (  # noqa: E402 - beside this script
+    Processes,
+    Result,
+    Server,
+    have_dnsperf,
+    in_workspace,
+    log_problems,
+    median_result,
+    mix_queries,
+    proc_status,
+    read_first_line,
+    repo_env,
+    run_dnsperf,
+    serve_stock,
+    twistd,
+    wait_until,
+)
+
+from kubernetai.sandbox.ports import free_port  # noqa: E402
+
 SPEC = "namespaces=10,services=1000,headless=100,endpoints=3,headless_endpoints=5,pods=2000"
 ZONE = "cluster.local"
 TYPES = {"A": 1, "SRV": 33}
@@ -79,22 +90,7 @@ RCODES = {0: "NOERROR", 2: "SERVFAIL", 3: "NXDOMAIN", 5: "REFUSED"}
 
 def run_stock_server(port: int, names_file: str) -> int:
     """Serve the recorded answers with stock twisted.names, nothing tuned."""
-    from twisted.internet import defer, reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
-    from twisted.names import common, dns, server
-
-    class MemoryAuthority(common.ResolverBase):
-        """An in-memory authority: (name, type) -> (answers, authority, additional)."""
-
-        def __init__(self, table: dict) -> None:
-            common.ResolverBase.__init__(self)
-            self.table = table
-
-        def _lookup(self, name, cls, type, timeout=None):
-            entry = self.table.get((name.lower(), type))
-            if entry is None:
-                return defer.fail(dns.AuthoritativeDomainError(name))
-            return defer.succeed(entry)
+    from twisted.names import dns
 
     table: dict[tuple[bytes, int], Any] = {}
     for item in json.loads(Path(names_file).read_text()):
@@ -107,14 +103,8 @@ def run_stock_server(port: int, names_file: str) -> int:
             for record in section:
                 record.auth = True    # decoded records lose it; it sets AA on the response
         table[(item["name"].lower().encode(), item["type"])] = sections
-
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
-    factory = server.DNSServerFactory(authorities=[MemoryAuthority(table)])
-    reactor.listenUDP(port, dns.DNSDatagramProtocol(factory), interface="127.0.0.1")
-    reactor.listenTCP(port, factory, interface="127.0.0.1")
-    print(f"stock twisted.names server: {len(table)} answers on 127.0.0.1:{port}", flush=True)
-    reactor.run()
-    return 0
+    return serve_stock(port, table, f"stock twisted.names server: {len(table)} answers on "
+                       f"127.0.0.1:{port}", tcp=True, log=True)
 
 
 # --- NSD, serving a zone file written from our server's answers -----------------------------
@@ -231,7 +221,7 @@ def write_zone(recorded: list[dict], path: Path) -> tuple[int, int]:
     return len(rrs) + 1, skipped
 
 
-def start_nsd(children: "Processes", nsd: str, directory: Path, recorded: list[dict],
+def start_nsd(children: Processes, nsd: str, directory: Path, recorded: list[dict],
               env: dict[str, str]) -> tuple[int, subprocess.Popen, str]:
     """NSD on a free loopback port, one server process, in ``directory``."""
     directory.mkdir()
@@ -239,7 +229,7 @@ def start_nsd(children: "Processes", nsd: str, directory: Path, recorded: list[d
     port = free_port()
     conf = directory / "nsd.conf"
     conf.write_text(NSD_CONF.format(port=port, dir=directory, zone=ZONE))
-    process = children.start("nsd", [nsd, "-d", "-c", str(conf)],
+    process = children.start([nsd, "-d", "-c", str(conf)],
                              stdout=(directory / "nsd.out").open("w"),
                              stderr=subprocess.STDOUT, env=env, cwd=directory)
     version = subprocess.run([nsd, "-v"], capture_output=True, text=True,
@@ -322,267 +312,34 @@ def build_queries(spec_text: str, mix: tuple[int, int, int]) -> list[Query]:
             port = named[0]
             srv_queries.append(Query(f"_{port['name']}._{port['protocol'].lower()}.{fqdn}",
                                      "SRV", "NOERROR"))
-    a_pct, srv_pct, nx_pct = mix
-    total = round(len(a_queries) * 100 / a_pct)          # a_pct > 0: every A name is in
-    n_srv, n_nx = total * srv_pct // 100, total * nx_pct // 100
-    namespaces = sorted({ns for ns, _ in services})
-    nx = [Query(f"nope-{i:04d}.{namespaces[i % len(namespaces)]}.svc.{ZONE}", "A", "NXDOMAIN")
-          for i in range(n_nx)]
-    step = max(1, len(srv_queries) // max(n_srv, 1))
-    srv = (srv_queries[::step] + srv_queries)[:n_srv]
-    chosen = a_queries + srv + nx
-    # Shuffle deterministically (same file every run) so every stretch has about the same mix.
-    chosen.sort(key=lambda q: zlib.crc32(q.name.encode()))
-    return chosen
+    return mix_queries(a_queries, srv_queries, sorted({ns for ns, _ in services}), ZONE, mix,
+                       lambda name: Query(name, "A", "NXDOMAIN"))
 
 
-# --- processes ----------------------------------------------------------------------------------
-
-class Processes:
-    """Children started by this script; all stopped by stop_all()."""
-
-    def __init__(self) -> None:
-        self.children: list[tuple[str, subprocess.Popen]] = []
-
-    def start(self, label: str, argv: list[str], **kwargs: Any) -> subprocess.Popen:
-        process = subprocess.Popen(argv, **kwargs)
-        self.children.append((label, process))
-        return process
-
-    def stop_all(self) -> None:
-        """Newest first, each to its end, so the DNS servers go before the API server."""
-        signal.signal(signal.SIGINT, signal.SIG_IGN)      # a second Ctrl-C must not cut it
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        while self.children:
-            _, process = self.children.pop()
-            if process.poll() is None:
-                process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def read_first_line(process: subprocess.Popen, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    buffer = b""
-    fd = process.stdout.fileno()
-    while b"\n" not in buffer:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or process.poll() is not None:
-            raise RuntimeError(f"no URL from the sandbox (exit code {process.poll()})")
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if ready:
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                continue
-            buffer += chunk
-    return buffer.split(b"\n", 1)[0].decode().strip()
-
+# --- servers -----------------------------------------------------------------------------------
 
 def wait_until_answers(port: int, checks: list[Query], process: subprocess.Popen,
                        log: Path, timeout: float) -> None:
     """Until every check query gets its expected rcode and A records."""
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}; log {log}:\n"
-                               + log.read_text()[-3000:])
-        try:
-            for q in checks:
-                rcode, wire = ask(port, q.name, TYPES[q.qtype], timeout=0.5)
-                if RCODES.get(rcode) != q.expect or (q.addresses and
-                                                     addresses(wire) != q.addresses):
-                    last = f"{q.name}: {RCODES.get(rcode, rcode)} {addresses(wire)}"
-                    raise TimeoutError
-            return
-        except (TimeoutError, OSError):
-            time.sleep(0.2)
-    raise RuntimeError(f"server on port {port} not ready after {timeout:.0f} s ({last}); "
-                       f"log {log}:\n" + log.read_text()[-3000:])
-
-
-def proc_status(pid: int) -> dict[str, float]:
-    """VmRSS and VmHWM in MiB."""
-    out = {}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0]) / 1024
-    except OSError:
-        pass
-    return out
-
-
-def machine_cpu_seconds() -> float:
-    """Busy CPU time of the whole machine (all CPUs), from /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)      # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc/PID/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU time of a process and all its descendants alive now (NSD serves from a child)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    tree, frontier = {pid}, [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, ppid in parents.items():
-            if ppid == parent and child not in tree:
-                tree.add(child)
-                frontier.append(child)
-    total = 0.0
-    for member in tree:
-        try:
-            total += cpu_seconds(member)
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
-
-
-# --- dnsperf ----------------------------------------------------------------------------------
-
-@dataclass
-class Result:
-    qps: float
-    latency_ms: float
-    latency_max_ms: float
-    p99_ms: float
-    sent: int
-    completed: int
-    lost: int
-    codes: str
-    server_cpu: float                 # % of one core while dnsperf ran
-    server_cpu_s: float               # CPU-seconds the server (and its children) used
-    dnsperf_cpu: float
-    machine_cpu: float                # % of one core, all processes on the machine
-
-    @property
-    def per_cpu_s(self) -> float:
-        """Queries answered per server CPU-second."""
-        return self.completed / self.server_cpu_s if self.server_cpu_s > 0 else 0.0
-
-
-def parse_dnsperf(text: str) -> dict[str, Any]:
-    def grab(pattern: str, cast=float):
-        match = re.search(pattern, text)
-        if not match:
-            raise RuntimeError(f"dnsperf output has no {pattern!r}:\n{text[-3000:]}")
-        return cast(match.group(1))
-    return {
-        "sent": grab(r"Queries sent:\s+(\d+)", int),
-        "completed": grab(r"Queries completed:\s+(\d+)", int),
-        "lost": grab(r"Queries lost:\s+(\d+)", int),
-        "qps": grab(r"Queries per second:\s+([\d.]+)"),
-        "latency": grab(r"Average Latency \(s\):\s+([\d.]+)"),
-        "latency_max": grab(r"Average Latency \(s\):.*max ([\d.]+)"),
-        "codes": re.search(r"Response codes:\s+(.*)", text).group(1).strip()
-        if "Response codes:" in text else "",
-    }
-
-
-def split_verbose(path: Path) -> tuple[str, float]:
-    """dnsperf -v output: (the report without the per-query lines, p99 latency in ms)."""
-    latencies = array("d")
-    report = []
-    with path.open(errors="replace") as lines:
-        for line in lines:
-            if line.startswith("> "):
-                try:
-                    latencies.append(float(line.rsplit(None, 1)[1]))
-                except (IndexError, ValueError):
-                    pass
-            else:
-                report.append(line)
-    if not latencies:
-        return "".join(report), 0.0
-    ordered = sorted(latencies)
-    return "".join(report), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
-
-
-def run_dnsperf(dnsperf_args: list[str], port: int, pid: int, seconds: float) -> Result:
-    argv = ["dnsperf", "-p", str(port), *dnsperf_args, "-l", f"{seconds:g}", "-v"]
-    with tempfile.TemporaryFile("w+") as errors, tempfile.NamedTemporaryFile(
-            "w+", prefix="dnsperf-", suffix=".out") as out:
-        cpu_before, machine_before = tree_cpu_seconds(pid), machine_cpu_seconds()
-        children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        started = time.monotonic()
-        done = subprocess.run(argv, stdout=out, stderr=errors, timeout=seconds + 60)
-        elapsed = time.monotonic() - started
-        children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        server_cpu_s = tree_cpu_seconds(pid) - cpu_before
-        machine_cpu = (machine_cpu_seconds() - machine_before) / elapsed * 100
-        out.flush()
-        text, p99 = split_verbose(Path(out.name))
-        errors.seek(0)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}:\n{text[-3000:]}"
-                               f"{errors.read()[-3000:]}")
-    dnsperf_cpu = ((children_after.ru_utime + children_after.ru_stime)
-                   - (children_before.ru_utime + children_before.ru_stime)) / elapsed * 100
-    figures = parse_dnsperf(text)
-    return Result(figures["qps"], figures["latency"] * 1000, figures["latency_max"] * 1000,
-                  p99, figures["sent"], figures["completed"], figures["lost"], figures["codes"],
-                  server_cpu_s / elapsed * 100, server_cpu_s, dnsperf_cpu, machine_cpu)
+    def problem() -> str | None:
+        for q in checks:
+            rcode, wire = ask(port, q.name, TYPES[q.qtype], timeout=0.5)
+            if RCODES.get(rcode) != q.expect or (q.addresses and
+                                                 addresses(wire) != q.addresses):
+                return f"{q.name}: {RCODES.get(rcode, rcode)} {addresses(wire)}"
+        return None
+    wait_until(process, log, f"server on port {port}", problem, timeout)
 
 
 # --- the comparison ---------------------------------------------------------------------------
 
-def median_result(results: list[Result]) -> Result:
-    """Medians of each figure (the run with the median QPS for the text fields)."""
-    by_qps = sorted(results, key=lambda r: r.qps)
-    middle = by_qps[(len(by_qps) - 1) // 2]
-
-    def med(attr: str) -> float:
-        return statistics.median(getattr(r, attr) for r in results)
-    return Result(med("qps"), med("latency_ms"), med("latency_max_ms"), med("p99_ms"),
-                  middle.sent, middle.completed, int(med("lost")), middle.codes,
-                  med("server_cpu"), middle.server_cpu_s, med("dnsperf_cpu"),
-                  med("machine_cpu"))
-
-
-def log_problems(path: Path) -> list[str]:
-    lines = path.read_text(errors="replace").splitlines()
-    bad = re.compile(r"Traceback|Unhandled|\[ERROR\]|#error|#critical|Error:|Exception",
-                     re.IGNORECASE)
-    return [line for line in lines if bad.search(line)]
-
-
-@dataclass
-class Server:
-    label: str
-    port: int
-    process: subprocess.Popen
-    log: Path
-
-
 OURS, BASELINE, STOCK, NSD = "kubernetai", "baseline", "stock twisted.names", "nsd"
 
 
-def start_ours(children: Processes, label: str, corefile: Path, port: int, log: Path,
+def start_ours(children: Processes, corefile: Path, port: int, log: Path,
                env: dict[str, str], work: Path) -> subprocess.Popen:
     return children.start(
-        label, [sys.executable, "-c",
-                "import sys; from twisted.scripts.twistd import run; "
-                "sys.argv[0] = 'twistd'; run()",
-                "-n", "--pidfile=", "kubernetai", "--corefile", str(corefile),
-                "--dns-port", str(port)],
+        twistd("kubernetai", "--corefile", str(corefile), "--dns-port", str(port)),
         stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=work)
 
 
@@ -647,9 +404,7 @@ def print_table(mode: str, medians: dict[str, Result], pids: dict[str, int],
 
 
 def compare(args: argparse.Namespace) -> int:
-    if shutil.which("dnsperf") is None:
-        print("dnsperf is not installed. On Debian/Ubuntu: apt-get install -y dnsperf",
-              file=sys.stderr)
+    if not have_dnsperf():
         return 2
     mix = tuple(int(x) for x in args.mix.split(","))
     if len(mix) != 3 or sum(mix) != 100 or mix[0] <= 0:
@@ -665,16 +420,9 @@ def compare(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     nsd = None if args.no_nsd else find_nsd(install=True)
-    work = Path(tempfile.mkdtemp(prefix="kubernetai-dnsperf-"))
-    children = Processes()
+    env = repo_env()
 
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_term)
-    env = dict(os.environ)
-    # twistd finds the `kubernetai` plugin in <repo>/twisted/plugins via sys.path.
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    try:
+    def session(work: Path, children: Processes) -> int:
         queries = build_queries(args.spec, mix)
         counts = {k: 0 for k in ("A", "SRV", "NXDOMAIN")}
         for q in queries:
@@ -686,8 +434,8 @@ def compare(args: argparse.Namespace) -> int:
         sandbox_log = work / "sandbox.log"
         t0 = time.monotonic()
         sandbox = children.start(
-            "sandbox", [sys.executable, "-m", "kubernetai", "sandbox", "--synthetic", args.spec,
-                        "--port", "0"],
+            [sys.executable, "-m", "kubernetai", "sandbox", "--synthetic", args.spec,
+             "--port", "0"],
             stdout=subprocess.PIPE, stderr=sandbox_log.open("w"), env=env, cwd=work)
         url = read_first_line(sandbox, timeout=120)
         print(f"sandbox {url} ({args.spec}) up in {time.monotonic() - t0:.1f} s")
@@ -709,7 +457,7 @@ def compare(args: argparse.Namespace) -> int:
         for label, port, server_env in plan:
             log = work / f"{label}.log"
             t0 = time.monotonic()
-            process = start_ours(children, label, corefile, port, log, server_env, work)
+            process = start_ours(children, corefile, port, log, server_env, work)
             wait_until_answers(port, checks, process, log, timeout=120)
             servers.append(Server(label, port, process, log))
             code = subprocess.run([sys.executable, "-c", "import kubernetai; "
@@ -742,8 +490,8 @@ def compare(args: argparse.Namespace) -> int:
         stock_port = free_port()
         stock_log = work / "stock.log"
         stock = children.start(
-            "stock", [sys.executable, str(Path(__file__).resolve()), "--stock-server",
-                      str(stock_port), "--names", str(names)],
+            [sys.executable, str(Path(__file__).resolve()), "--stock-server",
+             str(stock_port), "--names", str(names)],
             stdout=stock_log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=work)
         wait_until_answers(stock_port, checks, stock, stock_log, timeout=60)
         servers.append(Server(STOCK, stock_port, stock, stock_log))
@@ -834,13 +582,8 @@ def compare(args: argparse.Namespace) -> int:
         dead = any(s.process.poll() is not None for s in servers if s.label in (OURS,
                                                                                   BASELINE))
         return 1 if wrong or changed or dead else 0
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        children.stop_all()
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+
+    return in_workspace(session, "kubernetai-dnsperf-", keep=lambda: args.keep)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,10 +15,18 @@ Feeds N encoded queries to the datagram protocol of
   * the same without that shortcut (``maxRememberedHits = 0``): every query parsed and
     routed, then answered from the cache;
 and prints microseconds per query (the speed-up is the uncached server's over stock).
+
+Then the miss path (``--distinct``, or by default after the table): a real ``kubernetai``
+stanza (``pods insecure``) over a synthetic cluster (1,000 services, 100 of them
+headless with 14 endpoints, 20,000 pods) behind the answer cache, every query a name
+never asked before (a pod's A, an unknown service's NXDOMAIN, a ClusterIP service's A, a
+headless service's A records), beside stock ``DNSServerFactory`` answering the same
+pod names from a dict (what ``bench/scale.py``'s uncached phase compares against).
+
 No sockets, no reactor: this is the Python cost per query that bounds QPS, not a QPS
 figure.
 
-    python bench/dnsserver_micro.py [N]
+    python bench/dnsserver_micro.py [N] [--distinct]
 """
 
 from __future__ import annotations
@@ -144,8 +152,143 @@ def timeit(proto, data: bytes, n: int) -> float:
     return best / n * 1e6
 
 
+# --- every name distinct: the miss path of a real stanza ------------------------------------
+
+DISTINCT_SPEC = "namespaces=20,services=1000,headless=100,endpoints=4,headless_endpoints=14," \
+    "pods=20000"
+
+
+class Proto:
+    """The server's side of a socket: keeps the last response."""
+
+    metrics = None
+
+    def __init__(self):
+        self.last = b""
+
+    def sendWire(self, wire, addr):
+        self.last = wire
+
+    def peer(self, addr):
+        return addr
+
+
+def distinct_cluster():
+    """A stanza's cluster over the synthetic cluster, synced; and its services' names."""
+    from twisted.internet import task
+
+    import kubernetai.corefile as corefile
+    from kubernetai.plugins.kubernetai.cache import ClusterCache
+    from kubernetai.plugins.kubernetai.config import parse_stanza
+    from kubernetai.plugins.kubernetai.controller import Cluster
+    from kubernetai.plugins.kubernetai.objects import (
+        endpoint_slice_from_json,
+        namespace_from_json,
+        pod_from_json,
+        service_from_json,
+    )
+    from kubernetai.sandbox.synthetic import generate, parse_spec
+
+    convert = {"Namespace": ("namespaces", namespace_from_json),
+               "Service": ("services", service_from_json),
+               "EndpointSlice": ("endpointslices", endpoint_slice_from_json),
+               "Pod": ("pods", pod_from_json)}
+    found: dict = {resource: [] for resource, _ in convert.values()}
+    services, headless = [], []
+    for obj in generate(parse_spec(DISTINCT_SPEC)):
+        kind, meta = obj["kind"], obj["metadata"]
+        if kind in convert:
+            resource, conv = convert[kind]
+            found[resource].append(conv(obj))
+        if kind == "Service":
+            into = headless if obj["spec"].get("clusterIP") == "None" else services
+            into.append(f"{meta['name']}.{meta['namespace']}.svc.cluster.local")
+    cache = ClusterCache()
+    for resource, objects in found.items():
+        cache.replace(resource, objects)
+    (block,) = corefile.parse("cluster.local {\nkubernetai cluster.local {\npods insecure\n}\n}\n",
+                              "Corefile")
+    cluster = Cluster(parse_stanza(block.directives[0], [k.zone for k in block.keys]),
+                      reactor=task.Clock())
+    cluster.cache = cache
+    namespaces = sorted(ns.name for ns in found["namespaces"])
+    return cluster, services, headless, namespaces
+
+
+def distinct_main(n: int) -> None:
+    import gc
+
+    from kubernetai.core import gcpolicy
+    from kubernetai.plugins.kubernetai.handler import StanzaResolver
+
+    cluster, services, headless, namespaces = distinct_cluster()
+
+    def pod(i: int) -> bytes:
+        return (f"10-{(i >> 16) & 255}-{(i >> 8) & 255}-{i & 255}."
+                f"{namespaces[i % len(namespaces)]}.pod.cluster.local").encode()
+
+    cases = [
+        ("pod A (pods insecure)", [pod(i) for i in range(n)]),
+        ("NXDOMAIN (no such service)",
+         [f"nope{i}.{namespaces[i % len(namespaces)]}.svc.cluster.local".encode()
+          for i in range(n)]),
+        ("ClusterIP service A", [name.encode() for name in services]),
+        ("headless A (14 records)", [name.encode() for name in headless]),
+    ]
+    gc.collect()
+    gc.freeze()                  # as the server does once synced (kubernetai.core.gcpolicy)
+    gcpolicy.configure()
+    addr = ("127.0.0.1", 53000)
+    print(f"every name distinct, a kubernetai stanza ({DISTINCT_SPEC}), EDNS 1232:")
+    for label, names in cases:
+        datas = [query_bytes(name, True) for name in names]
+        best = float("inf")
+        for _ in range(3):
+            factory = KubernetaiServerFactory({"cluster.local": StanzaResolver(cluster)},
+                                              cache=WireCache())
+            cluster.cache.memo.clear()
+            cluster.cache.memo_records = 0
+            proto = Proto()
+            handle = factory.handleWire
+            t0 = time.perf_counter()
+            for data in datas:
+                handle(data, proto, addr, True)
+            best = min(best, (time.perf_counter() - t0) / len(datas) * 1e6)
+            assert proto.last, "no response"
+        print(f"  {label:30s}{best:8.1f} µs   (best of 3 over {len(datas)} names)")
+    table = {}
+    for i in range(n):
+        name = pod(i)
+        address = ".".join(name.split(b".")[0].decode().split("-"))
+        table[name.lower()] = ([dns.RRHeader(name, dns.A, dns.IN, 5, dns.Record_A(address, 5),
+                                             auth=True)], [], [])
+
+    class Dict:
+        def query(self, query, timeout=None):
+            found = table.get(query.name.name.lower())
+            if found is None:
+                return defer.fail(dns.AuthoritativeDomainError(query.name.name))
+            return defer.succeed(found)
+
+    proto = dns.DNSDatagramProtocol(server.DNSServerFactory(authorities=[Dict()]))
+    proto.startProtocol()
+    proto.transport = Sink()
+    datas = [query_bytes(pod(i), True) for i in range(n)]
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for data in datas:
+            proto.datagramReceived(data, addr)
+        best = min(best, (time.perf_counter() - t0) / len(datas) * 1e6)
+    print(f"  {'stock twisted.names, pod A':30s}{best:8.1f} µs   (from a dict of the names)")
+
+
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 20000
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    n = int(args[0]) if args else 20000
+    if "--distinct" in sys.argv:
+        distinct_main(min(n, 20000))
+        return
     cases = [
         ("A, no EDNS", b"web.default.svc." + ZONE, False, n),
         ("A, EDNS 1232", b"web.default.svc." + ZONE, True, n),
@@ -169,6 +312,8 @@ def main() -> None:
               + f"   ×{figures[0] / figures[2]:.1f}")
     print(f"(best of 3 runs of N queries; N={n}, {max(n // 20, 200)} for the 500-record case; "
           f"Python {sys.version.split()[0]})")
+    print()
+    distinct_main(min(n, 20000))
 
 
 if __name__ == "__main__":

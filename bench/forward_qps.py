@@ -49,14 +49,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import signal
 import socket
 import statistics
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import zlib
@@ -66,19 +63,24 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dnsperf_compare import (  # noqa: E402 - beside this script
+from benchlib import (  # noqa: E402 - beside this script
     Processes,
     Result,
+    Server,
     cpu_seconds,
+    have_dnsperf,
+    in_workspace,
     log_problems,
     proc_status,
     read_first_line,
+    repo_env,
     run_dnsperf,
+    twistd,
+    wait_until,
 )
 
 from kubernetai.sandbox.ports import free_port  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
 ZONE = "fwd.bench"
 NX_ZONE = f"nx.{ZONE}"
 CONTROL = "count.control.bench"
@@ -315,7 +317,7 @@ CHECKS = [(f"c1.{ZONE}", "A", False), (f"c2.{NX_ZONE}", "A", False),
           (f"c4.{ZONE}", "A", True)]
 
 
-def check_answers(upstream: int, servers: list[Server]) -> list[str]:
+def check_answers(upstream: int, servers: list[ForwardServer]) -> list[str]:
     """Our servers against the upstream; stock differences printed. Returns our faults."""
     faults: list[str] = []
     truth = {c: describe(ask(upstream, c[0], c[1], c[2])) for c in CHECKS}
@@ -367,7 +369,7 @@ def check_answers(upstream: int, servers: list[Server]) -> list[str]:
     return faults
 
 
-def after_load(upstream: int, server: Server) -> list[str]:
+def after_load(upstream: int, server: ForwardServer) -> list[str]:
     """A fresh name and a cached one, after the load: still the upstream's records."""
     faults = []
     for name in (f"after.{ZONE}", CHECKS[0][0]):
@@ -384,11 +386,9 @@ def after_load(upstream: int, server: Server) -> list[str]:
 # --- servers and runs ------------------------------------------------------------------------
 
 @dataclass
-class Server:
-    label: str
-    port: int
-    process: subprocess.Popen
-    log: Path
+class ForwardServer(Server):
+    """A server under test, ours or stock, with or without a cache."""
+
     ours: bool
     cached: bool
 
@@ -401,20 +401,12 @@ class Run:
     exhausted: bool = False           # the miss file ran out before the time was up
 
 
-def wait_ready(server: Server, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"{server.label} exited with {server.process.returncode}; "
-                               f"log {server.log}:\n" + server.log.read_text()[-3000:])
-        try:
-            if describe(ask(server.port, f"ready.{ZONE}", timeout=0.5)).sections["answer"]:
-                return
-        except (TimeoutError, OSError):
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{server.label} not answering after {timeout:.0f} s; log "
-                       f"{server.log}:\n" + server.log.read_text()[-3000:])
+def wait_ready(server: ForwardServer, timeout: float) -> None:
+    """Until the server answers a name of the upstream's zone with an address."""
+    def problem() -> str | None:
+        answer = describe(ask(server.port, f"ready.{ZONE}", timeout=0.5))
+        return None if answer.sections["answer"] else f"ready.{ZONE}: {answer.text()}"
+    wait_until(server.process, server.log, server.label, problem, timeout)
 
 
 def corefile(port: int, upstream: int, cached: bool) -> str:
@@ -439,7 +431,7 @@ def name_file(path: Path, prefix: str, count: int, denial: int) -> Path:
     return path
 
 
-def measure(dnsperf_args: list[str], server: Server, upstream_port: int,
+def measure(dnsperf_args: list[str], server: ForwardServer, upstream_port: int,
             upstream_pid: int, seconds: float, lines: int | None = None) -> Run:
     count_before = upstream_count(upstream_port)
     up_cpu_before, started = cpu_seconds(upstream_pid), time.monotonic()
@@ -465,7 +457,7 @@ def print_run(phase: str, number: int, label: str, run: Run) -> None:
           flush=True)
 
 
-def summary(phase: str, runs: dict[str, list[Run]], servers: list[Server]) -> None:
+def summary(phase: str, runs: dict[str, list[Run]], servers: list[ForwardServer]) -> None:
     print()
     print(f"{phase}: medians of {max(len(v) for v in runs.values())} run(s)")
     print(f"  {'server':28s} {'QPS':>8s} {'q/CPU-s':>8s} {'avg lat':>9s} {'max lat':>9s} "
@@ -503,7 +495,7 @@ def summary(phase: str, runs: dict[str, list[Run]], servers: list[Server]) -> No
             print(f"  response codes, {server.label}: {' | '.join(codes)}")
 
 
-def print_profiles(servers: list[Server], work: Path) -> None:
+def print_profiles(servers: list[ForwardServer], work: Path) -> None:
     """Stop our servers (twistd writes its profile on a clean stop) and print the top."""
     import pstats
     for server in servers:
@@ -525,23 +517,15 @@ def print_profiles(servers: list[Server], work: Path) -> None:
 
 
 def bench(args: argparse.Namespace) -> int:
-    if shutil.which("dnsperf") is None:
-        print("dnsperf is not installed. On Debian/Ubuntu: apt-get install -y dnsperf",
-              file=sys.stderr)
+    if not have_dnsperf():
         return 2
-    work = Path(tempfile.mkdtemp(prefix="kubernetai-forward-qps-"))
-    children = Processes()
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_term)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env = repo_env()
     deadline = time.monotonic() + args.budget
     this = str(Path(__file__).resolve())
-    try:
+
+    def session(work: Path, children: Processes) -> int:
         up_log = work / "upstream.log"
-        upstream = children.start("upstream", [sys.executable, this, "--upstream-server"],
+        upstream = children.start([sys.executable, this, "--upstream-server"],
                                   stdout=subprocess.PIPE, stderr=up_log.open("w"), env=env,
                                   cwd=work)
         up_port = int(read_first_line(upstream, timeout=30))
@@ -559,7 +543,7 @@ def bench(args: argparse.Namespace) -> int:
                      ("stock client.Resolver only", False, False)]
         if args.stock_only:
             plan = [entry for entry in plan if not entry[1]]
-        servers: list[Server] = []
+        servers: list[ForwardServer] = []
         for (label, ours, cached), port in zip(plan, sorted(ports)):
             log = work / f"{label.replace(' ', '_')}.log"
             if ours:
@@ -567,15 +551,13 @@ def bench(args: argparse.Namespace) -> int:
                 path.write_text(corefile(port, up_port, cached))
                 profile = ([f"--profile={work / (path.name + '.prof')}",
                             "--profiler=cprofile", "--savestats"] if args.profile else [])
-                argv = [sys.executable, "-c", "import sys; from twisted.scripts.twistd import "
-                        "run; sys.argv[0] = 'twistd'; run()", "-n", "--pidfile=", *profile,
-                        "kubernetai", "--corefile", str(path)]
+                argv = twistd(*profile, "kubernetai", "--corefile", str(path))
             else:
                 argv = [sys.executable, this, "--stock-server", str(port), "--upstream",
                         str(up_port)] + ([] if cached else ["--bare"])
-            process = children.start(label, argv, stdout=log.open("w"),
+            process = children.start(argv, stdout=log.open("w"),
                                      stderr=subprocess.STDOUT, env=env, cwd=work)
-            servers.append(Server(label, port, process, log, ours, cached))
+            servers.append(ForwardServer(label, port, process, log, ours, cached))
         for server in servers:
             wait_ready(server, timeout=120)
         print("servers: " + ", ".join(f"{s.label} (pid {s.process.pid}, 127.0.0.1:{s.port})"
@@ -677,13 +659,8 @@ def bench(args: argparse.Namespace) -> int:
         if args.keep:
             print(f"files kept in {work}")
         return 1 if faults else 0
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        children.stop_all()
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+
+    return in_workspace(session, "kubernetai-forward-qps-", keep=lambda: args.keep)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,6 +45,7 @@ from fuzzlib import (  # noqa: E402
     message_problems,
     mib,
     printable,
+    proc_status,
 )
 
 EXAMPLES_SHOWN = 5
@@ -117,17 +118,9 @@ def worker(directory: Path) -> None:
         result = read_corefile(path)
         result["detail"] = result["detail"].replace(f"{directory}/", "")
         result["id"] = job["id"]
-        result["hwm"] = _own_hwm()
+        result["hwm"] = proc_status(os.getpid(), "VmHWM") or 0
         sys.stdout.write(json.dumps(result) + "\n")
         sys.stdout.flush()
-
-
-def _own_hwm() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -183,14 +176,8 @@ class Worker:
         self.process.stdin.flush()
 
     def hwm(self) -> int:
-        try:
-            with open(f"/proc/{self.process.pid}/status") as fh:
-                for line in fh:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1])
-        except OSError:
-            pass
-        return 0
+        """The worker's peak resident memory, KiB."""
+        return proc_status(self.process.pid, "VmHWM") or 0
 
     def kill(self) -> None:
         self.process.kill()

@@ -364,6 +364,15 @@ def sample(stack: Stack, report: Report) -> None:
         report.hwm = hwm
 
 
+def still_up(stack: Stack, report: Report) -> bool:
+    """A sample of the server's fds and memory; False (and a crash counted) once it died."""
+    sample(stack, report)
+    if not stack.alive():
+        report.crashed = True
+        return False
+    return True
+
+
 # ---------------------------------------------------------------------------------------
 # UDP
 
@@ -423,9 +432,7 @@ def fuzz_udp(stack: Stack, args: argparse.Namespace, report: Report,
                 check_reply(report, pending[key.data].pop(ident, None), reply)
         if now >= next_check:
             next_check = now + 0.5
-            sample(stack, report)
-            if not stack.alive():
-                report.crashed = True
+            if not still_up(stack, report):
                 break
         if now >= next_progress:
             next_progress = now + 30
@@ -610,9 +617,7 @@ def tcp_abuse(stack: Stack, args: argparse.Namespace, report: Report) -> None:
                 fresh_latency.append(time.monotonic() - t0)
         if now >= next_check:
             next_check = now + 0.5
-            sample(stack, report)
-            if not stack.alive():
-                report.crashed = True
+            if not still_up(stack, report):
                 break
     still = Counter(info["kind"] for info in conns.values())
     for sock in list(conns):

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -45,24 +44,29 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dnsperf_compare import (  # noqa: E402 - beside this script
-    SPEC,
-    ZONE,
+from benchlib import (  # noqa: E402 - beside this script
     Processes,
-    Query,
     Result,
-    build_queries,
+    have_dnsperf,
+    interrupt_on_sigterm,
     log_problems,
     median_result,
     read_first_line,
+    repo_env,
     run_dnsperf,
+    twistd,
+)
+from dnsperf_compare import (  # noqa: E402 - beside this script
+    SPEC,
+    ZONE,
+    Query,
+    build_queries,
     wait_until_answers,
 )
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from kubernetai.sandbox.ports import free_port  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
 WHOAMI_ZONE = "example.org"
 
 
@@ -105,26 +109,20 @@ def requests_counted(metrics_port: int) -> int:
 
 
 def measure(args: argparse.Namespace) -> int:
-    if shutil.which("dnsperf") is None:
-        print("dnsperf is not installed. On Debian/Ubuntu: apt-get install -y dnsperf",
-              file=sys.stderr)
+    if not have_dnsperf():
         return 2
     work = Path(tempfile.mkdtemp(prefix="kubernetai-metrics-cost-"))
     children = Processes()
-
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_term)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    interrupt_on_sigterm()
+    env = repo_env()
     deadline = time.monotonic() + args.budget
     try:
         url = ""
         if args.block == "kubernetai":
             queries = build_queries(args.spec, (80, 10, 10))
             sandbox = children.start(
-                "sandbox", [sys.executable, "-m", "kubernetai", "sandbox", "--synthetic",
-                            args.spec, "--port", "0"],
+                [sys.executable, "-m", "kubernetai", "sandbox", "--synthetic", args.spec,
+                 "--port", "0"],
                 stdout=subprocess.PIPE, stderr=(work / "sandbox.log").open("w"), env=env,
                 cwd=work)
             url = read_first_line(sandbox, timeout=120)
@@ -146,10 +144,7 @@ def measure(args: argparse.Namespace) -> int:
             path.write_text(corefile(port, args.block, url, metrics_port, args.errors))
             log = work / f"{'on' if on else 'off'}.log"
             process = children.start(
-                label, [sys.executable, "-c",
-                        "import sys; from twisted.scripts.twistd import run; "
-                        "sys.argv[0] = 'twistd'; run()",
-                        "-n", "--pidfile=", "kubernetai", "--corefile", str(path)],
+                twistd("kubernetai", "--corefile", str(path)),
                 stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=work)
             servers[label] = (port, process, log, metrics_port)
         for port, process, log, _ in servers.values():

@@ -53,11 +53,9 @@ import os
 import random
 import select
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -65,7 +63,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import (  # noqa: E402 - beside this script
+    Processes,
+    cpu_seconds,
+    in_workspace,
+    parse_dnsperf,
+    proc_status,
+    read_first_line,
+    repo_env,
+    serve_stock,
+    twistd,
+)
+
+from kubernetai.sandbox.ports import free_port  # noqa: E402
+
 ZONE = "cluster.local"
 PHASES = ("sync", "qps", "change", "churn", "relist", "uncached")
 CHURN_NAMESPACE = "kubernetai-bench"
@@ -75,19 +88,7 @@ CHURN_NAMESPACE = "kubernetai-bench"
 
 def run_stock_server(port: int, names_file: str) -> int:
     """Serve an A record for each name of a dnsperf file, stock twisted.names, nothing tuned."""
-    from twisted.internet import defer, reactor
-    from twisted.names import common, dns, server
-
-    class MemoryAuthority(common.ResolverBase):
-        def __init__(self, table: dict) -> None:
-            common.ResolverBase.__init__(self)
-            self.table = table
-
-        def _lookup(self, name, cls, type, timeout=None):
-            entry = self.table.get((name.lower(), type))
-            if entry is None:
-                return defer.fail(dns.AuthoritativeDomainError(name))
-            return defer.succeed(entry)
+    from twisted.names import dns
 
     table: dict[tuple[bytes, int], Any] = {}
     for line in Path(names_file).read_text().splitlines():
@@ -96,73 +97,11 @@ def run_stock_server(port: int, names_file: str) -> int:
         record = dns.RRHeader(name.encode(), dns.A, dns.IN, 5, dns.Record_A(address, 5),
                               auth=True)
         table[(name.lower().encode(), dns.A)] = ([record], [], [])
-    factory = server.DNSServerFactory(authorities=[MemoryAuthority(table)])
-    reactor.listenUDP(port, dns.DNSDatagramProtocol(factory), interface="127.0.0.1")
-    print(f"stock twisted.names: {len(table)} names on 127.0.0.1:{port}", flush=True)
-    reactor.run()
-    return 0
+    return serve_stock(port, table,
+                       f"stock twisted.names: {len(table)} names on 127.0.0.1:{port}")
 
 
-# --- processes and /proc ------------------------------------------------------------------
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    from kubernetai.sandbox.ports import free_port as pick
-    return pick()
-
-
-class Processes:
-    """Children started by this script; stop_all() stops them, newest first."""
-
-    def __init__(self) -> None:
-        self.children: list[subprocess.Popen] = []
-
-    def start(self, argv: list[str], **kwargs: Any) -> subprocess.Popen:
-        process = subprocess.Popen(argv, **kwargs)
-        self.children.append(process)
-        return process
-
-    def stop(self, process: subprocess.Popen) -> None:
-        if process.poll() is None:
-            process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process in self.children:
-            self.children.remove(process)
-
-    def stop_all(self) -> None:
-        while self.children:
-            self.stop(self.children[-1])
-
-
-def read_first_line(process: subprocess.Popen, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    buffer = b""
-    while b"\n" not in buffer:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or process.poll() is not None:
-            raise RuntimeError(f"no URL from the sandbox (exit code {process.poll()})")
-        ready, _, _ = select.select([process.stdout], [], [], remaining)
-        if ready:
-            buffer += os.read(process.stdout.fileno(), 4096)
-    return buffer.split(b"\n", 1)[0].decode().strip()
-
-
-def memory(pid: int) -> dict[str, float]:
-    """VmRSS and VmHWM (peak) in MiB."""
-    out: dict[str, float] = {}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0]) / 1024
-    except OSError:
-        pass
-    return out
-
+# --- /proc --------------------------------------------------------------------------------
 
 def reset_peak(pid: int) -> bool:
     """Reset VmHWM to the current RSS (Linux >= 4.0)."""
@@ -182,7 +121,7 @@ class RSSSampler(threading.Thread):
 
     def run(self) -> None:
         while not self.done.wait(0.05):
-            self.peak = max(self.peak, memory(self.pid).get("VmRSS", 0.0))
+            self.peak = max(self.peak, proc_status(self.pid).get("VmRSS", 0.0))
 
 
 # --- DNS ----------------------------------------------------------------------------------
@@ -340,9 +279,7 @@ def start_server(children: Processes, work: Path, url: str, pods: str, env: dict
     corefile.write_text(COREFILE.format(zone=ZONE, dns=dns_port, metrics=metrics_port, url=url,
                                         pods=pods))
     log = work / f"kubernetai.{pods}.log"
-    argv = [sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; "
-            "sys.argv[0] = 'twistd'; run()", "-n", "--pidfile=", "kubernetai",
-            "--corefile", str(corefile)]
+    argv = twistd("kubernetai", "--corefile", str(corefile))
     if pin:
         argv = ["taskset", "-c", pin, *argv]
     process = children.start(argv, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env,
@@ -425,14 +362,8 @@ class Perf:
                 f"{self.server_cpu:.0f}%, {self.codes}")
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def dnsperf(port: int, pid: int, data: Path, seconds: float, args: argparse.Namespace,
             rate: float | None = None) -> Perf:
-    import re
     argv = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(data), "-l",
             f"{seconds:g}", "-c", str(args.clients), "-q", str(args.outstanding), "-T", "1"]
     if rate:
@@ -442,19 +373,12 @@ def dnsperf(port: int, pid: int, data: Path, seconds: float, args: argparse.Name
     before, started = cpu_seconds(pid), time.monotonic()
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     cpu = (cpu_seconds(pid) - before) / (time.monotonic() - started) * 100
-    text = done.stdout
-
-    def grab(pattern: str) -> float:
-        match = re.search(pattern, text)
-        if not match:
-            raise RuntimeError(f"dnsperf: no {pattern!r} in:\n{text}{done.stderr}")
-        return float(match.group(1))
-    codes = re.search(r"Response codes:\s+(.*)", text)
-    return Perf(grab(r"Queries per second:\s+([\d.]+)"),
-                grab(r"Average Latency \(s\):\s+([\d.]+)") * 1000,
-                grab(r"Average Latency \(s\):.*max ([\d.]+)") * 1000,
-                int(grab(r"Queries lost:\s+(\d+)")), codes.group(1).strip() if codes else "",
-                cpu)
+    try:
+        figures = parse_dnsperf(done.stdout)
+    except RuntimeError as error:
+        raise RuntimeError(f"{error}{done.stderr}") from None
+    return Perf(figures["qps"], figures["latency"] * 1000, figures["latency_max"] * 1000,
+                figures["lost"], figures["codes"], cpu)
 
 
 class Changer(threading.Thread):
@@ -635,7 +559,7 @@ def phase_sync(run: Run, started: float) -> dict:
     scraped = scrape(server.metrics)
     print(f"    sync: {stall_report({}, scraped)}")
     time.sleep(3)  # the freeze after the sync, and a moment
-    rss = memory(server.process.pid)
+    rss = proc_status(server.process.pid)
     print(f"  RSS: steady {rss.get('VmRSS', 0):.0f} MiB, peak {rss.get('VmHWM', 0):.0f} MiB")
     return scrape(server.metrics)
 
@@ -711,7 +635,7 @@ def phase_churn(run: Run, before: dict) -> dict:
 def phase_relist(run: Run, before: dict) -> dict:
     pid = run.server.process.pid
     before = scrape(run.server.metrics)
-    steady = memory(pid).get("VmRSS", 0)
+    steady = proc_status(pid).get("VmRSS", 0)
     exact_peak = reset_peak(pid)
     sampler = RSSSampler(pid)
     sampler.start()
@@ -734,8 +658,8 @@ def phase_relist(run: Run, before: dict) -> dict:
     time.sleep(3)
     sampler.done.set()
     sampler.join()
-    peak = memory(pid).get("VmHWM", 0) if exact_peak else sampler.peak
-    after = memory(pid).get("VmRSS", 0)
+    peak = proc_status(pid).get("VmHWM", 0) if exact_peak else sampler.peak
+    after = proc_status(pid).get("VmRSS", 0)
     print(f"  relist (expire-history: every watch ends with 410): the changes made at once "
           f"answer after {seconds:.1f} s; requests meanwhile {lists}")
     print(f"    RSS before {steady:.0f} MiB, peak during {peak:.0f} MiB "
@@ -802,7 +726,7 @@ def run_mode(pods: str, args: argparse.Namespace, api: Api, cluster: Cluster, ur
         scraped = scrape(server.metrics)
         largest = scraped.get(("kubernetai_reactor_stall_max_seconds", ()), 0)
         print(f"  max reactor stall over the whole run: {largest * 1000:.1f} ms; "
-              f"RSS now {memory(server.process.pid).get('VmRSS', 0):.0f} MiB")
+              f"RSS now {proc_status(server.process.pid).get('VmRSS', 0):.0f} MiB")
     finally:
         children.stop(server.process)
     problems = [line for line in server.log.read_text(errors="replace").splitlines()
@@ -842,18 +766,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not set(modes) <= {"insecure", "verified"}:
         parser.error(f"unknown phases {sorted(unknown)} or modes {modes}")
 
-    work = Path(tempfile.mkdtemp(prefix="kubernetai-scale-"))
-    children = Processes()
+    env = repo_env()
 
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_term)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    print(f"bench/scale.py: spec {args.spec!r}, modes {modes}, phases {sorted(args.only)}, "
-          f"{args.seconds:g} s loads, {args.rate:g} changes/s; {os.cpu_count()} CPUs, load "
-          f"average {os.getloadavg()[0]:.1f}" + (f"; work dir {work}" if args.keep else ""))
-    try:
+    def session(work: Path, children: Processes) -> int:
+        print(f"bench/scale.py: spec {args.spec!r}, modes {modes}, phases "
+              f"{sorted(args.only)}, {args.seconds:g} s loads, {args.rate:g} changes/s; "
+              f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+              + (f"; work dir {work}" if args.keep else ""))
         started = time.monotonic()
         cluster = cluster_of(args.spec)
         sandbox = children.start(
@@ -864,22 +783,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sandbox {url}: {len(cluster.services) + len(cluster.headless)} services "
               f"({len(cluster.headless)} headless), loaded in "
               f"{time.monotonic() - started:.1f} s, RSS "
-              f"{memory(sandbox.pid).get('VmRSS', 0):.0f} MiB")
+              f"{proc_status(sandbox.pid).get('VmRSS', 0):.0f} MiB")
         api = Api(url)
         api.namespace(CHURN_NAMESPACE)
         ips = ServiceIPs()
         for pods in modes:
             run_mode(pods, args, api, cluster, url, work, children, env, ips)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        children.stop_all()
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-    print(f"\n(figures from a shared {os.cpu_count()}-CPU machine; load average now "
-          f"{os.getloadavg()[0]:.1f})")
-    return 0
+        return 0
+
+    status = in_workspace(session, "kubernetai-scale-", keep=lambda: args.keep, grace=15)
+    if status == 0:
+        print(f"\n(figures from a shared {os.cpu_count()}-CPU machine; load average now "
+              f"{os.getloadavg()[0]:.1f})")
+    return status
 
 
 if __name__ == "__main__":

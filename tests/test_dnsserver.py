@@ -1114,6 +1114,18 @@ class HitShortcutTests(SynchronousTestCase):
                 self.ask(f"web{i}.cluster.local")
         self.assertLessEqual(len(self.factory._hits[True]), 3)
 
+    def test_large_requests_are_not_remembered(self) -> None:
+        """Queries padded with EDNS options (up to 64 KiB over TCP) are answered but not
+        kept: the table is bounded in bytes, not only in entries."""
+        import dns.edns
+        for i in range(20):
+            padding = dns.edns.GenericOption(65001, bytes([i]) * 1000)
+            self.ask(udp=False, use_edns=0, payload=4096, options=[padding])
+        self.assertEqual(self.factory._hits[False], {})
+        self.ask(udp=False)
+        self.ask(udp=False)
+        self.assertEqual(len(self.factory._hits[False]), 1)
+
     def test_tcp_connection_not_kept_by_a_remembered_request(self) -> None:
         """Over TCP the remembered request lets go of the connection that asked."""
         for _ in range(3):

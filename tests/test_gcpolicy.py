@@ -163,3 +163,46 @@ def test_a_list_that_never_ends_lets_full_collections_back(freezes: list[str]) -
     clock.advance(gcpolicy.LIST_LIMIT / 4)
     assert gc.get_threshold() == (1000, 10, 100) and gcpolicy.listings() == 0
     assert freezes == ["freeze"] and not clock.getDelayedCalls()
+
+
+def test_a_list_that_keeps_failing_does_not_keep_collections_off(freezes: list[str]) -> None:
+    """An informer asks `listing` before every attempt; a list that fails for good (API
+    server down, 403) must not push the deadline back each time."""
+    clock = task.Clock()
+    gc.set_threshold(1000, 10, 100)
+
+    class Informer:
+        pass
+    pods = Informer()
+    for _ in range(6):                      # attempts every 30 s (the backoff's cap)
+        gcpolicy.listing(clock, pods)
+        clock.advance(30)
+    assert gc.get_threshold() == (1000, 10, 100) and gcpolicy.listings() == 0
+    assert freezes == ["freeze"] and not clock.getDelayedCalls()
+    gcpolicy.listed(clock, pods)            # it got through: its next list holds again
+    gcpolicy.listing(clock, pods)
+    assert gc.get_threshold()[2] > 1_000_000
+    gcpolicy.listed(clock, pods)
+    assert gc.get_threshold() == (1000, 10, 100)
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_thaw_lets_frozen_cycles_be_collected(freezes: list[str]) -> None:
+    """After a reload, what it replaced (frozen, and cyclic) is collected, then the rest
+    is frozen again."""
+    import weakref
+    clock = task.Clock()
+    old = _Cycle()
+    gone = weakref.ref(old)
+    gc.freeze()
+    del old
+    gc.collect()
+    assert gone() is not None               # frozen: the collector does not see it
+    gcpolicy.thaw(clock)
+    clock.advance(gcpolicy.THAW_DELAY)
+    assert gone() is None
+    assert gc.get_freeze_count() > 0 and len(freezes) == 2

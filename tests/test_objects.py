@@ -373,3 +373,25 @@ def test_reusing_hands_back_the_object_held():
     assert convert(_pod(deletionTimestamp="2024-01-01T00:00:00Z")) is None
     store = {}
     assert convert(_decoded(_pod())) is not held
+
+
+def test_shared_strings_are_bounded_and_mortal() -> None:
+    """The table that shares strings starts over when full, and holds no string alive
+    beyond it (unlike sys.intern on Python 3.12, whose strings are immortal)."""
+    import gc
+    import weakref
+
+    from kubernetai.plugins.kubernetai import objects as mod
+
+    class Text(str):  # a str subclass can be weakly referenced; it is shared all the same
+        pass
+    assert mod._intern(Text("x")) == "x"
+    mod._strings.clear()
+    gone = Text("node-that-went-away")
+    mod._strings[gone] = gone
+    ref = weakref.ref(gone)
+    del gone
+    for i in range(mod._STRINGS_MAX):
+        mod._intern(f"n{i}")
+    gc.collect()
+    assert ref() is None and len(mod._strings) <= mod._STRINGS_MAX

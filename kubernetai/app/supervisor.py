@@ -556,6 +556,7 @@ class Supervisor(service.MultiService):
         if switched is True:
             self.last_reload_error = None
             self.notifier.ready(self.status())
+            gcpolicy.thaw(self.reactor)
         return switched
 
 

@@ -276,6 +276,10 @@ class KubernetaiServerFactory(DNSServerFactory):
     #: (emptied when full: a flood of distinct names costs one clear per this many); 0:
     #: no shortcut.
     maxRememberedHits = 2048
+    #: only requests of at most this many bytes are remembered, so the table stays small
+    #: (2,048 x 512 bytes at most): a client padding its queries with EDNS options up to
+    #: 64 KiB over TCP would otherwise make it hold hundreds of megabytes.
+    maxRememberedSize = 512
 
     def adopt(self, other: "KubernetaiServerFactory") -> None:
         """Take over another factory's routing (a reload on open sockets)."""
@@ -377,7 +381,7 @@ class KubernetaiServerFactory(DNSServerFactory):
             if wire is not None:
                 proto.sendWire(wire, addr)
                 limit = self.maxRememberedHits
-                if limit > 0:
+                if limit > 0 and len(data) <= self.maxRememberedSize:
                     if len(hits) >= limit:
                         hits.clear()
                     hits[key] = (req, entry)

@@ -50,12 +50,13 @@ the next one; young passes cost 0.4 ms of CPU each, middle ones 2-3 ms.
 from __future__ import annotations
 
 import gc
+import weakref
 from typing import Any
 
 from kubernetai.pkg import memtrim
 
 __all__ = ["settled", "configure", "hold", "release", "held", "listing", "listed", "listings",
-           "FREEZE_DELAY", "THRESHOLDS", "HOLD_LIMIT", "LIST_LIMIT"]
+           "thaw", "THAW_DELAY", "FREEZE_DELAY", "THRESHOLDS", "HOLD_LIMIT", "LIST_LIMIT"]
 
 #: Seconds between the last bulk install and the freeze.
 FREEZE_DELAY = 0.5
@@ -90,10 +91,19 @@ class _Lists:
 
     def __init__(self) -> None:
         self.listers: set[object] = set()
+        # Listers whose hold ran out before they listed: no hold again until they have
+        # (weakly held: an informer that stopped does not stay here).
+        self.overdue: weakref.WeakSet[Any] = weakref.WeakSet()
         self.thresholds: tuple[int, int, int] | None = None
         self.expiry: Any = None
 
     def begin(self, reactor: Any, who: object) -> None:
+        if who in self.listers or self._overdue(who):
+            # A list tried again after a failure is the same list: its deadline stays the
+            # one of its first attempt, and once it has passed, the list gets no hold
+            # until it succeeds, so a list that keeps failing (an API server down, a 403)
+            # cannot keep full collections off for good.
+            return
         if self.thresholds is None:
             self.thresholds = gc.get_threshold()
             young, middle, _ = self.thresholds
@@ -104,12 +114,25 @@ class _Lists:
         else:
             self.expiry = reactor.callLater(LIST_LIMIT, self.end)
 
+    def _overdue(self, who: object) -> bool:
+        try:
+            return who in self.overdue
+        except TypeError:  # not weakly referenceable (a test's name): never overdue
+            return False
+
     def done(self, who: object) -> None:
         self.listers.discard(who)
+        if self._overdue(who):
+            self.overdue.discard(who)
         if not self.listers:
             self.end()
 
     def end(self) -> None:
+        for who in self.listers:
+            try:
+                self.overdue.add(who)
+            except TypeError:  # not weakly referenceable (a test's name): forgotten
+                pass
         self.listers.clear()
         expiry, self.expiry = self.expiry, None
         if expiry is not None and expiry.active():
@@ -140,6 +163,27 @@ def listed(reactor: Any, who: object) -> None:
     """``who``'s full list was delivered (after its Replace, reactor thread): once no
     list is under way, the new state is frozen and full collections may run again."""
     _lists.done(who)
+
+
+#: Seconds after a reload before what it replaced is collected and the rest frozen again.
+THAW_DELAY = 5.0
+
+
+def thaw(reactor: Any) -> None:
+    """A reload replaced part of the server (reactor thread): what it replaced may have
+    been frozen, and a frozen object that dies in a reference cycle (Twisted's ports and
+    protocols, pipelines) is never collected. Unfreeze everything, and once the old parts
+    have stopped, collect once (one full walk per reload) and freeze again."""
+    gc.unfreeze()
+    call = _pending.get(id(reactor))
+    if call is not None and call.active():
+        call.cancel()
+    _pending[id(reactor)] = reactor.callLater(THAW_DELAY, _collect_and_freeze, reactor)
+
+
+def _collect_and_freeze(reactor: Any) -> None:
+    gc.collect()
+    _freeze(reactor)
 
 
 def listings() -> int:

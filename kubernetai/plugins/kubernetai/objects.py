@@ -38,10 +38,12 @@ tuple, so objects are hashable, comparable and cheap to build.
 
 Memory (100,000 pods are kept for ``pods verified``): the objects have ``__slots__`` and
 no ``__dict__``; the strings many objects repeat (namespaces, service names, types,
-protocols, port names, node names, zones, cluster ids) are interned with
-:func:`sys.intern`, so a namespace's pods share one string instead of each holding the
-copy its JSON document decoded; equal ports and port lists are shared (:func:`_shared`),
-as most services and slices repeat a handful of them.  Objects hold no reference cycles,
+protocols, port names, node names, zones, cluster ids) are shared through a bounded
+table (:func:`_intern`), so a namespace's pods share one string instead of each holding
+the copy its JSON document decoded (not :func:`sys.intern`: on Python 3.12 an interned
+string is immortal, and the names of namespaces and nodes long gone would stay); equal
+ports and port lists are shared (:func:`_shared`), as most services and slices repeat a
+handful of them.  Objects hold no reference cycles,
 so a relist frees the objects it replaces by reference counting alone.
 
 Every object has ``key`` (``"<namespace>/<name>"``, or the name alone for a
@@ -54,7 +56,6 @@ cache bumps the SOA serial only when it cannot (CoreDNS ``controller.go``
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, NamedTuple
@@ -95,10 +96,24 @@ TYPE_HEADLESS_IMPORT = "Headless"
 _EMPTY: dict = {}
 
 
+#: Distinct strings :func:`_intern` shares at most; the table starts over when full (a
+#: string already shared stays shared by the objects holding it).
+_STRINGS_MAX = 1 << 16
+_strings: dict[str, str] = {}
+
+
 def _intern(value: Any) -> Any:
-    """``value`` interned when it is a string (a malformed object may hold anything else:
-    it is kept as it is, as before interning)."""
-    return sys.intern(value) if value.__class__ is str else value
+    """The shared copy of ``value`` when it is a string (a malformed object may hold
+    anything else: it is kept as it is). Informer threads call it concurrently: each dict
+    operation is atomic, and a lost race only costs a string not shared."""
+    if value.__class__ is not str:
+        return value
+    shared = _strings.get(value)
+    if shared is None:
+        if len(_strings) >= _STRINGS_MAX:
+            _strings.clear()
+        _strings[value] = shared = value
+    return shared
 
 
 # Equal ports and port tuples, shared by the objects that repeat them. Bounded, so that a
@@ -279,7 +294,6 @@ def _slice(d: dict[str, Any], service_label: str, with_zones: bool) -> EndpointS
     service = _intern(labels.get(service_label) or "")
     addresses = []
     append = addresses.append
-    intern = sys.intern
     for ep in d.get("endpoints") or ():
         cond = ep.get("conditions")
         if cond is not None and cond.get("ready") is False:
@@ -288,11 +302,7 @@ def _slice(d: dict[str, Any], service_label: str, with_zones: bool) -> EndpointS
         if not addrs:
             continue
         hostname = ep.get("hostname") or ""
-        node = ep.get("nodeName") or ""
-        try:
-            node = intern(node)  # inline: once per endpoint
-        except TypeError:
-            pass  # malformed: kept as it is
+        node = _intern(ep.get("nodeName") or "")
         ref = ep.get("targetRef")
         ref_name = ""
         if ref is not None:
