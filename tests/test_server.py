@@ -235,17 +235,23 @@ def test_stanzas_chase_through_the_router() -> None:
     """Every stanza is asked with the factory's router as its upstream (and no chase depth
     yet), so ExternalName chases re-enter the server; no stanza holds an upstream itself."""
     (plan,) = plans_of(THREE_BLOCKS, port_override=53)
-    factory = build_factory(plan, reactor=object())
     stanzas = [r for b in plan.blocks for r in b.builder.resolvers()]
     assert len(stanzas) == 3
     assert all(s.upstream is None for s in stanzas)
     asked: list[Any] = []
     with pytest.MonkeyPatch.context() as patch:
+        # Spied before the factory is built: a block's only stanza is asked through
+        # `resolve` (no Deferred), which its chain step looks up once.
         for stanza in stanzas:
             def spy(query: Any, timeout: Any = None, stanza: Any = stanza) -> defer.Deferred:
+                return defer.fail(spy_resolve(query))
+
+            def spy_resolve(query: Any, stanza: Any = stanza) -> Exception:
                 asked.append((stanza, query))
-                return defer.fail(FallThrough())
+                return FallThrough()
             patch.setattr(stanza, "query", spy)
+            patch.setattr(stanza, "resolve", spy_resolve)
+        factory = build_factory(plan, reactor=object())
         for name in ("web.a.local", "web.b.local", "web.c.local"):
             exchange(factory, name)
     assert [stanza for stanza, _ in asked] == stanzas

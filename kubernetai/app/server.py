@@ -86,6 +86,8 @@ class KubernetaiService(service.MultiService):
         self._opened = False  # the sockets are open (start-up listens once every stanza waited)
         self.listening: defer.Deferred[list[IListeningPort]] = defer.Deferred()
         self._starting: defer.Deferred[Any] | None = None
+        #: Open every DNS socket with SO_REUSEPORT (`--workers`: other processes share them).
+        self.reuse_port = False
         self.clusters = clusters_of(plans)
         if own_clusters:  # else the caller runs them (the supervisor keeps them across reloads)
             for cluster in self.clusters:
@@ -221,7 +223,8 @@ class KubernetaiService(service.MultiService):
                 serving(self)
 
     def _open(self, listener: _Listener) -> None:
-        listener.ports = listen_group(listener.group, listener.factory, self.reactor)
+        listener.ports = listen_group(listener.group, listener.factory, self.reactor,
+                                      reuse=self.reuse_port)
         self.ports += listener.ports
         for port in listener.ports:
             host = port.getHost()
@@ -288,16 +291,17 @@ def _conflict(new: ListenGroup, old: ListenGroup) -> bool:
 
 
 def listen_group(group: ListenGroup, factory: KubernetaiServerFactory,
-                 reactor: Any) -> list[IListeningPort]:
+                 reactor: Any, *, reuse: bool = False) -> list[IListeningPort]:
     """Open a listen group's UDP and TCP sockets.
 
     A group whose port also has overlapping addresses (a block without `bind`, so every
     address, and a block bound to some address) listens with SO_REUSEPORT, as CoreDNS
     always does on Linux: then the kernel gives each query to the most specific socket
     (the bound address's), and the rest to the socket of every address. Other groups listen
-    as plain Twisted ports, so a port another process holds is an error at once.
+    as plain Twisted ports, so a port another process holds is an error at once, unless
+    ``reuse`` (`--workers`: the worker processes listen on the same port).
     """
-    if group.shared and group.port != 0:
+    if (group.shared or reuse) and group.port != 0:
         return listen_shared(factory, group.address, group.port, reactor)
     return listen_any(factory, group.address, group.port, reactor)
 

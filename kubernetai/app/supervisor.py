@@ -284,6 +284,8 @@ class Supervisor(service.MultiService):
         self._status.clock = reactor
         self._status_interval = status_interval
         self._gc_held = False  # this supervisor holds automatic collection off (gcpolicy)
+        #: Called (reactor thread) after each reload that switched the configuration.
+        self.switched: list[Callable[[], None]] = []
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -557,6 +559,8 @@ class Supervisor(service.MultiService):
             self.last_reload_error = None
             self.notifier.ready(self.status())
             gcpolicy.thaw(self.reactor)
+            for hook in self.switched:
+                hook()
         return switched
 
 

@@ -265,6 +265,9 @@ def render(req: Request, rcode: int, aa: bool = False,
     total = la + lns + len(additional)
     if not total:
         return _HEADER.pack(req.id, b3, b4, 1, 0, 0, nopt) + req.question + opt
+    fast = _render_wire(req, b3, b4, answers, authority, additional)
+    if fast is not None:
+        return fast
     strio = BytesIO()
     strio.write(req.question)
     comp = _CompressionDict()
@@ -306,6 +309,60 @@ def render(req: Request, rcode: int, aa: bool = False,
         body = strio.getvalue()
         na, nns, nad = la, lns, total - la - lns
     return _HEADER.pack(req.id, b3, b4, 1, na, nns, nad + nopt) + body + opt
+
+
+def _render_wire(req: Request, b3: int, b4: int, answers: Sequence[dns.RRHeader],
+                 authority: Sequence[dns.RRHeader],
+                 additional: Sequence[dns.RRHeader]) -> bytes | None:
+    """:func:`render` for records that append themselves to a buffer (``wire_into(buf,
+    comp)``: the pre-encoded records of the ``kubernetai`` stanzas), None as soon as one
+    cannot (any other record: :func:`render` then encodes them all the Twisted way).
+
+    The same bytes as the Twisted way: the same compression table (the question's
+    suffixes first, then every name suffix written, case-sensitive, none at an offset
+    a pointer cannot hold) and the same truncation at whole records.
+    """
+    question = req.question
+    buf = bytearray(question)
+    comp: dict[bytes, int] = {}
+    if req.simple:
+        # The question's name and its suffixes, at their offsets (as render's table).
+        name = req.qname
+        offset = 12
+        for label in req.labels:
+            comp[name] = offset
+            offset += len(label) + 1
+            name = name[len(label) + 1:]
+    opt = req.opt
+    budget = req.limit - 12 - len(opt)
+    kept = 0
+    end = len(question)
+    truncated = False
+    for section in (answers, authority, additional):
+        for rr in section:
+            into = getattr(rr, "wire_into", None)
+            if into is None or not into(buf, comp):
+                return None
+            pos = len(buf)
+            if pos > budget:
+                truncated = True
+                break
+            end = pos
+            kept += 1
+        if truncated:
+            break
+    la = len(answers)
+    lns = len(authority)
+    if truncated:
+        del buf[end:]
+        b3 |= 0x02
+        na = kept if kept < la else la
+        nns = kept - na if kept - na < lns else lns
+        nad = kept - na - nns
+    else:
+        na, nns, nad = la, lns, len(additional)
+    return b"".join((_HEADER.pack(req.id, b3, b4, 1, na, nns, nad + (1 if opt else 0)), buf,
+                     opt))
 
 
 def render_reply(req: Request, reply: Reply) -> bytes:

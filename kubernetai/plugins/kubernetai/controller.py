@@ -108,6 +108,9 @@ class Cluster(service.Service):
         # runs an old and a new cluster for the same stanza side by side.
         self.label = f"{config.filename}:{config.line} {' '.join(config.zones)}"
         self.started_at: float | None = None  # reactor.seconds() at startService
+        # Called on the reactor thread with (cluster, resource, batch) after each batch is
+        # applied: `--workers` forwards them to the worker processes (kubernetai.app.workers).
+        self.taps: list[Callable[[Cluster, str, Replace | Changes], None]] = []
 
     @property
     def synced(self) -> bool:
@@ -216,10 +219,21 @@ class Cluster(service.Service):
                 heard[resource] = when
         return heard
 
-    def _deliver(self, resource: str, batch: Replace | Changes) -> None:
+    def store(self, resource: str) -> dict[str, Any]:
+        """The cache's current objects of ``resource`` by key (not a copy: read it on the
+        reactor thread)."""
+        return getattr(self.cache, "service_imports" if resource == "serviceimports"
+                       else resource)
+
+    def receive(self, resource: str, batch: Replace | Changes) -> None:
+        """Apply a batch another process's informers delivered (a `--workers` worker runs
+        no informers of its own); reactor thread."""
+        self._deliver(resource, batch, observe=False)
+
+    def _deliver(self, resource: str, batch: Replace | Changes, observe: bool = True) -> None:
         """Runs on the reactor thread (callFromThread from an informer)."""
         generation, synced = self.cache.generation, self.synced
-        if resource == "endpointslices":
+        if resource == "endpointslices" and observe:
             self._programmed(batch)
         if isinstance(batch, Replace):
             if self._counters is not None and self.cache.synced.get(resource):
@@ -235,6 +249,8 @@ class Cluster(service.Service):
             gcpolicy.settled(self.reactor)
         else:
             self.cache.apply(resource, batch.events)
+        for tap in self.taps:
+            tap(self, resource, batch)
         if self.cache.generation != generation or self.synced != synced:
             for listener in self.listeners:
                 listener()

@@ -12,6 +12,11 @@ onto Twisted's exception contract the way CoreDNS's handler does:
   query's `upstream`), as CoreDNS's `upstream.Lookup` re-enters the server, at most
   `MAX_CHASE` deep (the depth travels with the query: no process-wide state).
 
+Besides `query` (a Deferred, the `IResolver` contract) it has `resolve`, the same answer
+without one (the records, or the exception), which a block's pipeline asks when the stanza
+is its only resolver (`kubernetai.core.pipeline.ChainHandler`): an uncached answer then
+costs no Deferred, callback or `Failure`.
+
 Its answers may be cached (`cacheable`): each is a function of the parts of the cluster's
 cache it read (the cells of `records.Answer.deps`), which it records on the request
 (`Request.deps`), and says whether it holds for every spelling of the name
@@ -62,6 +67,15 @@ def answer_options(cluster: Cluster, ns_addresses: tuple[str, ...] = ()) -> reco
         namespaces=frozenset(config.namespaces) or None, zonal=config.zonal)
 
 
+def _deferred(got: Result | Exception | defer.Deferred[Result]) -> defer.Deferred[Result]:
+    """What `StanzaResolver._answer` gives, as the Deferred of `IResolver.query`."""
+    if isinstance(got, defer.Deferred):
+        return got
+    if isinstance(got, Exception):
+        return defer.fail(got)
+    return defer.succeed(got)
+
+
 @implementer(IResolver)
 class StanzaResolver(ResolverBase):
     """Answers from one cluster's cache; see the module docstring for the contract."""
@@ -87,6 +101,13 @@ class StanzaResolver(ResolverBase):
         ``lookup*`` method for (HTTPS, SVCB, TYPE65000, ...); a client can ask those as
         fast as it likes, and CoreDNS logs nothing for them.
         """
+        return _deferred(self._answer(query, query.name.name, dns.IN, query.type))
+
+    def resolve(self, query: dns.Query) -> Result | Exception | defer.Deferred[Result]:
+        """`query` without a Deferred when the answer is at hand (the pipeline's fast
+        path, see `kubernetai.core.pipeline.ChainHandler`): the result, or the exception
+        `query` would fail with; a Deferred only for an ExternalName chased through the
+        server."""
         return self._answer(query, query.name.name, dns.IN, query.type)
 
     def describe(self) -> dict[str, Any]:
@@ -114,46 +135,47 @@ class StanzaResolver(ResolverBase):
         return None
 
     def _lookup(self, name: bytes, cls: int, type: int, timeout: Any) -> defer.Deferred[Result]:
-        return self._answer(None, name, cls, type)
+        return _deferred(self._answer(None, name, cls, type))
 
-    def _answer(self, query: Any, name: bytes, cls: int, type: int) -> defer.Deferred[Result]:
+    def _answer(self, query: Any, name: bytes, cls: int,
+                type: int) -> Result | Exception | defer.Deferred[Result]:
         # latin-1 maps every byte to one character, so any label a client sends (even
         # non-ASCII) is matched, and missed, like CoreDNS does, instead of failing to encode.
         text = name.decode("latin-1")
         lname = text.lower().rstrip(".") + "."
         if cls != dns.IN:
-            return defer.fail(OtherClass())
+            return OtherClass()
         zone = self._zone_of(lname)
         if zone is None:
-            return defer.fail(OutsideZones())
+            return OutsideZones()
         request = getattr(query, "request", None)
         try:
-            found = records.answer(self.cluster.cache, self.options, text, type, zone)
+            found = records.answer(self.cluster.cache, self.options, name, type, zone)
         except Exception as error:  # noqa: BLE001 - a bug answers SERVFAIL and is logged
             if request is not None:
                 request.depend(self.cluster.cache)
-            return defer.fail(ServerFailure(f"plugin/kubernetai: {error!r}"))
+            return ServerFailure(f"plugin/kubernetai: {error!r}")
         if request is not None:
             request.depend_all(found.deps)
         if found.rcode == dns.EREFUSED:
-            return defer.fail(Refused())
+            return Refused()
         if found.name_error:
             if self.fall.through(lname):
-                return defer.fail(NameErrorFallThrough())
+                return NameErrorFallThrough()
             if not self.cluster.synced:
-                return defer.fail(NotSynced(authority=found.authority))
+                return NotSynced(authority=found.authority)
             if request is not None:
                 request.folds(found.foldable)
-            return defer.fail(AuthoritativeNameError(found.authority))
+            return AuthoritativeNameError(found.authority)
         if request is not None:
             request.folds(found.foldable and not found.chase)
         result: Result = (list(found.answers), list(found.authority), list(found.additional))
         if found.chase and type in _CHASED:
             upstream = self.upstream or getattr(query, "upstream", None)
             if upstream is None:  # no server to ask: CoreDNS answers NODATA
-                return defer.succeed(([], [found.soa] if found.soa else [], []))
+                return [], [found.soa] if found.soa else [], []
             return self._chase(found, type, result, upstream, query)
-        return defer.succeed(result)
+        return result
 
     def _chase(self, found: records.Answer, qtype: int, result: Result, upstream: Any,
                asked: Any) -> defer.Deferred[Result]:
