@@ -17,12 +17,13 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     # The entry point is the one place that joins the product (app) and the sandbox; the
     # product itself never imports kubernetai.sandbox.
-    from .app import check, explain
+    from .app import check, explain, rbac
     from .sandbox import command as sandbox_command
     from .sandbox import demo
     demo.add_commands(subparsers)
     check.add_command(subparsers)
     explain.add_command(subparsers)
+    rbac.add_command(subparsers)
     sandbox_command.add_commands(subparsers)
     return parser
 

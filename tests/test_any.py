@@ -159,6 +159,7 @@ def test_directive_errors() -> None:
         3, "hinfo", "any: unknown property 'hinfo'")
 
 
-def test_one_step_placed_after_acl() -> None:
+def test_one_step_placed_before_acl() -> None:
+    """CoreDNS 1.14.7's plugin.cfg puts `any` before `acl` (acl moved down, beside cache)."""
     builder = set_up("example.org {\n    whoami\n    any\n    any\n    acl\n}\n")
-    assert [stage.name for stage in builder.ordered()] == ["acl", "any", "whoami"]
+    assert [stage.name for stage in builder.ordered()] == ["any", "acl", "whoami"]

@@ -243,6 +243,33 @@ def test_a_reply_already_encoded_is_retimed_and_kept(serve):
     assert srv.upstream.asked[b"wire.example.org"] == 1
 
 
+def test_every_message_of_a_transfer_gets_the_cache_ttl(serve):
+    """A zone transfer's later messages are retimed as its first (CoreDNS's cache writer
+    sets the TTL of every message it writes)."""
+    import socket
+    import struct
+
+    from kubernetai.core.codec import render
+    srv = serve("30")
+
+    def zone(request: Request) -> Reply:
+        later = iter([render(request, 0, True, [a(b"x.example.org", "192.0.2.7", 300)]),
+                      render(request, 0, True, [soa(900)])])
+        return Reply(0, True, [soa(900), a(b"w.example.org", "192.0.2.6", 300)], more=later)
+    srv.upstream.table[b"example.org"] = zone
+    wire = dns.message.make_query("example.org", "AXFR").to_wire()
+    got = []
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
+        sock.sendall(struct.pack("!H", len(wire)) + wire)
+        stream = sock.makefile("rb")
+        for _ in range(3):
+            (size,) = struct.unpack("!H", stream.read(2))
+            got.append(dns.message.from_wire(stream.read(size), xfr=True))
+    ttl_sets = [{rrset.ttl for rrset in message.answer} for message in got]
+    assert len(ttl_sets[0]) == 1 and ttl_sets[0] == ttl_sets[1] == ttl_sets[2]
+    assert ttl_sets[0] != {300} and ttl_sets[0] != {900}
+
+
 def test_a_hit_too_large_for_the_client_is_truncated(serve):
     srv = serve()
     many = [f"192.0.2.{i}" for i in range(1, 60)]

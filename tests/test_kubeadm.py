@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
@@ -25,6 +24,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 from conftest import wait_for
+from twistd_process import TwistdServer
 from upstream_server import UpstreamServer
 
 from kubernetai.pkg.reactor_thread import in_reactor
@@ -129,25 +129,13 @@ class Running:
         self.corefile.write_text(COREFILE.format(hosts=hosts,
             dns=self.dns, health=self.health, ready=self.ready, metrics=self.metrics,
             url=self.sandbox.url, upstream=self.upstream_port, stub=self.stub_port))
-        self.log = directory / "twistd.log"
-        self.process = subprocess.Popen(
-            [TWISTD, "--nodaemon", "--pidfile=", "kubernetai", "--corefile",
-             str(self.corefile)], cwd=directory, stdout=self.log.open("w"),
-            stderr=subprocess.STDOUT, env=SOURCE_ENV)
-        deadline = time.monotonic() + 60
-        while not self.is_ready():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("the server did not start: " + self.log.read_text())
-            time.sleep(0.2)
-
-    def is_ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.ready}/ready",
-                                        timeout=2) as reply:
-                return reply.status == 200
-        except OSError:
-            return False
+            self.server = TwistdServer(self.corefile, self.ready, timeout=60, env=SOURCE_ENV)
+        except RuntimeError:
+            self.stop_peers()
+            raise
+        self.log = self.server.log
+        self.process = self.server.process
 
     def ask(self, name: str, rdtype: str = "A", *, tcp: bool = False,
             timeout: float = 10) -> dns.message.Message:
@@ -157,12 +145,10 @@ class Running:
         return dns.query.udp(query, "127.0.0.1", port=self.dns, timeout=timeout)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        self.server.stop()
+        self.stop_peers()
+
+    def stop_peers(self) -> None:
         in_reactor(self.upstream.stop)
         in_reactor(self.stub.stop)
         in_reactor(self.sandbox.stop)

@@ -269,7 +269,7 @@ example.org:53 {
 
 def test_handlers_run_in_plugin_order_whatever_the_corefile_order(
         reactor_running: None) -> None:
-    """acl, stamp (after acl), rewrite, header, template, then whoami answers; the answer
+    """rewrite, acl, stamp (after acl), header, template, then whoami answers; the answer
     comes back through them in reverse, although the Corefile lists them otherwise."""
     registry = registry_with(acl="RecorderDirective", rewrite="RecorderDirective",
                              header="RecorderDirective", template="RecorderDirective",
@@ -277,12 +277,12 @@ def test_handlers_run_in_plugin_order_whatever_the_corefile_order(
     (plan,) = corefile_plans(SCRAMBLED, registry)
     (block,) = plan.blocks
     assert [h.name for h in block.pipeline().handlers] == [
-        "acl", "stamp", "rewrite", "header", "template", "whoami"]
+        "rewrite", "acl", "stamp", "header", "template", "whoami"]
     with serving(lambda: build_factory(plan, reactor)) as (_, port):
         response = ask(port, "www.example.org")
     assert response.rcode() == dns.rcode.NOERROR
     assert [rr.to_text() for rrset in response.additional for rr in rrset][0] == "127.0.0.1"
-    walked = ["acl", "stamp", "rewrite", "header", "template"]
+    walked = ["rewrite", "acl", "stamp", "header", "template"]
     assert TRACE == [("in", n) for n in walked] + [("out", n) for n in reversed(walked)]
 
 
@@ -296,10 +296,10 @@ def test_third_party_directive_lands_after_the_plugin_it_names(reactor_running: 
     (plan,) = corefile_plans(text, registry)
     (block,) = plan.blocks
     (stamp,) = [s for s in block.builder.stages if s.name == "stamp"]
-    assert position("acl") < stamp.position < position("rewrite")
+    assert position("acl") < stamp.position < position("cache")
     with serving(lambda: build_factory(plan, reactor)) as (_, port):
         assert ask(port, "www.example.org", tcp=True).rcode() == dns.rcode.NOERROR
-    assert [name for way, name in TRACE if way == "in"] == ["acl", "stamp", "rewrite"]
+    assert [name for way, name in TRACE if way == "in"] == ["rewrite", "acl", "stamp"]
 
 
 # -- answer, pass on, wrap; now or later --------------------------------------------------
@@ -308,58 +308,58 @@ def test_third_party_directive_lands_after_the_plugin_it_names(reactor_running: 
 def test_a_handler_answers_and_the_rest_never_run(reactor_running: None) -> None:
     """A handler that answers ends the way in: later handlers are not asked; the answer
     goes back through the handlers before it."""
-    with serve_zones({"example.org": pipeline(Recorder("acl"), Answerer("rewrite"),
+    with serve_zones({"example.org": pipeline(Recorder("any"), Answerer("rewrite"),
                                               Recorder("header"))}) as (_, port):
         response = ask(port, "www.example.org")
     assert response.rcode() == dns.rcode.NOERROR
     assert response.flags & dns.flags.AA
     assert texts(response) == ['"answered by rewrite"']
-    assert TRACE == [("in", "acl"), ("in", "rewrite"), ("out", "acl")]
+    assert TRACE == [("in", "any"), ("in", "rewrite"), ("out", "any")]
 
 
 def test_a_handler_wraps_the_reply_of_the_next(reactor_running: None) -> None:
     """A handler may change what comes back: here each wrapper adds a record, the inner
     one first."""
-    with serve_zones({"example.org": pipeline(Wrapper("acl"), Wrapper("rewrite"),
+    with serve_zones({"example.org": pipeline(Wrapper("any"), Wrapper("rewrite"),
                                               Answerer("template"))}) as (_, port):
         response = ask(port, "www.example.org", tcp=True)
     assert texts(response) == ['"answered by template"', '"wrapped by rewrite"',
-                               '"wrapped by acl"']
+                               '"wrapped by any"']
 
 
 @pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
 def test_a_deferred_handler_passes_on_later(reactor_running: None, tcp: bool) -> None:
     """A handler that returns a Deferred holds the query until it fires; the next handler
     then answers, and the wrapper before it still wraps that later answer."""
-    with serve_zones({"example.org": pipeline(Wrapper("acl"), Later("rewrite", 0.2),
+    with serve_zones({"example.org": pipeline(Wrapper("any"), Later("rewrite", 0.2),
                                               Answerer("template"))}) as (_, port):
         started = time.monotonic()
         response = ask(port, "www.example.org", tcp=tcp)
         took = time.monotonic() - started
     assert took >= 0.2
-    assert texts(response) == ['"answered by template"', '"wrapped by acl"']
+    assert texts(response) == ['"answered by template"', '"wrapped by any"']
     assert TRACE == [("later", "rewrite"), ("in", "template")]
 
 
 def test_a_deferred_handler_answers_itself(reactor_running: None) -> None:
     """A handler's Deferred may fire with its own answer; the handlers after it never run."""
-    with serve_zones({"example.org": pipeline(Recorder("acl"), Later("rewrite", 0.05, True),
+    with serve_zones({"example.org": pipeline(Recorder("any"), Later("rewrite", 0.05, True),
                                               Answerer("template"))}) as (_, port):
         response = ask(port, "www.example.org")
     assert texts(response) == ['"later rewrite"']
-    assert TRACE == [("in", "acl"), ("later", "rewrite"), ("out", "acl")]
+    assert TRACE == [("in", "any"), ("later", "rewrite"), ("out", "any")]
 
 
 def test_passing_on_past_the_last_handler_is_servfail(reactor_running: None) -> None:
     """Past the last handler there is no plugin: SERVFAIL, and the server reports CoreDNS's
     error naming the last plugin (no errors plugin in the block to do it)."""
     reported: list[str] = []
-    with serve_zones({"example.org": pipeline(Recorder("acl"), Recorder("rewrite"))},
+    with serve_zones({"example.org": pipeline(Recorder("any"), Recorder("rewrite"))},
                      on_error=reported.append) as (_, port):
         response = ask(port, "www.Example.org")
     assert response.rcode() == dns.rcode.SERVFAIL
     assert reported == ["2 www.example.org. A: plugin/rewrite: no next plugin found"]
-    assert TRACE == [("in", "acl"), ("in", "rewrite"), ("out", "rewrite"), ("out", "acl")]
+    assert TRACE == [("in", "any"), ("in", "rewrite"), ("out", "rewrite"), ("out", "any")]
 
 
 class Broken:

@@ -44,6 +44,8 @@ RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOT
 
 _TYPE_OPT = 41
 _TYPE_DS = 43
+_TYPE_SOA = 6
+_TYPE_IXFR = 251
 _CLASS_IN = 1
 #: classes answered; others get REFUSED (CoreDNS without ``chaos``).
 ALLOWED_CLASSES = frozenset({_CLASS_IN})
@@ -61,6 +63,7 @@ _HEADER = struct.Struct("!HBBHHHH")
 _ID_FLAGS = struct.Struct("!HBB")
 _U16 = struct.Struct("!H")
 _U16X2 = struct.Struct("!HH")
+_U32 = struct.Struct("!I")
 _RR_FIXED = struct.Struct("!HHIH")      # type, class, ttl, rdlength
 _OPT_FIXED = struct.Struct("!BHHIH")    # root name, type, class, ttl, rdlength
 
@@ -121,9 +124,13 @@ def parse_request(data: bytes, udp: bool, bufsize: int | None = None,
             question = encode_name(labels) + data[pos - 4:pos]
         else:
             question = data[12:pos]
-        # Answer and authority records of a query are skipped; the last OPT in
-        # the additional section is the one that counts (miekg ``IsEdns0``).
-        for _ in range(an + ns):
+        # Answer and authority records of a query are skipped (but for an IXFR's SOA,
+        # whose serial is read); the last OPT in the additional section is the one that
+        # counts (miekg ``IsEdns0``).
+        ixfr_serial = None
+        for index in range(an + ns):
+            if index == an and qtype == _TYPE_IXFR and ns == 1:
+                ixfr_serial = soa_serial(data, pos, n)
             pos = skip_rr(data, pos, n)
         optrr = -1
         for _ in range(ar):
@@ -194,12 +201,34 @@ def parse_request(data: bytes, udp: bool, bufsize: int | None = None,
     # "simple": no compression pointer and no dot inside a label, so the dotted name
     # maps back to the question bytes (compression priming, cache patching).
     req.simple = not pointer and not inner_dot
+    if qtype == _TYPE_IXFR:
+        req.ixfr_serial = ixfr_serial
     # CoreDNS's order: class (REFUSED, OPT echoed), then the EDNS version.
     if qclass not in classes:
         return render(req, REFUSED)
     if bad_version:
         return badvers(id_, b3, b4, question)
     return req
+
+
+def soa_serial(data: bytes, pos: int, n: int) -> int | None:
+    """The serial of the SOA record at ``pos`` (an IXFR request's authority section,
+    RFC 1995), None for a record of another type; WireError if it does not parse."""
+    _, fixed, _ = read_name(data, pos, n)
+    if fixed + 10 > n:
+        raise WireError("truncated resource record")
+    rtype = _U16.unpack_from(data, fixed)[0]
+    end = fixed + 10 + _U16.unpack_from(data, fixed + 8)[0]
+    if end > n:
+        raise WireError("rdata overflows the message")
+    if rtype != _TYPE_SOA:
+        return None
+    _, at, _ = read_name(data, fixed + 10, end)   # MNAME
+    _, at, _ = read_name(data, at, end)           # RNAME
+    if at + 20 > end:
+        raise WireError("truncated SOA record")
+    serial: int = _U32.unpack_from(data, at)[0]
+    return serial
 
 
 def echoed_options(rdata: bytes, echoed: frozenset[int] = ECHOED_EDNS_OPTIONS) -> bytes:

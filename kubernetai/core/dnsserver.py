@@ -19,7 +19,8 @@ writes the reply. It owns what no plugin does:
   worked through are written together); CoreDNS's read (3 s), idle (10 s) and
   write (5 s) timeouts; connections capped in total and per client address, the longest
   idle one closed to make room (:mod:`kubernetai.core.tcp`); reading stops while answers
-  pile up unread;
+  pile up unread; a reply of several messages (a zone transfer, ``Reply.more``) is written
+  message by message as the client reads them;
 * malformed requests get a rate-limited one-line log, never a traceback;
 * the queries no server block takes (REFUSED outside every zone or for another class, a
   question-less SERVFAIL, a plugin's exception) are counted in CoreDNS's per-query metrics
@@ -34,7 +35,8 @@ import errno
 import socket
 import struct
 import time
-from typing import Any, Callable, Mapping
+from collections import deque
+from typing import Any, Callable, Iterator, Mapping
 
 from twisted.internet import defer, protocol, udp
 from twisted.internet.error import CannotListenError
@@ -428,7 +430,10 @@ class KubernetaiServerFactory(DNSServerFactory):
             self.reportError(f"{reply.rcode} {req.fqdn()} {type_name(req.qtype)}: "
                              f"{reply.error}")
         if wire:
-            self._send(req, wire)
+            if reply.more is None:
+                self._send(req, wire)
+            else:
+                self._send_series(req, wire, reply.more)
 
     def _unexpected(self, failure: Failure, req: Request) -> None:
         """SERVFAIL for a plugin or rendering bug; the failure goes to the log, and is
@@ -472,6 +477,10 @@ class KubernetaiServerFactory(DNSServerFactory):
 
     def _send(self, req: Request, wire: bytes) -> None:
         req.proto.sendWire(wire, req.addr)
+        self._observed(req, wire)
+
+    def _observed(self, req: Request, wire: bytes) -> None:
+        """The response to ``req`` has been sent: tell the plugins that asked."""
         observers = req.observers
         if observers is not None:
             for observe in observers:
@@ -479,6 +488,27 @@ class KubernetaiServerFactory(DNSServerFactory):
                     observe(req, wire)
                 except Exception:
                     self._internalLog(_log.failure, "a plugin's response observer failed")
+
+    def _send_series(self, req: Request, wire: bytes, more: Iterator[bytes]) -> None:
+        """A reply of several messages: ``wire``, then each of ``more``. On one of our TCP
+        connections they are written as the client reads them; observers hear of the
+        query once, with the first message, when the last is written (or the connection
+        is gone). A stock TCP protocol takes them all at once; UDP only the first."""
+        proto = req.proto
+        stream = getattr(proto, "sendStream", None)
+        if stream is not None:
+            stream(wire, more, lambda: self._observed(req, wire))
+            return
+        proto.sendWire(wire, req.addr)
+        try:
+            if not req.udp:
+                for message in more:
+                    proto.sendWire(message, req.addr)
+        except Exception:
+            self._internalLog(_log.failure, "a reply's further messages failed")
+        finally:
+            _close(more)
+        self._observed(req, wire)
 
     # -- stock DNSServerFactory entry points ---------------------------------------------
 
@@ -627,6 +657,11 @@ class DNSStreamServerProtocol(protocol.Protocol):
     * Reading stops while the answers the client does not read pile up in the write
       buffer (the protocol is its own transport's producer), or while
       ``maxOutstanding`` answers are pending.
+    * A reply of several messages (a zone transfer: :meth:`sendStream`) is written one
+      message at a time, the next one made only once the transport is below its write
+      buffer's mark (64 KiB): a client that reads slowly holds that and one message of
+      memory, however big the zone. No further query is read meanwhile, and a client
+      that takes nothing of it for ``writeTimeout`` seconds is disconnected.
     """
 
     #: stop reading while this many queries of the connection are unanswered.
@@ -655,6 +690,10 @@ class DNSStreamServerProtocol(protocol.Protocol):
         self._batched = 0
         self._timer: Any = None
         self._abort: Any = None
+        # Replies of several messages, the first being written (see sendStream), and the
+        # timer that disconnects a client that stopped taking them.
+        self._series: deque[_Series] = deque()
+        self._stall: Any = None
 
     # -- connection lifecycle --
 
@@ -692,6 +731,7 @@ class DNSStreamServerProtocol(protocol.Protocol):
         if self._abort is not None and self._abort.active():
             self._abort.cancel()
         self._abort = None
+        self._endSeries()
         try:
             self.factory.connectionLost(self)
         except ValueError:
@@ -755,7 +795,7 @@ class DNSStreamServerProtocol(protocol.Protocol):
     # -- flow control (IPushProducer, driven by our own transport's write buffer) --
 
     def _updateReading(self) -> None:
-        want = not (self._writeBlocked or self._tooMany)
+        want = not (self._writeBlocked or self._tooMany or self._series)
         if want != self._reading and not self._closed:
             self._reading = want
             if want:
@@ -769,6 +809,9 @@ class DNSStreamServerProtocol(protocol.Protocol):
 
     def resumeProducing(self) -> None:
         self._writeBlocked = False
+        if self._series:
+            self._pump()  # reading resumes, and the buffer is answered, once they end
+            return
         self._updateReading()
         if self._buffer:
             self._process()
@@ -809,7 +852,7 @@ class DNSStreamServerProtocol(protocol.Protocol):
         first = True
         try:
             while (n - pos >= 2 and not self._closed and not self._writeBlocked
-                   and self._outstanding < limit):
+                   and self._outstanding < limit and not self._series):
                 length = (buf[pos] << 8) | buf[pos + 1]
                 if n - pos - 2 < length:
                     break
@@ -878,12 +921,127 @@ class DNSStreamServerProtocol(protocol.Protocol):
             else:
                 self._touch()
 
+    # -- replies of several messages --
+
+    def sendStream(self, first: bytes, more: Iterator[bytes], done: Callable[[], None]
+                   ) -> None:
+        """Answer with several messages: ``first``, then each of ``more`` in order, made
+        one at a time as the transport takes them; ``done()`` once the last is written or
+        the connection is lost. Replies of several messages to pipelined queries follow
+        each other whole; answers made before this one go out before it."""
+        if self._closed:
+            self._outstanding -= 1
+            _close(more)
+            self._told(done)
+            return
+        if self._batch:
+            self._flush()
+        self._series.append(_Series(first, more, done))
+        self._updateReading()
+        if len(self._series) == 1:
+            self._pump()
+
+    def _pump(self) -> None:
+        """Write the messages of the replies in series while the transport takes them
+        (it pauses us, synchronously, once its buffer passes its mark)."""
+        series = self._series
+        self._cancelStall()
+        while series and not self._writeBlocked and not self._closed:
+            head = series[0]
+            try:
+                message = head.next()
+            except Exception:
+                self.factory._internalLog(_log.failure, "a reply's next message failed")
+                self.evict()  # the client sees a transfer cut short, not a short zone
+                return
+            if message is None:
+                series.popleft()
+                self._outstanding -= 1
+                self._told(head.done)
+                continue
+            self.transport.writeSequence((_U16.pack(len(message)), message))
+        if self._closed:
+            return
+        if series:
+            self._stall = self.factory._reactor.callLater(self.writeTimeout, self._stalled)
+            return
+        self._seriesEnded()
+
+    def _seriesEnded(self) -> None:
+        """The last message of the replies in series is written: what an answer's end
+        does (see :meth:`sendWire`), and the queries read meanwhile are answered."""
+        if self._tooMany and self._outstanding < self.maxOutstanding // 2:
+            self._tooMany = False
+        self._updateReading()
+        if self._outstanding <= 0:
+            if self._readClosed:
+                self._close()
+                return
+            self._touch()
+        if self._buffer and not self._writeBlocked:
+            self._process()
+
+    def _stalled(self) -> None:
+        """The client took nothing of a reply in series for ``writeTimeout`` seconds."""
+        self._stall = None
+        if self._series and not self._closed:
+            self.evict()
+
+    def _cancelStall(self) -> None:
+        stall, self._stall = self._stall, None
+        if stall is not None and stall.active():
+            stall.cancel()
+
+    def _endSeries(self) -> None:
+        """The connection is gone: the replies in series end where they are."""
+        self._cancelStall()
+        while self._series:
+            head = self._series.popleft()
+            _close(head.more)
+            self._told(head.done)
+
+    def _told(self, done: Callable[[], None]) -> None:
+        try:
+            done()
+        except Exception:
+            self.factory._internalLog(_log.failure, "a reply's end callback failed")
+
     def peer(self, addr: Any = None) -> tuple[str, int]:
         p = self.transport.getPeer()
         return getattr(p, "host", "?"), getattr(p, "port", 0)
 
 
 KubernetaiServerFactory.protocol = DNSStreamServerProtocol  # type: ignore[assignment]
+
+
+def _close(messages: Iterator[bytes]) -> None:
+    """Let a series of messages go (a generator runs its cleanup)."""
+    close = getattr(messages, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:
+            _log.failure("closing a reply's messages failed")
+
+
+class _Series:
+    """A reply of several messages being written on a TCP connection: the next message
+    (the first until it is written), the rest, and what to call once it ends."""
+
+    __slots__ = ("first", "more", "done")
+
+    def __init__(self, first: bytes, more: Iterator[bytes], done: Callable[[], None]) -> None:
+        self.first: bytes | None = first
+        self.more = more
+        self.done = done
+
+    def next(self) -> bytes | None:
+        """The next message; None at the end. A failure to make one is raised."""
+        first = self.first
+        if first is not None:
+            self.first = None
+            return first
+        return next(self.more, None)
 
 
 # ---------------------------------------------------------------------------------------

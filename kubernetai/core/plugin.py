@@ -12,7 +12,8 @@ are Twisted Names ``IResolver``s instead; the block joins them, in this order, i
 ``ResolverChain`` that is a handler of the pipeline (:mod:`kubernetai.core.pipeline`).
 
 The order does not come from the Corefile but from :data:`ORDER`, CoreDNS's ``plugin.cfg``
-(1.14) with ``kubernetai`` added right after ``kubernetes``, as the Go kubernetai is built.
+(1.14.7: ``rewrite``, ``autopath``, ``acl``, then ``cache``) with ``kubernetai`` added right
+after ``kubernetes``, as the Go kubernetai is built.
 A directive not in it (a third party's) names the plugin it follows in its ``after``
 attribute. Within one directive name, Corefile order is kept: several ``kubernetai``
 stanzas are asked in the order written.
@@ -31,14 +32,14 @@ __all__ = ["ORDER", "Handler", "EarlyHandler", "EARLY_TRANSPARENT", "EARLY_FILTE
 
 #: CoreDNS's plugin.cfg, in the order a query meets the plugins.
 ORDER: tuple[str, ...] = (
-    "root", "metadata", "geoip", "cancel", "tls", "proxyproto", "quic", "grpc_server",
-    "https", "https3", "timeouts", "multisocket", "reload", "nsid", "bufsize", "bind",
-    "debug", "trace", "ready", "health", "pprof", "prometheus", "errors", "log", "dnstap",
-    "local", "dns64", "acl", "any", "chaos", "loadbalance", "tsig", "cache", "rewrite",
-    "header", "dnssec", "autopath", "minimal", "template", "transfer", "hosts", "route53",
-    "azure", "clouddns", "k8s_external", "kubernetes", "kubernetai", "file", "auto",
-    "secondary", "etcd", "loop", "forward", "grpc", "erratic", "whoami", "on", "sign",
-    "view", "nomad",
+    "root", "metadata", "geoip", "cancel", "proxyproto", "quic", "grpc_server", "https",
+    "https3", "timeouts", "multisocket", "reload", "nsid", "bufsize", "bind", "debug",
+    "trace", "ready", "health", "pprof", "shed", "prometheus", "errors", "log", "dnstap",
+    "local", "dns64", "any", "chaos", "loadbalance", "tsig", "rewrite", "autopath", "acl",
+    "cache", "header", "dnssec", "tls", "minimal", "template", "transfer", "hosts",
+    "route53", "azure", "clouddns", "k8s_external", "kubernetes", "kubernetai", "file",
+    "auto", "secondary", "etcd", "loop", "forward", "grpc", "erratic", "whoami", "on",
+    "sign", "view", "nomad",
 )
 _INDEX = {name: index for index, name in enumerate(ORDER)}
 

@@ -55,6 +55,10 @@ class BlockBuilder:
     warnings: list[str] = field(default_factory=list)
     # Run once every directive is set up; each returns start-up warnings about the block.
     checks: list[Callable[["BlockBuilder"], list[str]]] = field(default_factory=list)
+    # Run once every directive of the block is set up, before the block is used: a plugin
+    # that refers to one set up after it (`autopath @kubernetai`) finds it here, and may
+    # raise a CorefileError.
+    finishers: list[Callable[["BlockBuilder"], None]] = field(default_factory=list)
     # The directive being set up, and its place in the Corefile (set by the registry).
     directive: Directive | None = None
     index: int = 0
@@ -86,6 +90,10 @@ class BlockBuilder:
 
     def add_check(self, check: Callable[["BlockBuilder"], list[str]]) -> None:
         self.checks.append(check)
+
+    def add_finisher(self, finish: Callable[["BlockBuilder"], None]) -> None:
+        """Call ``finish(builder)`` once every directive of the block is set up."""
+        self.finishers.append(finish)
 
     def all_warnings(self) -> list[str]:
         return self.warnings + [note for check in self.checks for note in check(self)]
@@ -183,4 +191,6 @@ class Registry:
             builder.after = getattr(plugin, "after", None)
             plugin.setup(directive, builder)
         builder.directive = None
+        for finish in builder.finishers:
+            finish(builder)
         return builder

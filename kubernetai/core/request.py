@@ -14,7 +14,7 @@ has no room for a context; the block's chain hands them a :class:`ContextQuery` 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from twisted.names import dns
 
@@ -37,7 +37,10 @@ class Request:
     bytes (``b""`` without EDNS); ``limit`` the size the response must fit; ``bufsize``
     the UDP size the client advertised (0 without EDNS); ``options`` the client's EDNS0
     options as sent (the OPT rdata, ``b""`` without EDNS: what ``forward`` relays and
-    ``rewrite`` edits); ``do`` the DNSSEC OK bit; ``udp`` the transport.
+    ``rewrite`` edits); ``do`` the DNSSEC OK bit; ``udp`` the transport. An IXFR
+    request also has ``ixfr_serial``: the serial of the SOA record its authority section
+    holds, None when that section is empty or holds another record (other requests lack
+    the attribute: read it with ``getattr``).
 
     Context, set by the server before the block's plugins run: ``proto``/``addr`` (who
     asked: :meth:`peer`), ``zone`` (the server block's zone that matched, normalized),
@@ -59,7 +62,8 @@ class Request:
                  "question", "opt", "edns", "do", "limit", "udp", "size", "simple",
                  "bufsize", "options",
                  "proto", "addr", "zone", "block", "server", "started", "depth",
-                 "deps", "nocache", "renewable", "observers", "answered", "fold")
+                 "deps", "nocache", "renewable", "observers", "answered", "fold",
+                 "ixfr_serial")
 
     id: int
     rd: int
@@ -93,6 +97,7 @@ class Request:
     observers: list[Callable[["Request", bytes], None]] | None
     answered: str | None
     fold: bool
+    ixfr_serial: int | None
 
     def fqdn(self) -> str:
         """The lower-case query name as CoreDNS logs it: escaped, with its trailing dot.
@@ -184,10 +189,17 @@ class Reply:
     (:data:`RA`, :data:`AD` from an upstream: ``forward``); the server never sets RA on
     answers of its own, as CoreDNS. ``plugin`` names the plugin that wrote the answer, for
     the ``plugin`` label of ``coredns_dns_responses_total`` (None: inferred).
+
+    ``more``, if set, gives further responses to the same query, encoded, each sent after
+    ``wire`` in order on the same TCP connection (a zone transfer's messages). The server
+    asks for the next one only when the connection has taken the ones before it, so a
+    client that reads slowly holds a couple of them in memory, not the whole series; the
+    steps before the one that made the reply see ``wire`` alone, and ``log`` and
+    ``prometheus`` count the query once. Over UDP only ``wire`` is sent.
     """
 
     __slots__ = ("rcode", "aa", "answers", "authority", "additional", "error", "reported",
-                 "cache", "renewable", "wire", "flags", "plugin")
+                 "cache", "renewable", "wire", "flags", "plugin", "more")
 
     def __init__(self, rcode: int, aa: bool = False,
                  answers: Sequence[dns.RRHeader] = (),
@@ -198,7 +210,8 @@ class Reply:
                  renewable: bool = False,
                  wire: bytes | None = None,
                  flags: int = 0,
-                 plugin: str | None = None) -> None:
+                 plugin: str | None = None,
+                 more: Iterator[bytes] | None = None) -> None:
         self.rcode = rcode
         self.aa = aa
         self.answers = answers
@@ -211,6 +224,7 @@ class Reply:
         self.wire = wire
         self.flags = flags
         self.plugin = plugin
+        self.more = more
 
     @classmethod
     def encoded(cls, wire: bytes) -> "Reply":
@@ -226,6 +240,7 @@ class Reply:
         reply.wire = wire
         reply.flags = wire[3] & (RA | AD)
         reply.plugin = None
+        reply.more = None
         return reply
 
     @classmethod

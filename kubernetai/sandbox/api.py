@@ -2,8 +2,22 @@
 
 Routes discovery documents, list (with selectors and pagination), get, watch and writes on
 core and group paths, cluster-wide and namespaced, answers errors with Status bodies, checks
-the bearer token or client certificate, counts requests by verb and resource (tests use the
-counts to prove a client did or did not re-list), and applies the fault switches.
+the bearer token or client certificate, enforces RBAC when given ClusterRoles (rbac.py: a
+403 Forbidden Status for anything their rules do not allow), counts requests by verb and
+resource (tests use the counts to prove a client did or did not re-list, and the 403s to
+prove it needed nothing more than its ClusterRole), and applies the fault switches.
+
+It also meters what it sends: the response body bytes of each (verb, resource), list pages
+and watch streams alike (events, bookmarks, the closing ERROR), and of each bearer token
+(any token presented is recorded when no auth is required, so clients can be told apart by
+a token of their own), and the watch streams open now and opened so far. A benchmark
+reads them to tell what a client costs the API server; it is an int add per write
+(`MeteredRequest`, the site's request class), not counting HTTP headers or chunk framing.
+
+The accepted token can be changed while the server runs (`rotate_token`, the control path
+``POST /_sandbox/token``): only the new one is accepted from then on and the watches opened
+with another are ended, as if the old token had expired and the connections carrying it
+been closed; so a client that rotates its token is seen to pick up the new one.
 
 Reads follow kube-apiserver's resourceVersion semantics: a list or get at a resourceVersion
 the store has not reached waits for it (`too_large_rv_delay`, 3 s like the watch cache) and
@@ -22,6 +36,7 @@ would); and a consistent list, paginated with continue tokens.
 
 from __future__ import annotations
 
+import hmac
 import json
 import weakref
 from collections import Counter
@@ -37,9 +52,10 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from kubernetai.pkg.selectors import SelectorError, parse_field_selector, parse_label_selector
 
-from . import openapi, resources, tables, tls
+from . import openapi, rbac, resources, tables, tls
 from .faults import ErrorRule, Faults
 from .freshness import DEFAULT_DELAY, Freshness
+from .rbac import Policy
 from .resources import ResourceType
 from .status import ApiError, status_body, too_large, too_many_requests
 from .store import Page, Store, Stored, dumps
@@ -72,6 +88,8 @@ class ApiSettings:
     # resourceVersion=0 lists served from the watch cache, whole, ignoring `limit` (as
     # kube-apiserver does); False serves them from "etcd", paginated like any list.
     watch_cache_lists: bool = True
+    # ClusterRoles' rules the user must have for each resource request (None: no RBAC).
+    rbac: Policy | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +121,17 @@ class KubernetesAPI(Resource):
         self.control = control
         self.touch = touch
         self.requests: Counter[tuple[str, str]] = Counter()
+        # Of those, the ones RBAC refused (403), by (verb, resource).
+        self.forbidden: Counter[tuple[str, str]] = Counter()
+        # Requests accepted by bearer token, by token; requests refused with 401.
+        self.tokens: Counter[str] = Counter()
+        self.unauthorized = 0
         self.watches: set[WatchStream] = set()
+        # Response body bytes by (verb, resource) and by bearer token (MeteredRequest adds
+        # them), and how many watch streams were opened in all.
+        self.bytes: Counter[tuple[str, str]] = Counter()
+        self.token_bytes: Counter[str] = Counter()
+        self.watches_opened = 0
         self.freshness = Freshness(store, reactor)
         # The connection carrying a fault request while it runs: a fault that drops every
         # connection (refuse, restart) spares it, so the request still gets its answer.
@@ -142,14 +170,45 @@ class KubernetesAPI(Resource):
 
     def _authenticate(self, request: Request) -> None:
         if not self.settings.require_auth:
+            token = bearer_token(request)
+            if token is not None:  # anyone is let in; the token still tells clients apart
+                self.tokens[token] += 1
             return
-        header = request.getHeader(b"authorization") or b""
-        if self.settings.token and header == b"Bearer " + self.settings.token.encode():
+        token = bearer_token(request)
+        if token is not None and self._token_accepted(token):
+            self.tokens[token] += 1
             return
-        transport = request.channel.transport if request.channel else None
-        if transport is not None and tls.peer_common_name(transport) is not None:
+        if _client_certified(request):
             return
+        self.unauthorized += 1
         raise ApiError(401, "Unauthorized")
+
+    def _token_accepted(self, token: str) -> bool:
+        accepted = self.settings.token
+        if not accepted:
+            return False
+        return hmac.compare_digest(token.encode(), accepted.encode())
+
+    def rotate_token(self, token: str) -> int:
+        """Accept only `token` from now on; end the watches not opened with it (those of a
+        verified client certificate go on). Returns how many were ended."""
+        if not token or any(c.isspace() or not c.isprintable() for c in token):
+            raise ValueError("a token is a non-empty string without spaces or control "
+                             "characters")
+        self.settings.token = token
+        self.settings.require_auth = True
+        ended = [stream for stream in self.watches
+                 if bearer_token(stream.request) != token
+                 and not _client_certified(stream.request)]
+        for stream in ended:
+            channel = stream.request.channel
+            transport = channel.transport if channel is not None else None
+            stream.cut()
+            # Over TLS a lost connection waits for the HTTP channel's producer to go
+            # away, which a watch never does: drop it outright.
+            if transport is not None:
+                transport.abortConnection()
+        return len(ended)
 
     def _dispatch(self, request: Request) -> None:
         path = urlsplit(request.uri.decode("latin-1")).path.rstrip("/") or "/"
@@ -165,9 +224,11 @@ class KubernetesAPI(Resource):
                 raise ApiError(405, f"the server does not allow this method on {path}")
             self._send_json(request, 200, document)
             return
+        self._authorize(method, path, query)
         target = parse_path(path)
         verb = _verb(method, target, query)
         self.requests[(verb, target.resource.plural)] += 1
+        self._meter(request, (verb, target.resource.plural))
         rule = self.faults.take_error(verb)
         if rule is not None:
             if rule.plain:
@@ -175,6 +236,33 @@ class KubernetesAPI(Resource):
                 return
             raise _fault_error(rule)
         getattr(self, "_" + verb)(request, target, query)
+
+    def _meter(self, request: Request, key: tuple[str, str]) -> None:
+        """From now on the body bytes this request writes count for `key` (and its token)."""
+        if isinstance(request, MeteredRequest):
+            request.meter_key = key
+            request.meter_counts = self.bytes
+            token = bearer_token(request)
+            if token is not None and token in self.tokens:
+                request.meter_token = token
+                request.meter_tokens = self.token_bytes
+
+    def _opened(self, stream: WatchStream) -> None:
+        self.watches.add(stream)
+        self.watches_opened += 1
+
+    def _authorize(self, method: str, path: str, query: dict[str, str]) -> None:
+        """RBAC, before routing as in kube-apiserver: a request its rules do not allow is
+        counted (as a request and as forbidden) and answered 403."""
+        policy = self.settings.rbac
+        if policy is None:
+            return
+        request = rbac.attributes(method, path, query)
+        if request is None or policy.allows(request):
+            return
+        self.requests[(request.verb, request.resource)] += 1
+        self.forbidden[(request.verb, request.resource)] += 1
+        raise rbac.forbidden(request)
 
     def _discovery(self, path: str) -> Any:
         if path == "/version":
@@ -260,7 +348,7 @@ class KubernetesAPI(Resource):
             send_initial = _flag(query.get("sendInitialEvents"))
         requested = parse_resource_version(resource_version)
         if not send_initial or requested is None or requested <= self.store.rv:
-            self.watches.add(stream)
+            self._opened(stream)
             stream.start(resource_version, send_initial)
             return
         # With sendInitialEvents the watch cache first waits to be fresh enough
@@ -268,7 +356,7 @@ class KubernetesAPI(Resource):
         def fresh(ready: bool) -> None:
             if request.finished or request._disconnected:
                 return
-            self.watches.add(stream)
+            self._opened(stream)
             if ready:
                 stream.start(resource_version, send_initial)
             else:
@@ -364,9 +452,17 @@ class KubernetesAPI(Resource):
 
     def _control(self, request: Request, path: str, method: str) -> None:
         if path == "/_sandbox/requests" and method == "GET":
-            counts = [{"verb": v, "resource": r, "count": n}
-                      for (v, r), n in sorted(self.requests.items())]
-            self._send_json(request, 200, {"requests": counts})
+            self._send_json(request, 200, self.meters())
+        elif path == "/_sandbox/token" and method == "POST":
+            spec = _body(request)
+            token = spec.get("token") if isinstance(spec, dict) else None
+            if not isinstance(token, str):
+                raise ApiError(400, 'expected {"token": NEW}')
+            try:
+                ended = self.rotate_token(token)
+            except ValueError as error:
+                raise ApiError(400, str(error)) from None
+            self._send_json(request, 200, {"ok": True, "watches_ended": ended})
         elif path == "/_sandbox/touch" and method == "POST":
             spec = _body(request)
             if not isinstance(spec, dict):
@@ -389,6 +485,24 @@ class KubernetesAPI(Resource):
             self._send_json(request, 200, {"ok": True, "result": result})
         else:
             raise ApiError(404, f"no sandbox control at {method} {path}")
+
+    def meters(self) -> dict[str, Any]:
+        """What ``GET /_sandbox/requests`` answers: requests, 403s and 401s, response body
+        bytes by (verb, resource), watch streams open and opened, and per bearer token
+        the requests, bytes and open watches."""
+        open_by_token: Counter[str] = Counter(bearer_token(stream.request) or ""
+                                              for stream in self.watches)
+        return {"requests": _counts(self.requests),
+                "forbidden": _counts(self.forbidden),
+                "unauthorized": self.unauthorized,
+                "bytes": [{"verb": v, "resource": r, "bytes": n}
+                          for (v, r), n in sorted(self.bytes.items())],
+                "watches_open": len(self.watches),
+                "watches_opened": self.watches_opened,
+                "tokens": [{"token": token, "requests": count,
+                            "bytes": self.token_bytes.get(token, 0),
+                            "watches_open": open_by_token.get(token, 0)}
+                           for token, count in sorted(self.tokens.items())]}
 
     # -- responses ----------------------------------------------------------------
 
@@ -429,6 +543,25 @@ class KubernetesAPI(Resource):
         request.finish()
 
 
+def bearer_token(request: Request) -> str | None:
+    """The bearer token of a request's Authorization header, read as kube-apiserver reads
+    it: the scheme in any letter case (the official Python client sends ``bearer``)."""
+    header = (request.getHeader(b"authorization") or b"").decode("latin-1").strip()
+    parts = header.split(" ", 2)
+    if len(parts) < 2 or parts[0].lower() != "bearer" or not parts[1]:
+        return None
+    return parts[1]
+
+
+def _client_certified(request: Request) -> bool:
+    transport = request.channel.transport if request.channel else None
+    return transport is not None and tls.peer_common_name(transport) is not None
+
+
+def _counts(counter: Counter[tuple[str, str]]) -> list[dict[str, Any]]:
+    return [{"verb": v, "resource": r, "count": n} for (v, r), n in sorted(counter.items())]
+
+
 def _fault_error(rule: ErrorRule) -> ApiError:
     """The Status an injected error answers with; a 429 tells when to retry."""
     if rule.code == 429:
@@ -444,6 +577,23 @@ _FAULT_MESSAGES = {
     401: "Unauthorized",
     403: "forbidden: injected by the sandbox",
 }
+
+
+class MeteredRequest(Request):
+    """A request that adds the body bytes it writes to its API's counters once `_meter`
+    has named what it serves: one int add per write (two with a token)."""
+
+    meter_key: tuple[str, str] | None = None
+    meter_counts: Counter[tuple[str, str]] | None = None
+    meter_token: str | None = None
+    meter_tokens: Counter[str] | None = None
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if self.meter_counts is not None and data:
+            self.meter_counts[self.meter_key] += len(data)  # type: ignore[index]
+            if self.meter_tokens is not None:
+                self.meter_tokens[self.meter_token] += len(data)  # type: ignore[index]
 
 
 class _ListProducer:
@@ -656,4 +806,5 @@ def _missing() -> Any:
     raise _missing_error()
 
 
-__all__ = ["KubernetesAPI", "ApiSettings", "Target", "parse_path", "status_body"]
+__all__ = ["KubernetesAPI", "ApiSettings", "MeteredRequest", "Target", "parse_path",
+           "status_body"]

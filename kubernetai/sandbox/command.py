@@ -26,6 +26,10 @@ def add_commands(subparsers: Any) -> None:
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", type=int, default=0, help="0 picks a free port")
     sandbox.add_argument("--token", help="require this bearer token")
+    sandbox.add_argument("--rbac", action="append", default=[], metavar="FILE",
+                         help="enforce RBAC: the user may do only what the rules of the "
+                              "ClusterRoles in FILE allow (repeatable: their union); "
+                              "anything else gets kube-apiserver's 403 Forbidden")
     sandbox.add_argument("--tls", action="store_true",
                          help="serve HTTPS with a generated CA, server and client certificate")
     sandbox.add_argument("--tls-dir", metavar="DIR", help="where to write the certificates")
@@ -76,15 +80,22 @@ def add_commands(subparsers: Any) -> None:
 def run_sandbox(args: argparse.Namespace) -> int:
     from twisted.internet import reactor
 
-    from . import manifests
+    from . import manifests, rbac
     from .server import Sandbox
 
+    policy = None
+    if args.rbac:
+        try:
+            policy = rbac.load(args.rbac)
+        except rbac.RbacError as error:
+            print(f"kubernetai sandbox: --rbac: {error}", file=sys.stderr)
+            return 2
     sandbox = Sandbox(host=args.host, port=args.port, token=args.token, use_tls=args.tls,
                       tls_dir=args.tls_dir, bookmark_interval=args.bookmark_interval,
                       history_size=args.history, service_cidr=args.service_cidr,
                       too_large_rv_delay=args.too_large_rv_delay,
                       watch_list=not args.no_watch_list,
-                      watch_cache_lists=not args.no_watch_cache_lists)
+                      watch_cache_lists=not args.no_watch_cache_lists, rbac=policy)
     try:
         loaded = manifests.load_paths(args.manifests)
     except manifests.ManifestError as error:
@@ -111,6 +122,10 @@ def run_sandbox(args: argparse.Namespace) -> int:
     print(url, flush=True)
     counts = ", ".join(f"{sandbox.store.count(r)} {r.plural}" for r in sandbox.store.tables)
     print(f"serving {counts}", file=sys.stderr, flush=True)
+    if policy is not None:
+        print(f"RBAC: {rbac.USER} may do what ClusterRole(s) {', '.join(policy.roles)} allow "
+              f"({len(policy.rules)} rule(s)); anything else gets 403", file=sys.stderr,
+              flush=True)
     if args.write_kubeconfig:
         path = sandbox.write_kubeconfig(Path(args.write_kubeconfig))
         print(f"kubeconfig: {path}", flush=True)

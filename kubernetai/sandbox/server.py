@@ -22,9 +22,10 @@ from twisted.web.server import Site
 from kubernetai.pkg import reactor_thread
 
 from . import manifests, resources, synthetic, tls
-from .api import ApiSettings, KubernetesAPI
+from .api import ApiSettings, KubernetesAPI, MeteredRequest
 from .faults import Faults, parse_action
 from .freshness import DEFAULT_DELAY
+from .rbac import Policy
 from .resources import ResourceType
 from .status import too_old
 from .store import SavedState, Store, Stored
@@ -41,6 +42,7 @@ def _on_reactor(method: F) -> F:
 
 class _QuietSite(Site):
     noisy = False
+    requestFactory = MeteredRequest  # counts the body bytes sent (api.py)
 
     def log(self, request: Any) -> None:
         """Access logging is off: a benchmark makes millions of requests."""
@@ -54,14 +56,16 @@ class Sandbox:
                  bookmark_interval: float = 60.0, history_size: int = 10_000,
                  service_cidr: str = "10.96.0.0/12",
                  too_large_rv_delay: float = DEFAULT_DELAY, watch_list: bool = True,
-                 watch_cache_lists: bool = True, reactor: Any = None) -> None:
+                 watch_cache_lists: bool = True, rbac: Policy | None = None,
+                 reactor: Any = None) -> None:
         """`too_large_rv_delay`: how long a list or get at a resourceVersion the store has
         not reached waits for it before answering 504 "Too large resource version" (3 s in
         kube-apiserver's watch cache). `watch_list` False models a server without the
         WatchList feature (a watch with sendInitialEvents gets 422 Invalid);
         `watch_cache_lists` False serves resourceVersion=0 lists paginated, as etcd would,
-        instead of whole in one response as the watch cache does. Both are fields of
-        `settings`, which tests may change while the server runs."""
+        instead of whole in one response as the watch cache does. `rbac`: the rules
+        (`rbac.load` of ClusterRoles) every resource request must be allowed by, else 403.
+        These are fields of `settings`, which tests may change while the server runs."""
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -73,7 +77,7 @@ class Sandbox:
                                     bookmark_interval=bookmark_interval,
                                     too_large_rv_delay=float(too_large_rv_delay),
                                     watch_list=watch_list,
-                                    watch_cache_lists=watch_cache_lists)
+                                    watch_cache_lists=watch_cache_lists, rbac=rbac)
         self.api = KubernetesAPI(self.store, self.faults, self.settings, reactor, self.fault,
                                  self.touch)
         self.site = _QuietSite(self.api)
@@ -201,6 +205,46 @@ class Sandbox:
     def request_counts(self) -> dict[tuple[str, str], int]:
         """How many requests of each (verb, resource) the API served so far."""
         return dict(self.api.requests)
+
+    @_on_reactor
+    def forbidden_counts(self) -> dict[tuple[str, str], int]:
+        """Of those, how many RBAC refused with 403, by (verb, resource)."""
+        return dict(self.api.forbidden)
+
+    @_on_reactor
+    def token_counts(self) -> dict[str, int]:
+        """How many requests each bearer token was accepted for (with no auth required,
+        every token presented: a benchmark gives each client its own to tell them apart)."""
+        return dict(self.api.tokens)
+
+    @_on_reactor
+    def byte_counts(self) -> dict[tuple[str, str], int]:
+        """Response body bytes sent for each (verb, resource) so far: list pages, objects,
+        watch streams with their bookmarks (not HTTP headers or chunk framing)."""
+        return dict(self.api.bytes)
+
+    @_on_reactor
+    def watch_counts(self) -> tuple[int, int]:
+        """Watch streams open now, and opened since the start."""
+        return len(self.api.watches), self.api.watches_opened
+
+    @_on_reactor
+    def meters(self) -> dict[str, Any]:
+        """Everything ``GET /_sandbox/requests`` answers (api.KubernetesAPI.meters)."""
+        return self.api.meters()
+
+    @_on_reactor
+    def unauthorized_count(self) -> int:
+        """How many requests were refused with 401 (no or a wrong token)."""
+        return self.api.unauthorized
+
+    @_on_reactor
+    def rotate_token(self, token: str) -> int:
+        """Accept only `token` from now on, as when a service account token is rotated and
+        the old one has expired: requests with another token get 401 and the watches
+        opened with another are ended (not those of a client certificate). Returns how
+        many watches were ended. The same as ``POST /_sandbox/token {"token": NEW}``."""
+        return self.api.rotate_token(token)
 
     def write_kubeconfig(self, path: str | Path, **names: str) -> Path:
         files = self.tls_files

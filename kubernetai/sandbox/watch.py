@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 from typing import Any, Callable
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport
 from twisted.web.server import Request
 
 from kubernetai.pkg.selectors import FieldSelector, LabelSelector
@@ -150,6 +150,10 @@ class WatchStream:
             transport = self.request.channel.transport if self.request.channel else None
             if transport is not None:
                 transport.loseConnection()
+                # Over TLS loseConnection waits for the channel's producer, which a watch
+                # never lets go: abort, as a proxy dropping the connection would.
+                if ISSLTransport.providedBy(transport):
+                    transport.abortConnection()
 
     def _cleanup(self) -> None:
         self.closed = True

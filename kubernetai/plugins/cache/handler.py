@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Iterator
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -283,6 +283,8 @@ class CacheHandler(WireCacheHandler):
         ttl = self._duration(found, kind)
         sent = self._retimed(wire, found, ttl, request)
         reply.wire = sent
+        if reply.more is not None:  # a zone transfer's later messages: the same TTL
+            reply.more = self._all_retimed(reply.more, ttl, request)
         if key is None:
             return True
         kept = False
@@ -321,6 +323,19 @@ class CacheHandler(WireCacheHandler):
         if not request.do and not getattr(request, "ad", False):
             buf[3] &= ~AD & 0xFF
         return bytes(buf)
+
+    @classmethod
+    def _all_retimed(cls, messages: Iterator[bytes], ttl: int,
+                     request: Request) -> Iterator[bytes]:
+        """Each message of ``messages`` retimed as it is made (CoreDNS's cache writer
+        sets the TTLs of every message of a transfer)."""
+        for message in messages:
+            try:
+                found = scan(message)
+            except Malformed:
+                yield message
+                continue
+            yield cls._retimed(message, found, ttl, request)
 
     @staticmethod
     def _matches(wire: bytes, found: Scan, request: Request) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -22,7 +23,19 @@ from kubernetai.corefile import CorefileError
 if TYPE_CHECKING:
     from kubernetai.plugins.kubernetai.config import StanzaConfig
 
-__all__ = ["kube_client_config", "plain_http_credentials", "server_url"]
+__all__ = ["SERVICEACCOUNT_DIR", "SERVICEACCOUNT_DIR_ENV", "kube_client_config",
+           "plain_http_credentials", "server_url", "serviceaccount_dir"]
+
+#: Where the kubelet mounts a pod's service account: ``token`` and ``ca.crt`` are read there.
+SERVICEACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+#: The environment variable that moves it (tests; a sidecar that mounts it elsewhere).
+SERVICEACCOUNT_DIR_ENV = "KUBERNETAI_SERVICEACCOUNT_DIR"
+
+
+def serviceaccount_dir(environ: Mapping[str, str] | None = None) -> str:
+    """The directory the in-cluster ``token`` and ``ca.crt`` are read from."""
+    env = os.environ if environ is None else environ
+    return env.get(SERVICEACCOUNT_DIR_ENV) or SERVICEACCOUNT_DIR
 
 
 _LDH_LABEL_RE = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?", re.ASCII)
@@ -124,8 +137,9 @@ def kube_client_config(
     * ``endpoint URL`` (+ ``tls CERT KEY CACERT``): that host, the client
       certificate and key, and the CA to verify the server with (without
       ``tls``, the system trust store).  Only the first URL is used.
-    * otherwise in-cluster: the service account token and CA under
-      ``/var/run/secrets/kubernetes.io/serviceaccount`` and
+    * otherwise in-cluster: the service account ``token`` and ``ca.crt``
+      under ``/var/run/secrets/kubernetes.io/serviceaccount`` (or the
+      directory ``KUBERNETAI_SERVICEACCOUNT_DIR`` names) and
       ``KUBERNETES_SERVICE_HOST``/``_PORT`` (``environ``,
       ``incluster_token_file`` and ``incluster_ca_file`` replace those, for
       tests).  The service account token is a bound token that the kubelet
@@ -138,7 +152,10 @@ def kube_client_config(
       cached file token source re-reads every minute).  Requests made
       without ``ApiClient`` (raw urllib3) do not get the token at all;
       a watch already open keeps the token it was opened with, which is
-      fine: the API server authenticates a watch once, when it starts.
+      fine: the API server authenticates a watch once, when it starts, and
+      the kubelet writes the new token well before the old one expires.
+      (client-go also drops its cached token after a 401; the Python client
+      does not, so a token revoked early is picked up within the minute.)
 
     Also sets ``keep_alive`` (TCP keepalive, as client-go dials), so a
     silently dead watch connection is eventually noticed.  Not set here
@@ -219,16 +236,20 @@ def kube_client_config(
             "so the stanza connects in-cluster)",
             None,
         )
+    directory = serviceaccount_dir(env)
     loader = incluster.InClusterConfigLoader(
-        token_filename=incluster_token_file or incluster.SERVICE_TOKEN_FILENAME,
-        cert_filename=incluster_ca_file or incluster.SERVICE_CERT_FILENAME,
+        token_filename=incluster_token_file or os.path.join(directory, "token"),
+        cert_filename=incluster_ca_file or os.path.join(directory, "ca.crt"),
         try_refresh_token=True,
         environ=env,
     )
     try:
         loader.load_and_set(cfg)
     except Exception as e:  # ConfigException, OSError
-        raise fail(None, f"unable to load in-cluster configuration: {e}", None) from e
+        where = "" if incluster_token_file else (
+            f" (the service account's token and ca.crt are read from {directory}; "
+            f"{SERVICEACCOUNT_DIR_ENV} names another directory)")
+        raise fail(None, f"unable to load in-cluster configuration: {e}{where}", None) from e
     return cfg
 
 

@@ -67,6 +67,15 @@ def answer_options(cluster: Cluster, ns_addresses: tuple[str, ...] = ()) -> reco
         namespaces=frozenset(config.namespaces) or None, zonal=config.zonal)
 
 
+def client_ip(request: Any) -> str:
+    """The client's address as the API server writes a pod IP: an IPv4 client of a
+    dual-stack socket (``::ffff:10.0.0.1``) as IPv4."""
+    host: str = request.peer()[0]
+    if host.startswith("::ffff:") and "." in host:
+        return host[7:]
+    return host
+
+
 def _deferred(got: Result | Exception | defer.Deferred[Result]) -> defer.Deferred[Result]:
     """What `StanzaResolver._answer` gives, as the Deferred of `IResolver.query`."""
     if isinstance(got, defer.Deferred):
@@ -93,6 +102,39 @@ class StanzaResolver(ResolverBase):
         self.upstream = upstream  # where to chase when the query names none (embedding)
         # Longest zone first, so the most specific one answers.
         self._zones = sorted(self.options.zones, key=len, reverse=True)
+
+    #: The search list of this host's /etc/resolv.conf (read at setup), which ends every
+    #: autopath search path, as CoreDNS's kubernetes plugin appends its host's.
+    host_search: tuple[str, ...] = ()
+
+    def autopath(self, request: Any) -> list[str] | None:
+        """The search path of the pod that asks (CoreDNS's ``AutoPath``), for `autopath
+        @kubernetai`: None unless the name is in this stanza's zones, ``pods verified`` and
+        a pod of this cluster has the client's address; else the pod namespace's search
+        domains in this zone, the host's, and ``""`` (the name as asked)."""
+        zone = self._zone_of(request.lname.decode("latin-1") + ".")
+        if zone is None or self.cluster.config.pods != "verified":
+            return None
+        pods = self.cluster.cache.pods_for_ip(client_ip(request))
+        if not pods:
+            return None
+        namespace = pods[0].namespace
+        if zone == ".":
+            head = [f"{namespace}.svc.", "svc.", "."]
+        else:
+            head = [f"{namespace}.svc.{zone}", f"svc.{zone}", zone]
+        return [*head, *self.host_search, ""]
+
+    def transfer(self, zone: str, serial: int) -> Any:
+        """The records of ``zone`` (lower case, fully qualified) for the `transfer` plugin
+        (CoreDNS's ``Transfer``): a `xfr.ZoneTransfer` (its ``serial`` and, iterated, its
+        records) for an AXFR (``serial`` 0) or an IXFR from ``serial``; None when ``zone``
+        is not at or below one of this stanza's zones (not authoritative)."""
+        from kubernetai.plugins.kubernetai import xfr  # only `transfer` needs it
+
+        if self._zone_of(zone) is None:
+            return None
+        return xfr.transfer(self.cluster.cache, self.options, zone, serial)
 
     def query(self, query: dns.Query, timeout: Any = None) -> defer.Deferred[Result]:
         """Every type goes to `_lookup` directly.

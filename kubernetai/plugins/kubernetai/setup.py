@@ -13,6 +13,7 @@ from kubernetai.core.registry import BlockBuilder
 from kubernetai.corefile import Directive
 from kubernetai.pkg.dnsname import in_zone
 from kubernetai.pkg.localaddrs import server_addresses
+from kubernetai.pkg.resolvconf import read_search, valid_domain
 from kubernetai.plugins.kubernetai.config import parse_stanza
 from kubernetai.plugins.kubernetai.controller import Cluster
 from kubernetai.plugins.kubernetai.handler import StanzaResolver
@@ -28,6 +29,7 @@ class KubernetaiDirective:
         cluster = Cluster(config)
         resolver = StanzaResolver(cluster,
                                   ns_addresses=server_addresses(builder.bind_addresses))
+        resolver.host_search = host_search()
         builder.add_resolver(resolver)
         builder.add_source(cluster, resolver.use_cluster)
         # Each stanza is ready on its own, so `/ready` names the cluster that is not.
@@ -36,6 +38,20 @@ class KubernetaiDirective:
         builder.warnings.extend(config.warnings)
         if not any(check is chain_warnings for check in builder.checks):
             builder.add_check(chain_warnings)
+
+
+#: Where the host's search list is read, once per stanza set up (CoreDNS reads it at
+#: parse time too); a test may point it elsewhere.
+RESOLV_CONF = "/etc/resolv.conf"
+
+
+def host_search() -> tuple[str, ...]:
+    """The host's search list for autopath (none if the file cannot be read, as CoreDNS)."""
+    try:
+        found = read_search(RESOLV_CONF)
+    except OSError:
+        return ()
+    return tuple(name for name in found if valid_domain(name))
 
 
 def ready_name(config: Any) -> str:

@@ -315,6 +315,7 @@ def _finished(reply: Reply, message: Message, request: Request, truncated: bool)
                 renewable=reply.renewable and cacheable, flags=reply.flags,
                 plugin=reply.plugin)
     out.reported = reply.reported
+    out.more = reply.more  # a zone transfer's later messages go out as they are
     if rcode <= 0xF and not truncated:
         return out
     # The header holds four bits of rcode; more go in the OPT record (RFC 6891), which

@@ -1,0 +1,1 @@
+"""`autopath`: server-side search path completion (CoreDNS's *autopath*)."""

@@ -1,0 +1,1 @@
+"""`transfer`: zone transfers (AXFR, IXFR) of the `kubernetai` stanzas' zones, and NOTIFY."""
