@@ -124,20 +124,27 @@ def test_type_rewrite_question_kept(port: int) -> None:
     assert records(reply) == [("web.shared.svc.cluster.local.", "A", "10.96.100.10")]
 
 
-def test_rewritten_answer_follows_the_cluster(served: tuple, cluster: Sandbox) -> None:
-    """A rewritten question is answered from the cluster as it is now: rewrite stands before
-    the answer cache (CoreDNS 1.14.7's order), whose entries are the rewritten requests'
-    (not kept yet), so nothing stale is served after the change."""
+def test_rewritten_answer_cached_then_refreshed_on_change(served: tuple,
+                                                          cluster: Sandbox) -> None:
+    """The answer cache after rewrite (CoreDNS 1.14.7's order) keeps the answer to the
+    rewritten question, and drops it when the cluster the stanza read it from changes;
+    the client gets it mapped back to its own question."""
     service, port = served
     name = "later.shared.example.com"
     assert ask(port, name).rcode() == dns.rcode.NXDOMAIN
-    assert ask(port, name).rcode() == dns.rcode.NXDOMAIN
+    hits = service.cache.hits
+    reply = ask(port, name)
+    assert reply.rcode() == dns.rcode.NXDOMAIN
+    assert reply.question[0].name.to_text() == name + "."
+    assert service.cache.hits == hits + 1
     cluster.apply({"apiVersion": "v1", "kind": "Service",
                    "metadata": {"name": "later", "namespace": "shared"},
                    "spec": {"clusterIP": "10.96.77.7", "ports": [{"port": 80}]}})
     try:
         wait_for(lambda: records(ask(port, name))
                  == [("later.shared.example.com.", "A", "10.96.77.7")])
+        hits = service.cache.hits
         assert records(ask(port, name)) == [("later.shared.example.com.", "A", "10.96.77.7")]
+        assert service.cache.hits == hits + 1
     finally:
         cluster.delete("Service", "shared", "later")

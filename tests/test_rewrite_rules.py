@@ -334,3 +334,21 @@ def test_what_the_steps_after_record_reaches_the_steps_before(serve) -> None:
         == [("q.test.", "10.1.2.3")]
     deps, nocache, renewable = server.spy.after[-1]
     assert deps == [(SOURCE, 3)] and nocache is False and renewable is True
+
+
+def test_a_cache_hit_passes_early_only_when_no_rule_applies() -> None:
+    """`rewrite` stands before the answer cache: a hit for a question no rule changes is
+    still answered early; any other goes the whole way (the cache keeps the rewritten one)."""
+    from kubernetai.core.codec import parse_request
+    (block,) = parse("example.org {\n    rewrite name exact a.example.org b.example.org\n}\n",
+                     "Corefile")
+    builder = Registry().set_up_block(block, BlockBuilder(block, ("example.org.",)))
+    (stage,) = builder.stages
+    wire = b"\x00" * 12
+
+    def request(name: str) -> Request:
+        parsed = parse_request(dns.message.make_query(name, "A").to_wire(), True)
+        assert isinstance(parsed, Request)
+        return parsed
+    assert stage.handler.filter_early(request("c.example.org"), wire) == wire
+    assert stage.handler.filter_early(request("a.example.org"), wire) is None

@@ -64,6 +64,15 @@ class RewriteHandler:
             return rewrite_reply(reply, responses, request, sub)
         return then(next(sub), _as_reply(answered))
 
+    def filter_early(self, request: Request, wire: bytes) -> bytes | None:
+        """A cache hit, answered early, stands when no rule applies to the question (the
+        steps after this one saw it as it is); else the request goes the whole way."""
+        state = State(request)
+        for rule in self.rules:
+            if rule.rewrite(state) is not None:
+                return None
+        return wire
+
 
 def _as_reply(function: Callable[[Reply], Result]) -> Callable[[Reply], Reply]:
     """For :func:`then`: a function of the reply that may answer with a Deferred (a

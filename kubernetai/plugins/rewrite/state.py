@@ -8,6 +8,7 @@ steps after it a copy of the request carrying the result (:meth:`State.apply`).
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 from kubernetai.core.request import Request
@@ -22,6 +23,8 @@ STOP, CONTINUE = "stop", "continue"
 #: The UDP size of the OPT record an edns0 rule adds to a query that had none
 #: (miekg's ``SetEdns0(4096, false)`` in CoreDNS's ``setupEdns0Opt``).
 DEFAULT_UDP_SIZE = 4096
+
+_TYPE_CLASS = struct.Struct("!HH")
 
 
 class State:
@@ -75,6 +78,13 @@ class State:
             sub.lname = qname.lower()
         sub.qtype = self.qtype
         sub.qclass = self.qclass
+        # The copy's own question (the rewritten name, type and class): the answer cache
+        # after this step keeps and serves it as any other question, and the reply,
+        # written for it, is read back for the client's question (`rewrite_reply`).
+        wire = b"".join([bytes((len(label),)) + label for label in sub.labels]) + b"\0"
+        sub.question = wire + _TYPE_CLASS.pack(self.qtype, self.qclass)
+        sub.simple = (request.simple and len(wire) <= 255 and b"\0" not in sub.qname
+                      and all(0 < len(label) < 64 for label in sub.labels))
         if self.options is not None:
             sub.options = encode_options(self.options)
             if not request.edns:
