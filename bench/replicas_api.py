@@ -52,7 +52,6 @@ from benchlib import (  # noqa: E402 - beside this script
     in_workspace,
     log_problems,
     proc_status,
-    read_first_line,
     repo_env,
     twistd,
 )
@@ -64,7 +63,7 @@ from scale import (  # noqa: E402
     ServiceIPs,
     answers,
     checks,
-    cluster_of,
+    start_sandbox,
 )
 
 from kubernetai.sandbox.ports import free_port  # noqa: E402
@@ -238,15 +237,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.pods}, {args.seconds:g} s at {args.rate:g} changes/s; "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
               + (f"; work dir {work}" if args.keep else ""))
-        started = time.monotonic()
-        cluster = cluster_of(args.spec)
-        sandbox = children.start(
-            [sys.executable, "-m", "kubernetai", "sandbox", "--synthetic", args.spec,
-             "--port", "0", "--history", "100000"],
-            stdout=subprocess.PIPE, stderr=(work / "sandbox.log").open("w"), env=env, cwd=work)
-        url = read_first_line(sandbox, timeout=300)
-        print(f"sandbox {url}: loaded in {time.monotonic() - started:.1f} s, RSS "
-              f"{proc_status(sandbox.pid).get('VmRSS', 0):.0f} MiB")
+        cluster, url = start_sandbox(args.spec, work, children, env)
         api = Api(url)
         api.namespace(CHURN_NAMESPACE)
         names = checks(cluster, args.pods)

@@ -735,6 +735,25 @@ def run_mode(pods: str, args: argparse.Namespace, api: Api, cluster: Cluster, ur
         print(f"  server log {server.log}: {len(problems)} problem lines, e.g. {problems[0]}")
 
 
+def start_sandbox(spec: str, work: Path, children: Processes, env: dict[str, str]
+                  ) -> tuple[Any, str]:
+    """The synthetic cluster ``spec`` (as this script reads it) and the URL of a sandbox
+    serving it, started in ``work`` with a history long enough for the churn; prints its
+    size, load time and RSS."""
+    started = time.monotonic()
+    cluster = cluster_of(spec)
+    sandbox = children.start(
+        [sys.executable, "-m", "kubernetai", "sandbox", "--synthetic", spec,
+         "--port", "0", "--history", "100000"],
+        stdout=subprocess.PIPE, stderr=(work / "sandbox.log").open("w"), env=env, cwd=work)
+    url = read_first_line(sandbox, timeout=300)
+    print(f"sandbox {url}: {len(cluster.services) + len(cluster.headless)} services "
+          f"({len(cluster.headless)} headless), loaded in "
+          f"{time.monotonic() - started:.1f} s, RSS "
+          f"{proc_status(sandbox.pid).get('VmRSS', 0):.0f} MiB")
+    return cluster, url
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", default="scale", help="synthetic spec (default: scale)")
@@ -773,17 +792,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{sorted(args.only)}, {args.seconds:g} s loads, {args.rate:g} changes/s; "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
               + (f"; work dir {work}" if args.keep else ""))
-        started = time.monotonic()
-        cluster = cluster_of(args.spec)
-        sandbox = children.start(
-            [sys.executable, "-m", "kubernetai", "sandbox", "--synthetic", args.spec,
-             "--port", "0", "--history", "100000"],
-            stdout=subprocess.PIPE, stderr=(work / "sandbox.log").open("w"), env=env, cwd=work)
-        url = read_first_line(sandbox, timeout=300)
-        print(f"sandbox {url}: {len(cluster.services) + len(cluster.headless)} services "
-              f"({len(cluster.headless)} headless), loaded in "
-              f"{time.monotonic() - started:.1f} s, RSS "
-              f"{proc_status(sandbox.pid).get('VmRSS', 0):.0f} MiB")
+        cluster, url = start_sandbox(args.spec, work, children, env)
         api = Api(url)
         api.namespace(CHURN_NAMESPACE)
         ips = ServiceIPs()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -575,7 +574,12 @@ def test_without_pods_the_verified_stanza_never_syncs(deployment):
     assert {resource for _, resource in forbidden} == {"pods"}
     server.wait(lambda: try_get(deployment.ready_port) == (503, FIRST_STANZA),
                 what="/ready naming only the stanza with pods verified", timeout=30)
-    for _ in range(3):
-        time.sleep(0.5)
-        assert get(deployment.ready_port) == (503, FIRST_STANZA)
+
+    def refused_pods() -> int:
+        return sum(count for (_, resource), count in sandbox.counts()[1].items()
+                   if resource == "pods")
+    seen = refused_pods()
+    server.wait(lambda: refused_pods() > seen,
+                what="another refused pods request (the informer retries)", timeout=90)
+    assert get(deployment.ready_port) == (503, FIRST_STANZA)  # still not ready after it
     assert "pods is forbidden" in server.output()

@@ -33,6 +33,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import pytest
+from test_dnsserver import recv_exact
 from twistd_process import TwistdServer
 
 from kubernetai.pkg.reactor_thread import in_reactor
@@ -223,16 +224,6 @@ def running(tmp_path_factory: pytest.TempPathFactory,
         server.stop()
 
 
-def _read_exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ConnectionError("the server closed the connection")
-        data += chunk
-    return data
-
-
 def transfer(port: int, zone: str, rdtype: str = "AXFR", *, source: str = "127.0.0.1",
              serial: int | None = None, edns: bool = False) -> list[bytes]:
     """The response messages of one transfer over TCP, as sent (raw), up to the closing
@@ -248,8 +239,8 @@ def transfer(port: int, zone: str, rdtype: str = "AXFR", *, source: str = "127.0
                                   source_address=(source, 0)) as sock:
         sock.sendall(struct.pack("!H", len(wire)) + wire)
         while True:
-            size = struct.unpack("!H", _read_exactly(sock, 2))[0]
-            data = _read_exactly(sock, size)
+            size = struct.unpack("!H", recv_exact(sock, 2))[0]
+            data = recv_exact(sock, size)
             messages.append(data)
             message = dns.message.from_wire(data, xfr=True, one_rr_per_rrset=True)
             assert message.id == query.id
@@ -370,8 +361,8 @@ def test_the_server_answers_other_queries_on_the_same_connection_afterwards(runn
             sock.sendall(struct.pack("!H", len(wire)) + wire)
         replies = []
         while True:
-            size = struct.unpack("!H", _read_exactly(sock, 2))[0]
-            replies.append(dns.message.from_wire(_read_exactly(sock, size), xfr=True))
+            size = struct.unpack("!H", recv_exact(sock, 2))[0]
+            replies.append(dns.message.from_wire(recv_exact(sock, size), xfr=True))
             if replies[-1].id == follow.id:
                 break
     assert [reply.id for reply in replies[:-1]] == [query.id] * (len(replies) - 1)

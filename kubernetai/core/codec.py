@@ -134,13 +134,7 @@ def parse_request(data: bytes, udp: bool, bufsize: int | None = None,
             pos = skip_rr(data, pos, n)
         optrr = -1
         for _ in range(ar):
-            _, fixed, _ = read_name(data, pos, n)
-            if fixed + 10 > n:
-                raise WireError("truncated resource record")
-            rtype = _U16.unpack_from(data, fixed)[0]
-            pos = fixed + 10 + _U16.unpack_from(data, fixed + 8)[0]
-            if pos > n:
-                raise WireError("rdata overflows the message")
+            rtype, fixed, pos = _record_at(data, pos, n)
             if rtype == _TYPE_OPT:
                 optrr = fixed
         opt = b""
@@ -211,16 +205,22 @@ def parse_request(data: bytes, udp: bool, bufsize: int | None = None,
     return req
 
 
-def soa_serial(data: bytes, pos: int, n: int) -> int | None:
-    """The serial of the SOA record at ``pos`` (an IXFR request's authority section,
-    RFC 1995), None for a record of another type; WireError if it does not parse."""
+def _record_at(data: bytes, pos: int, n: int) -> tuple[int, int, int]:
+    """The record at ``pos``: its type, where its fixed part (after the owner) starts,
+    and where the record ends; WireError if it runs past ``n``."""
     _, fixed, _ = read_name(data, pos, n)
     if fixed + 10 > n:
         raise WireError("truncated resource record")
-    rtype = _U16.unpack_from(data, fixed)[0]
     end = fixed + 10 + _U16.unpack_from(data, fixed + 8)[0]
     if end > n:
         raise WireError("rdata overflows the message")
+    return _U16.unpack_from(data, fixed)[0], fixed, end
+
+
+def soa_serial(data: bytes, pos: int, n: int) -> int | None:
+    """The serial of the SOA record at ``pos`` (an IXFR request's authority section,
+    RFC 1995), None for a record of another type; WireError if it does not parse."""
+    rtype, fixed, end = _record_at(data, pos, n)
     if rtype != _TYPE_SOA:
         return None
     _, at, _ = read_name(data, fixed + 10, end)   # MNAME

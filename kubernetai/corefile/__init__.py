@@ -23,7 +23,7 @@ from kubernetai.corefile.errors import (
     printable,
 )
 from kubernetai.corefile.files import read_regular_file
-from kubernetai.corefile.keys import parse_key
+from kubernetai.corefile.keys import origins, parse_key
 from kubernetai.corefile.limits import (
     MAX_FILE_BYTES,
     MAX_IMPORT_DEPTH,
@@ -52,6 +52,7 @@ __all__ = [
     "parse",
     "parse_file",
     "no_options",
+    "origins",
     "parse_key",
     "printable",
     "read_regular_file",

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import Callable, Iterable, Sequence
 
 from kubernetai.corefile.errors import describe_char, printable
 from kubernetai.corefile.model import ZoneAddress
+from kubernetai.pkg.gosyntax import quote
 
-__all__ = ["parse_key"]
+__all__ = ["parse_key", "origins"]
 
 
 # Schemes CoreDNS serves, with the port each defaults to.
@@ -240,3 +242,21 @@ def parse_key(key: str) -> list[ZoneAddress]:
     if port is None:
         port = _DEFAULT_PORTS[scheme]
     return [ZoneAddress(scheme, _fqdn(h).lower(), port, original, given) for h in hosts]
+
+
+def origins(args: Sequence[str], lines: Sequence[int], block_zones: Iterable[str],
+            fail: Callable[[int, str, str], Exception]) -> tuple[str, ...]:
+    """CoreDNS's ``OriginsFromArgsOrServerBlock``: the zones a plugin's arguments name (a
+    CIDR as its reverse zones), else the server block's; lower case, fully qualified, each
+    once. An argument that is no zone raises ``fail(line, message, argument)`` (CoreDNS
+    drops it without a word, leaving the plugin with fewer zones than written)."""
+    if not args:
+        return tuple(dict.fromkeys(zone.lower() for zone in block_zones))
+    zones: list[str] = []
+    for arg, line in zip(args, lines):
+        try:
+            keys = parse_key(arg)
+        except ValueError as error:
+            raise fail(line, f"invalid zone {quote(arg)}: {error}", arg) from None
+        zones += [key.zone.lower() for key in keys if key.zone.lower() not in zones]
+    return tuple(zones)

@@ -31,7 +31,7 @@ from twisted.names import dns
 from kubernetai.core.codec import FORMERR, NOTIMP, NXDOMAIN, REFUSED, SERVFAIL, render
 from kubernetai.core.plugin import Next, Result
 from kubernetai.core.request import AD, RA, Reply, Request
-from kubernetai.pkg.dnsname import in_zone
+from kubernetai.pkg.dnsname import in_zone, presentation
 from kubernetai.plugins.autopath.metrics import SUCCESS
 
 __all__ = ["AutopathHandler", "cnamed"]
@@ -85,7 +85,9 @@ class AutopathHandler:
             return next(request)
         cut = len(_labels(path[0]))
         if len(request.labels) <= cut:
-            return Reply(SERVFAIL, error=f"trimzone: overshot qname: {_shown(request)}for "
+            # The name as the client wrote it, escaped (\DDD): it goes to the log.
+            return Reply(SERVFAIL, error=f"trimzone: overshot qname: "
+                         f"{presentation(request.labels)}for "
                          f"zone {path[0]}", plugin=self.name)
         base = request.labels[:len(request.labels) - cut]
         tries = [base + _labels(domain) for domain in path]
@@ -239,10 +241,6 @@ def _fqdn(lname: bytes) -> str:
 def _first_in(name: str, first: str) -> bool:
     """CoreDNS's ``firstInSearchPath``: the name is the first search domain or below it."""
     return bool(first) and (name == first or in_zone(name, first))
-
-
-def _shown(request: Request) -> str:
-    return request.qname.decode("latin-1") + "."
 
 
 def _server(request: Request) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 from kubernetai.core.registry import BlockBuilder
-from kubernetai.corefile import CorefileError, Directive, parse_key
+from kubernetai.corefile import CorefileError, Directive, origins
 from kubernetai.pkg.gosyntax import quote
 from kubernetai.pkg.resolvconf import read_search, valid_domain
 from kubernetai.plugins.autopath.handler import AutopathHandler
@@ -37,7 +37,8 @@ class AutopathDirective:
             raise CorefileError(option.filename, option.line,
                                 f"autopath: unknown property '{option.name}'", option.name)
         *zone_args, source = directive.args
-        zones = _zones(directive, tuple(zone_args), builder)
+        zones = origins(zone_args, directive.arg_lines, builder.zones,
+                        lambda line, message, token: _error(directive, line, message, token))
         plugin = None
         search: list[str] = []
         if source.startswith("@"):
@@ -60,22 +61,6 @@ class AutopathDirective:
         builder.add_handler(handler)
         if plugin is not None:
             builder.add_finisher(lambda done: _find_sources(directive, handler, done))
-
-
-def _zones(directive: Directive, args: tuple[str, ...], builder: BlockBuilder
-           ) -> tuple[str, ...]:
-    """``OriginsFromArgsOrServerBlock``: the arguments' zones (CIDRs as reverse zones),
-    else the server block's; lower case, fully qualified."""
-    if not args:
-        return tuple(dict.fromkeys(zone.lower() for zone in builder.zones))
-    zones: list[str] = []
-    for arg, line in zip(args, directive.arg_lines):
-        try:
-            keys = parse_key(arg)
-        except ValueError as error:
-            raise _error(directive, line, f"invalid zone {quote(arg)}: {error}", arg) from None
-        zones += [key.zone.lower() for key in keys if key.zone.lower() not in zones]
-    return tuple(zones)
 
 
 def _find_sources(directive: Directive, handler: AutopathHandler,

@@ -248,19 +248,12 @@ def _classify(host: str) -> tuple[int, str | None]:
 
     An IPv4-mapped IPv6 address is an A record, as Go's ``To4`` makes it.
     """
-    if ":" in host:
-        try:
-            packed = socket.inet_pton(socket.AF_INET6, host)
-        except (OSError, ValueError):
-            return _CNAME, None
-        if packed[:12] == _V4MAPPED:
-            return _A, socket.inet_ntop(socket.AF_INET, packed[12:])
-        return _AAAA, host
-    try:
-        socket.inet_pton(socket.AF_INET, host)
-    except (OSError, ValueError):
-        return _CNAME, None
-    return _A, host
+    kind, packed = _classify_packed(host)
+    if packed is None:
+        return kind, None
+    if kind == _A and ":" in host:
+        return _A, socket.inet_ntop(socket.AF_INET, packed)
+    return kind, host
 
 
 def _classify_packed(host: str) -> tuple[int, bytes | None]:

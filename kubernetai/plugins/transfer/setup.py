@@ -14,7 +14,7 @@ drops it silently).
 from __future__ import annotations
 
 from kubernetai.core.registry import BlockBuilder
-from kubernetai.corefile import CorefileError, Directive, arg_error, parse_key
+from kubernetai.corefile import CorefileError, Directive, arg_error, origins
 from kubernetai.pkg.gosyntax import quote
 from kubernetai.plugins.transfer.handler import TransferHandler, Xfr
 from kubernetai.plugins.transfer.hostport import host_port, is_ip
@@ -54,7 +54,8 @@ class TransferDirective:
     @staticmethod
     def parse(directive: Directive, builder: BlockBuilder) -> Xfr:
         """One `transfer` line and its block."""
-        zones = _zones(directive, builder)
+        zones = origins(directive.args, directive.arg_lines, builder.zones,
+                        lambda line, message, token: _error(directive, line, message, token))
         to: list[str] = []
         source: str | None = None
         for option in directive.block:
@@ -90,21 +91,6 @@ class TransferDirective:
             raise _error(directive, directive.line, "'to' is required", directive.name,
                          twice=True)
         return Xfr(zones, tuple(to), source)
-
-
-def _zones(directive: Directive, builder: BlockBuilder) -> tuple[str, ...]:
-    """``OriginsFromArgsOrServerBlock``: the arguments' zones (a CIDR as its reverse
-    zones), else the server block's; lower case, fully qualified."""
-    if not directive.args:
-        return tuple(dict.fromkeys(zone.lower() for zone in builder.zones))
-    zones: list[str] = []
-    for arg, line in zip(directive.args, directive.arg_lines):
-        try:
-            keys = parse_key(arg)
-        except ValueError as error:
-            raise _error(directive, line, f"invalid zone {quote(arg)}: {error}", arg) from None
-        zones += [key.zone.lower() for key in keys if key.zone.lower() not in zones]
-    return tuple(zones)
 
 
 def _find_sources(handler: TransferHandler, builder: BlockBuilder) -> None:
