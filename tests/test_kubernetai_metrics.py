@@ -64,6 +64,13 @@ def count(name: str, labels: tuple[str, ...]) -> int:
     return value[0] if value else 0
 
 
+def by_code(label: str) -> dict[str, int]:
+    """The REST client's request counts towards one API server, by status code (all GETs)."""
+    found = {labels[0]: n for labels, n in read(REQUESTS).items() if labels[2] == label}
+    assert all(labels[1] == "GET" for labels in read(REQUESTS) if labels[2] == label)
+    return found
+
+
 def of_stanza(name: str, stanza: str) -> dict[tuple[str, ...], float]:
     """A per-stanza family's series of one stanza, by their other labels."""
     return {labels[1:]: value for labels, value in read(name).items() if labels[0] == stanza}
@@ -235,26 +242,40 @@ def test_trigger_time_is_rfc3339(text: str, expected: float | None) -> None:
 
 def test_requests_are_counted_by_code_and_timed(sandbox: Sandbox, started: Any) -> None:
     """Every request counts under its status code, GET and the API server's host:port; each
-    list is timed and every request's rate limiter wait is observed."""
+    list is timed and every request's rate limiter wait is observed. Counted from what the
+    series held before: an earlier test's sandbox may have had the same port (the series
+    are the process's), and its requests stay counted under the same host label."""
     sandbox.apply(namespace("shop"))
     sandbox.error(503, count=1, verbs=["watch"])  # the watch-list; a list follows it
-    synced_cluster(sandbox, started, "requests.local")
     label = host(sandbox)
+    before_requests = by_code(label)
+    before_timed = count(DURATION, ("GET", label)), count(RATE_LIMITER, ("GET", label))
+    synced_cluster(sandbox, started, "requests.local")
 
     def made() -> tuple[int, int]:
         counts = sandbox.request_counts()
         lists = sum(n for (verb, _), n in counts.items() if verb == "list")
         return lists, lists + sum(n for (verb, _), n in counts.items() if verb == "watch")
 
+    seen: list[Any] = []
+
     def counted() -> bool:
-        by_code = {labels[0]: n for labels, n in read(REQUESTS).items() if labels[2] == label}
-        return sum(by_code.values()) == made()[1] and by_code.get("503") == 1
-    wait_for(counted, what="every request counted")
-    codes = {labels[:2] for labels in read(REQUESTS) if labels[2] == label}
-    assert codes == {("200", "GET"), ("503", "GET")}
-    lists, everything = made()
-    assert count(DURATION, ("GET", label)) == lists
-    assert count(RATE_LIMITER, ("GET", label)) == everything
+        """Both sides read between two equal request counts of the sandbox's, so that no
+        request was made while the client's series were read."""
+        made_before = made()
+        codes = {code: n - before_requests.get(code, 0) for code, n in by_code(label).items()
+                 if n != before_requests.get(code, 0)}
+        timed = (count(DURATION, ("GET", label)) - before_timed[0],
+                 count(RATE_LIMITER, ("GET", label)) - before_timed[1])
+        seen[:] = [codes, timed, made_before]
+        return (made() == made_before and sum(codes.values()) == made_before[1]
+                and codes.get("503") == 1 and timed == made_before)
+    try:
+        wait_for(counted, what="every request counted")
+    except AssertionError as error:
+        raise AssertionError(f"{error}: counted by code {seen[0]}, (lists timed, waits "
+                             f"observed) {seen[1]}, (lists, all) made {seen[2]}") from None
+    assert set(seen[0]) == {"200", "503"}
 
     sandbox.refuse()
     wait_for(lambda: read(REQUESTS).get(("<error>", "GET", label), 0) >= 1,
