@@ -25,7 +25,7 @@ from test_records import (
 from twisted.internet import task
 from twisted.names import dns as tdns
 
-from kubernetai.core import gcpolicy
+from kubernetai.core import gcpolicy, sources
 from kubernetai.plugins.kubernetai import records
 from kubernetai.plugins.kubernetai.cache import ClusterCache, _MultiIndex
 from kubernetai.plugins.kubernetai.informer import Replace
@@ -146,7 +146,8 @@ def test_install_is_replace(resource: str, seed: int) -> None:
     keys += [("ip", f"10.244.{b}.{c}") for b in range(3) for c in range(6)]
     keys += [("ip", f"10.96.{b}.{c}") for b in range(9) for c in range(50)]
     keys += [("ns", ns) for ns in NAMESPACES + ["d", "e"]]
-    cells = {cache: {key: cache.cell(key) for key in keys} for cache in (old, new)}
+    cells = {cache: {key: cache.cells.dep(key) for key in keys} for cache in (old, new)}
+    before = {cache: (cache.generation, cache.serial_cell.generation) for cache in cells}
     for cache in (old, new):
         cache._clock = lambda: 2000.5
     changed = old.replace(resource, [v for v in items.values() if v is not None],
@@ -155,10 +156,12 @@ def test_install_is_replace(resource: str, seed: int) -> None:
     assert new.install(prepared) == changed and new.fallbacks == 0
     assert _state(new) == _state(old)
     assert _answers(new) == _answers(old)
-    moved = {cache: {k for k, c in cells[cache].items() if c.generation} for cache in cells}
+    moved = {cache: {k for k, dep in cells[cache].items() if sources.changed((dep,))}
+             for cache in cells}
     assert moved[new] == moved[old]
-    assert (new.generation > 1) == (old.generation > 1)
-    assert new.serial_cell.generation == old.serial_cell.generation
+    assert (new.generation != before[new][0]) == (old.generation != before[old][0])
+    assert (new.serial_cell.generation - before[new][1]
+            == old.serial_cell.generation - before[old][1])
 
 
 def test_a_list_older_than_a_write_falls_back_to_replace() -> None:
@@ -207,7 +210,7 @@ def test_a_snapshot_taken_during_a_write_is_never_installed() -> None:
 
 def test_install_bumps_only_the_cells_of_changed_keys() -> None:
     cache, _ = _filled(5)
-    held = {key: cache.cell(("svc", key)) for key in cache.services}
+    held = {key: cache.cells.dep(("svc", key)) for key in cache.services}
     items = dict(cache.services)
     key = sorted(items)[0]
     svc = items[key]
@@ -215,7 +218,7 @@ def test_install_bumps_only_the_cells_of_changed_keys() -> None:
                                            [("http", 80, "TCP")]))
     items[key] = moved
     assert cache.install(cache.prepare_replace("services", items))
-    assert {k for k, c in held.items() if c.generation} == {key}
+    assert {k for k, dep in held.items() if sources.changed((dep,))} == {key}
     assert records._answer(cache, OPTIONS, f"{svc.name}.{svc.namespace}.svc.cluster.local.",
                            tdns.A, "cluster.local.").answers[0].payload.dottedQuad() == \
         "10.96.7.7"

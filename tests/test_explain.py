@@ -30,6 +30,7 @@ from kubernetai.core.pipeline import BlockPipeline, Stage
 from kubernetai.core.plugin import position
 from kubernetai.core.registry import BlockBuilder, Registry
 from kubernetai.core.router import ZoneRouter
+from kubernetai.core.sources import Source
 from kubernetai.core.wirecache import WireCache, WireCacheHandler
 from kubernetai.corefile import CorefileError, parse
 from kubernetai.plugins.explain.report import render_text
@@ -449,20 +450,20 @@ def test_the_cache_states() -> None:
     pipeline, _ = _unsynced(cache)
     (scope,) = [s.handler.scope for s in pipeline.stages if isinstance(s.handler, WireCacheHandler)]
     request = question_request("Web.ns.svc.b.local", 1, ("127.0.0.1", 5))
-    source = type("Source", (), {"generation": 1})()
+    source = Source()
     stored = struct.pack("!HBBHHHH", 0, 0x84, 3, 1, 0, 1, 0) + b"rest"
     key = (request.qname, 1, 1, scope)
-    cache.put(key, stored, 5, ((source, 1),), renewable=True)
+    cache.put(key, stored, 5, (source.dep(),), renewable=True)
     state = cache_state(pipeline, request)
     assert state == {"in_cache": True, "state": "fresh", "hit": True, "rcode": "NXDOMAIN",
                      "answers": 0, "ttl_left": 5.0}
     now[0] += 6
     assert cache_state(pipeline, request)["state"] == "renewable"
-    cache.put(key, stored, 5, ((source, 1),), renewable=False)
+    cache.put(key, stored, 5, (source.dep(),), renewable=False)
     now[0] += 6
     assert cache_state(pipeline, request)["state"] == "expired"
-    cache.put(key, stored, 5, ((source, 1),), renewable=True)
-    source.generation = 2
+    cache.put(key, stored, 5, (source.dep(),), renewable=True)
+    source.bump()
     assert cache_state(pipeline, request)["state"] == "stale"
     assert key in cache.entries and cache.hits == 0 and cache.invalidated == 0
     other = question_request("web.ns.svc.b.local", 1, ("127.0.0.1", 5))  # another spelling

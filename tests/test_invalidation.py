@@ -52,6 +52,7 @@ from kubernetai.core import codec
 from kubernetai.core.dnsserver import KubernetaiServerFactory, listen
 from kubernetai.core.pipeline import BlockPipeline, Stage
 from kubernetai.core.plugin import position
+from kubernetai.core.sources import KeySlots, changed
 from kubernetai.core.wirecache import WireCache, WireCacheHandler, _recase
 from kubernetai.pkg import reactor_thread
 from kubernetai.plugins.kubernetai import records
@@ -163,7 +164,7 @@ def _fresh(cache: ClusterCache, opts: str, qname: str, qtype: int, zone: str) ->
 
 
 def _moved(found: records.Answer) -> bool:
-    return any(source.generation != generation for source, generation in found.deps)
+    return changed(found.deps)
 
 
 class Ticking:
@@ -215,18 +216,26 @@ def test_a_change_leaves_the_answers_of_other_names_in_place() -> None:
     assert [render_rr(r)[3] for r in again[names[0]].answers] == ["10.96.0.99"]
 
 
-def test_a_nonexistent_name_depends_on_its_own_cell_which_goes_with_it() -> None:
-    """An NXDOMAIN depends on its (namespace, name) cell and the serial; the cell is held
-    weakly, so a flood of random names leaves nothing once their answers are gone."""
+def test_a_nonexistent_name_depends_on_its_own_cell_and_a_flood_is_bounded() -> None:
+    """An NXDOMAIN depends on its (namespace, name) cell and the serial; a flood of random
+    names keeps at most the ring's size of cells, the oldest names' answers dropped as
+    their cells go to newer names."""
     cache = build_cache()
+    cache.cells = KeySlots(size=64)
     found = records._answer(cache, BASE, "rnd-1.shop.svc.cluster.local.", tdns.A,
                             "cluster.local.")
     assert found.rcode == tdns.ENAME
-    keys = {key for key, cell in cache.cells.items() if any(s is cell for s, _ in found.deps)}
-    assert keys == {("svc", "shop/rnd-1"), ("ns", "shop")}
-    assert any(s is cache.serial_cell for s, _ in found.deps)
-    del found, keys
-    assert ("svc", "shop/rnd-1") not in cache.cells
+    slots = {slot for slot, _ in found.deps}
+    assert {key for key, slot in cache.cells.items() if slot in slots} == \
+        {("svc", "shop/rnd-1"), ("ns", "shop")}
+    assert cache.serial_cell.slot in slots
+    assert not changed(found.deps)
+    for i in range(2, 200):
+        records._answer(cache, BASE, f"rnd-{i}.shop.svc.cluster.local.", tdns.A,
+                        "cluster.local.")
+    assert len(cache.cells) == 64
+    assert ("svc", "shop/rnd-1") not in cache.cells and ("svc", "shop/rnd-199") in cache.cells
+    assert changed(found.deps)
 
 
 def test_the_memo_evicts_its_oldest_entries_instead_of_emptying(monkeypatch) -> None:

@@ -25,17 +25,11 @@ from kubernetai.core.pipeline import BlockPipeline, Stage
 from kubernetai.core.plugin import Next, Result, position, then
 from kubernetai.core.registry import BlockBuilder, Registry
 from kubernetai.core.request import Reply, Request
+from kubernetai.core.sources import Source
 from kubernetai.corefile import parse
 from kubernetai.pkg import reactor_thread
 
-
-class Source:
-    """A data source the resolver records as the answer's dependency."""
-
-    generation = 3
-
-
-SOURCE = Source()
+SOURCE = Source()  # a data source the resolver records as the answer's dependency
 
 
 class Table:
@@ -333,7 +327,7 @@ def test_what_the_steps_after_record_reaches_the_steps_before(serve) -> None:
     assert [(rrset.name.to_text(), rr.to_text()) for rrset in reply.answer for rr in rrset] \
         == [("q.test.", "10.1.2.3")]
     deps, nocache, renewable = server.spy.after[-1]
-    assert deps == [(SOURCE, 3)] and nocache is False and renewable is True
+    assert deps == [SOURCE.dep()] and nocache is False and renewable is True
 
 
 def test_a_cache_hit_passes_early_only_when_no_rule_applies() -> None:

@@ -29,6 +29,7 @@ from kubernetai.core.dnsserver import KubernetaiServerFactory, listen
 from kubernetai.core.negative import AuthoritativeNameError, FallThrough, ServerFailure
 from kubernetai.core.pipeline import BlockPipeline, Stage
 from kubernetai.core.plugin import position
+from kubernetai.core.sources import Source
 from kubernetai.core.wirecache import WireCache, WireCacheHandler
 from kubernetai.pkg import reactor_thread
 
@@ -141,17 +142,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class Source:
-    """A data source as a cluster's cache shows itself to the answer cache: a counter
-    that moves on every change."""
-
-    def __init__(self) -> None:
-        self.generation = 0
-
-    def bump(self) -> None:
-        self.generation += 1
 
 
 @dataclass

@@ -41,6 +41,7 @@ from kubernetai.core.negative import (
 )
 from kubernetai.core.plugin import Handler, Next, Result, early_answer
 from kubernetai.core.request import Reply, Request, context_query
+from kubernetai.core.sources import Deps
 
 __all__ = ["BlockChain", "ChainHandler", "BlockPipeline", "Stage"]
 
@@ -246,7 +247,7 @@ def _as_lookup(reply: Reply) -> Any:
     raise ServerFailure(reply.error or "")
 
 
-def _cacheable(request: Request) -> tuple[tuple[Any, int], ...] | None:
+def _cacheable(request: Request) -> Deps | None:
     if request.nocache:
         return None
     deps = request.deps

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from twisted.names import dns
 
+from kubernetai.core.sources import Source
 from kubernetai.pkg.dnsname import presentation, presentation_dotted
 
 __all__ = ["Request", "Reply", "ContextQuery", "context_query", "RA", "AD"]
@@ -49,7 +50,8 @@ class Request:
     ``depth`` (ExternalName chases above this query).
 
     Cacheability, written by the plugins that answer: ``deps`` lists the data sources the
-    answer was read from, each as ``(source, source.generation)``; ``nocache`` is set when a
+    answer was read from, each as a ``(slot, generation)`` pair of
+    :mod:`kubernetai.core.sources`; ``nocache`` is set when a
     plugin that did not promise a cacheable answer produced it, and ``renewable`` cleared
     when one produced it that does not promise its answer depends on those sources alone.
     ``answered`` names the directive of the resolver that answered (the ``plugin`` label).
@@ -91,7 +93,7 @@ class Request:
     server: Any
     started: float
     depth: int
-    deps: list[tuple[Any, int]] | None
+    deps: list[tuple[int, int]] | None
     nocache: bool
     renewable: bool
     observers: list[Callable[["Request", bytes], None]] | None
@@ -148,16 +150,16 @@ class Request:
             twin.labels = list(labels)
         return twin
 
-    def depend(self, source: Any) -> None:
-        """The answer was read from ``source`` (which has a ``generation`` counter)."""
-        dep = (source, source.generation)
+    def depend(self, source: Source) -> None:
+        """The answer was read from ``source`` (see :mod:`kubernetai.core.sources`)."""
+        dep = source.dep()
         if self.deps is None:
             self.deps = [dep]
         elif dep not in self.deps:
             self.deps.append(dep)
 
-    def depend_all(self, deps: Sequence[tuple[Any, int]]) -> None:
-        """The answer was read from these ``(source, generation)`` pairs."""
+    def depend_all(self, deps: Sequence[tuple[int, int]]) -> None:
+        """The answer was read from these ``(slot, generation)`` pairs."""
         mine = self.deps
         if mine is None:
             self.deps = list(deps)

@@ -12,10 +12,11 @@ patched in, for as long as it holds:
   function of the recorded sources alone: a ``kubernetai`` stanza's) whose sources have
   not changed is renewed for another TTL in place: asking again would produce the same
   bytes, so only the work is saved. Any other answer is asked again;
-* until a data source it was read from changes: each entry remembers the ``generation``
-  of every cluster consulted for it (several, when an ExternalName was chased into
-  another zone, or a stanza passed the name on), and a lookup that finds one of them
-  moved on drops the entry. A change in one cluster leaves the others' answers cached.
+* until a data source it was read from changes: each entry remembers the generation
+  (:mod:`kubernetai.core.sources`) of every cluster name consulted for it (several,
+  when an ExternalName was chased into another zone, or a stanza passed the name on),
+  and a lookup that finds one of them moved on drops the entry. A change in one
+  cluster leaves the others' answers cached.
 
 The key is what the client cannot vary at will (name as sent, type, class, the block);
 the request's EDNS options are not part of it and not stored. An answer whose producers
@@ -50,6 +51,7 @@ from typing import Any, Callable, Protocol, Union
 from kubernetai.core.codec import NOERROR, NXDOMAIN, patch_cached, render_reply, strip_opt
 from kubernetai.core.plugin import Next, Result
 from kubernetai.core.request import Reply, Request
+from kubernetai.core.sources import GENERATIONS, Deps
 
 __all__ = ["WireCache", "WireCacheHandler", "StoredItem", "message_ttl", "SCOPE_STEP",
            "FOLDED"]
@@ -70,7 +72,7 @@ FOLDED = 1
 
 Key = tuple[bytes, int, int, int]
 # (response without OPT, expiry, (source, generation) pairs, TTL to renew with or 0)
-Memo = tuple[bytes, float, tuple[tuple[Any, int], ...], float]
+Memo = tuple[bytes, float, Deps, float]
 
 
 class StoredItem(Protocol):
@@ -144,8 +146,9 @@ class WireCache:
         if entry is None or entry.__class__ is not tuple:
             return None
         stored, expires, deps, renew = entry
-        for source, generation in deps:
-            if source.generation != generation:
+        generations = GENERATIONS
+        for slot, generation in deps:
+            if generations[slot] != generation:
                 self.invalidated += 1
                 self.drop(key)
                 return None
@@ -161,7 +164,7 @@ class WireCache:
         return stored
 
     def put(self, key: Key, stored: bytes, ttl: float,
-            deps: tuple[tuple[Any, int], ...] = (), renewable: bool = False) -> None:
+            deps: Deps = (), renewable: bool = False) -> None:
         """Keep ``stored`` under ``key`` for ``ttl`` seconds (renewed while ``deps`` hold,
         if ``renewable``), evicting the oldest entries to stay in bounds."""
         if ttl <= 0:
@@ -290,8 +293,9 @@ class WireCacheHandler:
                 return None
             return patch_cached(_recase(renewed, request.question) if folded else renewed,
                                 request)
-        for source, generation in deps:
-            if source.generation != generation:
+        generations = GENERATIONS
+        for slot, generation in deps:
+            if generations[slot] != generation:
                 cache.get(key)  # drops it, counted
                 return None
         wire = patch_cached(_recase(stored, request.question) if folded else stored, request)

@@ -36,6 +36,7 @@ from kubernetai.core.codec import MAX_TCP_SIZE, patch_cached, render_reply
 from kubernetai.core.plugin import Next, Result
 from kubernetai.core.request import AD, Reply, Request
 from kubernetai.core.router import normalize_zone
+from kubernetai.core.sources import GENERATIONS
 from kubernetai.core.wirecache import MAX_TTL, Key, WireCache, WireCacheHandler
 from kubernetai.plugins.cache import metrics
 from kubernetai.plugins.cache.config import DENIAL, SUCCESS, CacheConfig, effective_capacity
@@ -172,8 +173,9 @@ class CacheHandler(WireCacheHandler):
     def _item(self, item: Item, key: Key, request: Request,
               server: str) -> tuple[Any, ...] | None:
         store = self.cache
-        for source, generation in item.deps:
-            if source.generation != generation:
+        generations = GENERATIONS
+        for slot, generation in item.deps:
+            if generations[slot] != generation:
                 store.invalidated += 1
                 store.drop(key)
                 return None

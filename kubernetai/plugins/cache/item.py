@@ -13,6 +13,7 @@ import struct
 from typing import Any
 
 from kubernetai.core.request import AD, Request
+from kubernetai.core.sources import Deps
 from kubernetai.core.wirecache import ENTRY_OVERHEAD, Key
 
 __all__ = ["Item", "split"]
@@ -45,7 +46,7 @@ class Item:
 
     def __init__(self, stored: bytes, ttl_at: list[int], ends: list[int],
                  sections: list[int], qend: int, orig_ttl: int, now: float,
-                 deps: tuple[tuple[Any, int], ...], kind: str, owner: Any, server: str,
+                 deps: Deps, kind: str, owner: Any, server: str,
                  qname: bytes) -> None:
         # The records after the question: a hit puts its own question in front (the key
         # is the lower-case name; the question echoes the asker's case, same length).

@@ -29,6 +29,7 @@ from twisted.names import error as dnserror
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from kubernetai.core import sources
 from kubernetai.core.codec import NOERROR, NXDOMAIN, RCODE_NAMES, SERVFAIL, parse_request, type_name
 from kubernetai.core.negative import (
     REASON_CLASS,
@@ -541,7 +542,7 @@ def cache_state(pipeline: BlockPipeline, request: Request, keep: int | None = No
         return state
     stored, expires, deps, renew = entry
     now = (clock or cache.clock)()
-    changed = any(source.generation != generation for source, generation in deps)
+    changed = sources.changed(deps)
     state["in_cache"] = True
     state["rcode"] = rcode_name(stored[3] & 0xF)
     state["answers"] = struct.unpack_from("!H", stored, 6)[0]

@@ -106,7 +106,7 @@ class HostsResolver(ResolverBase):
         if not in_zones and qtype != dns.PTR:
             return OutsideZones(NO_NEXT)
         if request is not None:
-            request.depend(self.source)
+            request.depend(self.source.changes)
         table = self.source.table
         entry = table.names.get(key)
         if entry is None and table.wild:

@@ -1,6 +1,6 @@
 """The hosts data one `hosts` directive answers from: the file's entries and the inline ones.
 
-It is the answer memo's *source*: ``generation`` moves whenever what the file says changes,
+It is the answer memo's *source* (``changes``): it moves whenever what the file says changes,
 so an answer recorded with the old generation (``request.depend``) is dropped from the
 cache, whether ``hosts`` answered it or passed the name on to a stanza that did.
 
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from kubernetai.core.metrics import PROCESS
+from kubernetai.core.sources import Source
 from kubernetai.plugins.hosts.hostsfile import HostsMap, parse_hosts, wildcard_of
 
 __all__ = ["HostsSource", "Loaded", "Table", "combine", "ENTRIES", "RELOAD_TIMESTAMP"]
@@ -106,8 +107,8 @@ class HostsSource:
         self.file = HostsMap()
         #: What the resolver reads: replaced whole, never changed in place.
         self.table = combine(self.file, self.inline)
-        #: Bumped each time the file's entries change (the answer memo compares it).
-        self.generation = 0
+        #: Moves each time the file's entries change (what cached answers depend on).
+        self.changes = Source()
         #: Whether the file has been read at all (CoreDNS sets its metrics only then).
         self.loaded = False
         self.mtime_ns = -1
@@ -146,8 +147,12 @@ class HostsSource:
         if loaded.table is None:
             return False
         self.file, self.table = loaded.hosts, loaded.table
-        self.generation += 1
+        self.changes.bump()
         return True
+
+    @property
+    def generation(self) -> int:
+        return self.changes.generation
 
     def publish(self) -> None:
         """Set the metrics to what is served (CoreDNS sets them on each reading of the

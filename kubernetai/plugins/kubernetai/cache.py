@@ -40,14 +40,14 @@ counts; an update counts only when ``old.dns_equal(new)`` is false (CoreDNS
 deletes count too (they change which names exist), multicluster adds and
 deletes bump only ``modified_multicluster`` and a ServiceImport's IPs are
 compared.  ``generation`` is an integer that increases with every
-DNS-visible change (the cache itself is the source an answer that reads
-everything depends on).
+DNS-visible change (that of :attr:`ClusterCache.everything`, the source an
+answer that reads everything depends on).
 
 Cells: what one answer read, for invalidating per name rather than
-everything.  :meth:`ClusterCache.cell` hands out a :class:`Cell` per key,
-held weakly (a cell lives as long as an answer depending on it is kept), and
-every DNS-visible change bumps the ``generation`` of the existing cells of the
-keys it touches:
+everything.  :meth:`ClusterCache.cell` hands out a slot of
+:mod:`kubernetai.core.sources` per key (from a bounded ring: a key keeps it
+while newer keys have not taken the whole ring), and every DNS-visible change
+moves the generation of the slots of the keys it touches:
 
 =========================  ===============================================
 ``("svc", "ns/name")``     that Service, the EndpointSlices of service
@@ -61,6 +61,8 @@ keys it touches:
 
 and :attr:`ClusterCache.serial_cell` moves when ``int(modified)`` or
 ``int(modified_multicluster)`` does (an SOA's bytes hold the serial).
+Answers remember ``(slot, generation)`` integer pairs, so the caches that
+keep them hold no tracked objects for the garbage collector to walk.
 ``memo`` is a dict that :mod:`kubernetai.plugins.kubernetai.records` fills
 with built answers, each checked against its cells when it is read.
 
@@ -74,11 +76,11 @@ changed.
 from __future__ import annotations
 
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from kubernetai.core.sources import KeySlots, Source
 from kubernetai.plugins.kubernetai.objects import (
     EndpointSlice,
     Namespace,
@@ -87,7 +89,7 @@ from kubernetai.plugins.kubernetai.objects import (
     ServiceImport,
 )
 
-__all__ = ["ADDED", "DELETED", "MODIFIED", "RESOURCES", "Cell", "ClusterCache", "Prepared"]
+__all__ = ["ADDED", "DELETED", "MODIFIED", "RESOURCES", "ClusterCache", "Prepared"]
 
 ADDED = "ADDED"
 MODIFIED = "MODIFIED"
@@ -99,16 +101,6 @@ RESOURCES = frozenset(
 _MULTICLUSTER = frozenset({"serviceimports", "mcendpointslices"})
 
 _NONE: tuple = ()
-
-
-class Cell:
-    """One thing answers can depend on (a name, an IP): its ``generation`` moves when it
-    changes (the wire cache's source protocol)."""
-
-    __slots__ = ("generation", "__weakref__")
-
-    def __init__(self) -> None:
-        self.generation = 0
 
 
 class _MultiIndex:
@@ -194,13 +186,11 @@ class ClusterCache:
         self.modified: float = 0.0
         self.modified_multicluster: float = 0.0
         # Moves with every DNS-visible change: the source of answers that read everything.
-        self.generation: int = 0
-        # key -> Cell, while something (a kept answer) depends on it.
-        self.cells: weakref.WeakValueDictionary[tuple[str, ...], Cell] = \
-            weakref.WeakValueDictionary()
-        self._cell_refs: dict[tuple[str, ...], Any] = self.cells.data  # type: ignore[attr-defined]
+        self.everything = Source()
+        # key -> slot, for the keys something (a kept answer) may depend on.
+        self.cells = KeySlots()
         # Moves when either SOA serial does.
-        self.serial_cell = Cell()
+        self.serial_cell = Source()
         # Memo of built answers, owned by kubernetai.plugins.kubernetai.records; each entry
         # is checked against the cells its answer read.
         self.memo: OrderedDict[Any, Any] = OrderedDict()
@@ -227,26 +217,18 @@ class ClusterCache:
         """Pods whose ``status.podIP`` is ``ip`` (CoreDNS ``PodIndex``)."""
         return self._pod_by_ip.get(ip)
 
-    def cell(self, key: tuple[str, ...]) -> Cell:
-        """The cell of ``key`` (``("svc", "ns/name")``, ``("ns", name)``, ``("ip", ip)``),
-        made on first use; see the module docstring."""
-        # The mapping's own dict of weak references, read directly: its get() is a
-        # Python-level call, and this is on every uncached answer's path.
-        ref = self._cell_refs.get(key)
-        if ref is not None:
-            found = ref()
-            if found is not None:
-                return found
-        found = self.cells[key] = Cell()
-        return found
+    @property
+    def generation(self) -> int:
+        """Moves with every DNS-visible change."""
+        return self.everything.generation
+
+    def cell(self, key: tuple[str, ...]) -> int:
+        """The slot of ``key`` (``("svc", "ns/name")``, ``("ns", name)``, ``("ip", ip)``),
+        given on first use; see the module docstring."""
+        return self.cells.slot(key)
 
     def _touch(self, key: tuple[str, ...]) -> None:
-        # Only cells something depends on exist; the others need no bump.
-        ref = self._cell_refs.get(key)
-        if ref is not None:
-            found = ref()
-            if found is not None:
-                found.generation += 1
+        self.cells.touch(key)
 
     def sizes(self) -> dict[str, int]:
         """Objects held per resource (for the metrics)."""
@@ -377,14 +359,7 @@ class ClusterCache:
             setattr(self, name, value)
         self.synced[resource] = True
         if prepared.changed:
-            touched, cells = prepared.touched, self.cells
-            if len(cells) < len(touched):
-                for key, cell in list(cells.items()):
-                    if key in touched:
-                        cell.generation += 1
-            else:
-                for key in touched:
-                    self._touch(key)
+            self.cells.touch_all(prepared.touched)
             self._bump(resource)
         return prepared.changed
 
@@ -434,8 +409,8 @@ class ClusterCache:
             before = int(self.modified)
             self.modified = now
         if int(now) != before:
-            self.serial_cell.generation += 1
-        self.generation += 1
+            self.serial_cell.bump()
+        self.everything.bump()
 
     def _store(self, resource: str) -> dict[str, Any]:
         self._check(resource)

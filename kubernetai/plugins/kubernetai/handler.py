@@ -195,7 +195,7 @@ class StanzaResolver(ResolverBase):
             found = records.answer(self.cluster.cache, self.options, name, type, zone)
         except Exception as error:  # noqa: BLE001 - a bug answers SERVFAIL and is logged
             if request is not None:
-                request.depend(self.cluster.cache)
+                request.depend(self.cluster.cache.everything)
             return ServerFailure(f"plugin/kubernetai: {error!r}")
         if request is not None:
             request.depend_all(found.deps)

@@ -31,7 +31,7 @@ convention); ``Answer.chase`` is text, fully qualified, spelled as in the
 Service's ``externalName``.
 
 Dependencies: every answer lists in ``Answer.deps`` the sources it read, as
-``(source, generation)`` pairs: the cache's cells (see
+``(slot, generation)`` pairs (:mod:`kubernetai.core.sources`): the cache's cells (see
 :mod:`kubernetai.plugins.kubernetai.cache`) of each service, namespace and IP
 it looked up (found or not), the serial cell if it carries an SOA, and the
 cache itself for answers that read more than named things (the apex NS and
@@ -62,6 +62,7 @@ from typing import Any, NamedTuple
 
 from twisted.names import dns
 
+from kubernetai.core.sources import GENERATIONS, Deps
 from kubernetai.pkg.dnsname import in_zone, is_reverse
 from kubernetai.plugins.kubernetai.answerwire import (
     AddressRR,
@@ -99,8 +100,11 @@ _NAME_ERROR = "name error"  # CoreDNS errNoItems / errNsNotExposed / errInvalidR
 _V4MAPPED = b"\x00" * 10 + b"\xff\xff"
 _EMPTY: tuple = ()
 
-#: Upper bound on the records held by one cache's answer memo; 0 disables it.
-MEMO_MAX_RECORDS = 20_000
+#: Upper bound on the records held by one cache's answer memo; 0 disables it. Small:
+#: the answer cache in front keeps the bytes of what is asked again, so the memo serves
+#: what that cache does not keep, and each of its entries is four or more objects that a
+#: full garbage collection walks (see kubernetai.core.sources).
+MEMO_MAX_RECORDS = 4_096
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +187,7 @@ class Answer(NamedTuple):
     name_error: bool
     chase: str | None = None
     soa: dns.RRHeader | None = None
-    deps: tuple[tuple[Any, int], ...] = ()
+    deps: Deps = ()
     foldable: bool = False
 
 
@@ -308,7 +312,8 @@ def extract_address_from_reverse(name: str) -> str:
 
 class _Q:
     """One query: the cache, the options, the zone (lower-case and as sent), and the
-    sources read so far (source -> its generation when read)."""
+    sources read so far (slot -> its generation when read, see
+    :mod:`kubernetai.core.sources`)."""
 
     __slots__ = ("cache", "opts", "zone", "zone_sent", "suffix", "mc", "ttl", "pod_names",
                  "zonal", "deps")
@@ -323,17 +328,17 @@ class _Q:
         self.ttl = opts.ttl
         self.pod_names = opts.endpoint_pod_names
         self.zonal = opts.zonal
-        self.deps: dict[Any, int] = {}
+        self.deps: dict[int, int] = {}
 
     def need(self, key: tuple[str, ...]) -> None:
         """The answer reads ``key`` (found or not)."""
-        cell = self.cache.cell(key)
-        self.deps[cell] = cell.generation
+        slot = self.cache.cells.slot(key)
+        self.deps[slot] = GENERATIONS[slot]
 
     def need_all(self) -> None:
         """The answer reads more than named things: any change may change it."""
-        cache = self.cache
-        self.deps[cache] = cache.generation
+        slot = self.cache.everything.slot
+        self.deps[slot] = GENERATIONS[slot]
 
     def exposed(self, namespace: str) -> bool:
         allowed = self.opts.namespaces
@@ -345,8 +350,8 @@ class _Q:
     def soa(self) -> dns.RRHeader:
         # One SOA record per zone spelling, shared while the serial holds.
         cache = self.cache
-        cell = cache.serial_cell
-        self.deps[cell] = cell.generation
+        slot = cache.serial_cell.slot
+        self.deps[slot] = GENERATIONS[slot]
         serial = int(cache.modified_multicluster if self.mc else cache.modified)
         key = ("soa", id(self.opts), self.zone_sent)
         hit = cache.memo.get(key)
@@ -752,8 +757,9 @@ def answer(
     hit = memo.get(key)
     if hit is not None and hit[0] is options:
         found: Answer = hit[1]
-        for source, generation in found.deps:
-            if source.generation != generation:
+        generations = GENERATIONS
+        for slot, generation in found.deps:
+            if generations[slot] != generation:
                 del memo[key]
                 cache.memo_records -= hit[2]
                 break
