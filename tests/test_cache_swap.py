@@ -208,6 +208,27 @@ def test_a_snapshot_taken_during_a_write_is_never_installed() -> None:
     assert _state(cache) == _state(twin)
 
 
+def test_the_lists_equal_copies_are_let_go_where_the_list_was_prepared() -> None:
+    """An object the list repeats unchanged is replaced in the list by the one held, so
+    its copy is freed on the informer's thread, not with the batch on the reactor (for
+    100,000 pods that was ~18 ms of one reactor turn); a changed one stays the list's."""
+    cache, _ = _filled(3)
+    items = {key: service_from_json(service_json(svc.namespace, svc.name, svc.cluster_ips,
+                                                 [("http", 80, "TCP")]))
+             for key, svc in cache.services.items()}
+    kept, moved = sorted(items)[:2]
+    svc = cache.services[moved]
+    items[moved] = service_from_json(service_json(svc.namespace, svc.name, ("10.96.7.7",),
+                                                  [("http", 80, "TCP")]))
+    copies = {key: obj for key, obj in items.items() if obj == cache.services[key]}
+    assert kept in copies and moved not in copies
+    prepared = cache.prepare_replace("services", items)
+    assert all(items[key] is cache.services[key] for key in copies)
+    assert items[moved] is not cache.services[moved]
+    assert cache.install(prepared)
+    assert all(cache.services[key] is items[key] for key in items)
+
+
 def test_install_bumps_only_the_cells_of_changed_keys() -> None:
     cache, _ = _filled(5)
     held = {key: cache.cells.dep(("svc", key)) for key in cache.services}
