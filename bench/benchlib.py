@@ -115,6 +115,12 @@ def in_workspace(run: Callable[[Path, Processes], int], prefix: str,
             shutil.rmtree(work, ignore_errors=True)
 
 
+def print_machine_footer() -> None:
+    """The line that ends a bench's figures: they move with what else runs on the machine."""
+    print(f"\n(figures from a shared {os.cpu_count()}-CPU machine; load average now "
+          f"{os.getloadavg()[0]:.1f})")
+
+
 # --- servers under test --------------------------------------------------------------------
 
 @dataclass

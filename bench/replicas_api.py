@@ -51,6 +51,7 @@ from benchlib import (  # noqa: E402 - beside this script
     Processes,
     in_workspace,
     log_problems,
+    print_machine_footer,
     proc_status,
     repo_env,
     twistd,
@@ -273,8 +274,7 @@ def main(argv: list[str] | None = None) -> int:
 
     status = in_workspace(session, "kubernetai-replicas-", keep=lambda: args.keep, grace=15)
     if status == 0:
-        print(f"\n(figures from a shared {os.cpu_count()}-CPU machine; load average now "
-              f"{os.getloadavg()[0]:.1f})")
+        print_machine_footer()
     return status
 
 

@@ -70,6 +70,7 @@ from benchlib import (  # noqa: E402 - beside this script
     cpu_seconds,
     in_workspace,
     parse_dnsperf,
+    print_machine_footer,
     proc_status,
     read_first_line,
     repo_env,
@@ -802,8 +803,7 @@ def main(argv: list[str] | None = None) -> int:
 
     status = in_workspace(session, "kubernetai-scale-", keep=lambda: args.keep, grace=15)
     if status == 0:
-        print(f"\n(figures from a shared {os.cpu_count()}-CPU machine; load average now "
-              f"{os.getloadavg()[0]:.1f})")
+        print_machine_footer()
     return status
 
 
